@@ -1,0 +1,227 @@
+"""The durable outbox: every state change of a Message is one write to the database.
+
+Sync functions over the Django ORM. Intake records a message (idempotently, by its key); senders
+``claim`` a due message with a lease, then record ``sent``, ``retry`` or ``dead``. A sweep finds
+messages that are due, or whose lease ran out because their sender died mid-send.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from web.delivery.models import Message
+
+from .types import CombinedMessage, Direction, Protocol
+
+log = logging.getLogger("messaging.outbox")
+
+PROTOCOL_NAMES = {Protocol.EMAIL: Message.Protocol.EMAIL, Protocol.SMS: Message.Protocol.SMS}
+DUE_STATUSES = (Message.Status.RECEIVED, Message.Status.QUEUED, Message.Status.FAILED)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    max_age: timedelta = timedelta(days=3)
+    base_delay: float = 2.0
+    max_delay: float = 900.0
+    lease: timedelta = timedelta(seconds=120)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Exponential backoff with full jitter, in seconds, for the ``attempt``-th failure (1-based)."""
+        rng = rng or random
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    message_id: int
+    status: str
+    created: bool  # False: the idempotency key was seen before; nothing new was stored
+    reason: str = ""
+
+
+def _row_fields(msg: CombinedMessage) -> dict:
+    return {
+        "direction": msg.direction.value,
+        "protocol": PROTOCOL_NAMES.get(msg.protocol, Message.Protocol.UNKNOWN),
+        "sender": msg.sender[:320],
+        "recipient": msg.recipient[:320],
+        "subject": msg.subject[:255],
+        "text": msg.text,
+        "external_id": msg.external_id[:255],
+    }
+
+
+def record(
+    msg: CombinedMessage, *, user_id: int | None, device_id: int | None, accepted: bool, reason: str = ""
+) -> Recorded:
+    """Store an inbound message once. Accepted: status ``received`` (due now); else ``rejected``."""
+    status = Message.Status.RECEIVED if accepted else Message.Status.REJECTED
+    existing = Message.objects.filter(idempotency_key=msg.idempotency_key).values("id", "status").first()
+    if existing:
+        return Recorded(existing["id"], existing["status"], created=False)
+    try:
+        with transaction.atomic():
+            row = Message.objects.create(
+                idempotency_key=msg.idempotency_key,
+                user_id=user_id,
+                device_id=device_id,
+                status=status,
+                last_error=reason,
+                next_attempt_at=timezone.now() if accepted else None,
+                **_row_fields(msg),
+            )
+    except IntegrityError:  # another actor stored the same key just now
+        row = Message.objects.get(idempotency_key=msg.idempotency_key)
+        return Recorded(row.id, row.status, created=False)
+    log.info("message %s %s key=%s %s", row.id, status, msg.idempotency_key, reason)
+    return Recorded(row.id, status, created=True, reason=reason)
+
+
+def record_dead_letter(key: str, *, sender: str, raw: str, reason: str, device_id: int | None = None) -> Recorded:
+    """Store input that can never be delivered (e.g. an undecodable Hive packet), so it can be acked."""
+    msg = CombinedMessage(
+        direction=Direction.FROM_DEVICE,
+        protocol=Protocol.UNKNOWN,
+        sender=sender,
+        recipient="",
+        text=raw,
+        idempotency_key=key,
+    )
+    existing = Message.objects.filter(idempotency_key=key).values("id", "status").first()
+    if existing:
+        return Recorded(existing["id"], existing["status"], created=False)
+    try:
+        row = Message.objects.create(
+            idempotency_key=key,
+            device_id=device_id,
+            status=Message.Status.DEAD,
+            last_error=reason,
+            error_history=[{"at": timezone.now().isoformat(), "error": reason}],
+            **_row_fields(msg),
+        )
+    except IntegrityError:
+        row = Message.objects.get(idempotency_key=key)
+        return Recorded(row.id, row.status, created=False)
+    log.warning("message %s dead key=%s %s", row.id, key, reason)
+    return Recorded(row.id, row.status, created=True, reason=reason)
+
+
+def claim(message_id: int, policy: RetryPolicy = DEFAULT_POLICY, now: datetime | None = None) -> Message | None:
+    """Take the lease on a due message; None if it is not due, final, or leased by another sender."""
+    now = now or timezone.now()
+    claimable = Q(status__in=DUE_STATUSES) | Q(status=Message.Status.SENDING, lease_until__lt=now)
+    updated = (
+        Message.objects.filter(claimable, id=message_id)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now) | Q(status=Message.Status.SENDING))
+        .update(status=Message.Status.SENDING, lease_until=now + policy.lease, attempts=F("attempts") + 1)
+    )
+    if not updated:
+        return None
+    row = Message.objects.select_related("user", "device").get(id=message_id)
+    log.info("message %s sending attempt=%s", row.id, row.attempts)
+    return row
+
+
+def save_progress(message_id: int, remote_id: str) -> None:
+    """Record partial progress (e.g. packets already handed to the Hive) without ending the lease."""
+    Message.objects.filter(id=message_id).update(remote_id=remote_id[:255])
+
+
+def mark_sent(message_id: int, remote_id: str) -> None:
+    now = timezone.now()
+    Message.objects.filter(id=message_id).update(
+        status=Message.Status.SENT,
+        remote_id=remote_id[:255],
+        sent_at=now,
+        lease_until=None,
+        next_attempt_at=None,
+        last_error="",
+    )
+    log.info("message %s sent remote_id=%s", message_id, remote_id)
+
+
+def _history(row: Message, error: str, now: datetime) -> list:
+    return (row.error_history or [])[-19:] + [{"at": now.isoformat(), "attempt": row.attempts, "error": error[:500]}]
+
+
+def mark_retry(
+    message_id: int,
+    error: str,
+    *,
+    retry_after: float | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    now: datetime | None = None,
+) -> str:
+    """A temporary failure: back off and try again, or dead when out of attempts/age. Returns the new status."""
+    now = now or timezone.now()
+    row = Message.objects.get(id=message_id)
+    too_old = now - row.created_at > policy.max_age
+    if row.attempts >= policy.max_attempts or too_old:
+        why = "too old" if too_old else f"{row.attempts} attempts"
+        return mark_dead(message_id, f"gave up after {why}: {error}", now=now)
+    delay = max(policy.delay(row.attempts), retry_after or 0.0)
+    Message.objects.filter(id=message_id).update(
+        status=Message.Status.FAILED,
+        last_error=error[:2000],
+        error_history=_history(row, error, now),
+        next_attempt_at=now + timedelta(seconds=delay),
+        lease_until=None,
+    )
+    log.info("message %s failed attempt=%s retry_in=%.1fs error=%s", message_id, row.attempts, delay, error[:200])
+    return Message.Status.FAILED
+
+
+def mark_dead(message_id: int, error: str, now: datetime | None = None) -> str:
+    now = now or timezone.now()
+    row = Message.objects.get(id=message_id)
+    Message.objects.filter(id=message_id).update(
+        status=Message.Status.DEAD,
+        last_error=error[:2000],
+        error_history=_history(row, error, now),
+        lease_until=None,
+        next_attempt_at=None,
+    )
+    log.warning("message %s dead error=%s", message_id, error[:200])
+    return Message.Status.DEAD
+
+
+def due(
+    channel_direction: str,
+    channel_protocols: list[str],
+    *,
+    limit: int = 100,
+    now: datetime | None = None,
+    grace: timedelta = timedelta(seconds=5),
+) -> list[int]:
+    """Ids of messages this channel should (re)send now: due retries, stale fresh rows, expired leases.
+
+    Fresh ``received`` rows get a short grace period, since the intake's kick normally delivers them.
+    """
+    now = now or timezone.now()
+    query = Message.objects.filter(direction=channel_direction, protocol__in=channel_protocols).filter(
+        Q(status=Message.Status.RECEIVED, created_at__lte=now - grace)
+        | Q(status__in=(Message.Status.QUEUED, Message.Status.FAILED), next_attempt_at__lte=now)
+        | Q(status=Message.Status.SENDING, lease_until__lt=now)
+    )
+    return list(query.order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
+
+
+def count_this_month(user_id: int, now: datetime | None = None) -> int:
+    now = now or timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (
+        Message.objects.filter(user_id=user_id, created_at__gte=start).exclude(status=Message.Status.REJECTED).count()
+    )

@@ -1,0 +1,1 @@
+"""Django project: settings, models (accounts, delivery) and admin."""

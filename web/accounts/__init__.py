@@ -1,0 +1,1 @@
+"""Who our users are: users (mailboxes, Twilio numbers), their devices and blocked senders."""

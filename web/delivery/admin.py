@@ -1,0 +1,73 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from .models import Message
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "created_at",
+        "direction",
+        "protocol",
+        "sender",
+        "recipient",
+        "user",
+        "status",
+        "attempts",
+        "short_error",
+    )
+    list_filter = ("status", "direction", "protocol", "created_at")
+    search_fields = (
+        "user__username",
+        "device__device_id",
+        "sender",
+        "recipient",
+        "idempotency_key",
+        "external_id",
+    )
+    date_hierarchy = "created_at"
+    list_select_related = ("user", "device")
+    actions = ["retry_now"]
+    # History must not be rewritten by hand: everything but the status is read-only.
+    readonly_fields = (
+        "direction",
+        "protocol",
+        "sender",
+        "recipient",
+        "subject",
+        "text",
+        "user",
+        "device",
+        "attempts",
+        "last_error",
+        "error_history",
+        "idempotency_key",
+        "external_id",
+        "remote_id",
+        "next_attempt_at",
+        "lease_until",
+        "created_at",
+        "updated_at",
+        "sent_at",
+    )
+    fields = readonly_fields[:8] + ("status",) + readonly_fields[8:]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="last error")
+    def short_error(self, obj: Message) -> str:
+        return (obj.last_error[:60] + "...") if len(obj.last_error) > 60 else obj.last_error
+
+    @admin.action(description="Retry now (re-queue selected failed/dead messages)")
+    def retry_now(self, request, queryset) -> None:
+        retryable = queryset.filter(status__in=[Message.Status.FAILED, Message.Status.DEAD, Message.Status.QUEUED])
+        count = retryable.update(status=Message.Status.QUEUED, next_attempt_at=timezone.now(), lease_until=None)
+        skipped = queryset.count() - count
+        self.message_user(
+            request, f"{count} message(s) re-queued; the delivery sweep sends them shortly.", messages.SUCCESS
+        )
+        if skipped:
+            self.message_user(request, f"{skipped} message(s) skipped (not failed/dead).", messages.WARNING)
