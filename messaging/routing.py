@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .types import CombinedMessage, Direction, Protocol
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     ACCEPT = "accept"
     UNKNOWN_RECIPIENT = "unknown_recipient"  # no such mailbox / number / device
     INACTIVE_USER = "inactive_user"

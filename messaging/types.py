@@ -16,7 +16,7 @@ class Protocol(enum.IntEnum):
     TWITTER = 3
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     TO_DEVICE = "to_device"
     FROM_DEVICE = "from_device"
 
