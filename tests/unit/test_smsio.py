@@ -1,0 +1,448 @@
+"""SMS: phone normalisation, Twilio webhook signatures and parsing, and the real TwilioSender
+against the local FakeTwilio over real loopback sockets."""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import pytest
+import requests
+
+from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.phones import is_e164, normalise_phone
+from messaging.sandbox.fake_twilio import FakeTwilio, num_segments
+from messaging.smsio import (
+    EMPTY_TWIML,
+    TRIM_MARKER,
+    BadWebhook,
+    TwilioSender,
+    parse_inbound_sms,
+    parse_retry_after,
+    rewrite_twilio_url,
+    sign,
+    trim_body,
+    validate_signature,
+)
+from messaging.types import CombinedMessage, Direction, Protocol
+
+TOKEN = "12345678901234567890123456789012"
+PUBLIC_URL = "https://sms.example.com/sms"
+SID = "SM" + "a1" * 16
+USER_NUMBER = "+14155550100"
+FRIEND = "+447911123456"
+
+
+def reference_signature(token: str, url: str, params: dict[str, str]) -> str:
+    """Twilio's documented algorithm, written out independently of the SDK."""
+    data = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+def webhook_params(**overrides: str) -> dict[str, str]:
+    params = {
+        "MessageSid": SID,
+        "SmsSid": SID,
+        "AccountSid": "AC" + "0" * 32,
+        "From": FRIEND,
+        "To": USER_NUMBER,
+        "Body": "hello from the ground",
+        "NumMedia": "0",
+        "SmsStatus": "received",
+        "ApiVersion": "2010-04-01",
+    }
+    params.update(overrides)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- phones
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+44 7911 123456", None, "+447911123456"),
+        ("+447911123456", "US", "+447911123456"),
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("07911 123456", "gb", "+447911123456"),
+        ("(415) 555-0100", "US", "+14155550100"),
+        ("  +1 415 555 0100  ", None, "+14155550100"),
+        ("4155550100", None, None),  # national number, no region to read it in
+        ("hello", "GB", None),
+        ("", "GB", None),
+        ("12", "GB", None),
+        ("+1234", None, None),
+    ],
+)
+def test_normalise_phone(raw: str, region: str | None, expected: str | None) -> None:
+    assert normalise_phone(raw, region) == expected
+
+
+def test_normalise_phone_strict_needs_an_allocated_range() -> None:
+    assert normalise_phone("+1 555 123 4567") == "+15551234567"
+    assert normalise_phone("+1 555 123 4567", strict=True) is None
+    assert normalise_phone("+44 7911 123456", strict=True) == "+447911123456"
+
+
+@pytest.mark.parametrize(
+    ("s", "ok"),
+    [("+14155550100", True), ("+447911123456", True), ("14155550100", False), ("+0123", False),
+     ("+1 415 555 0100", False), ("+1234567890123456", False), ("", False)],
+)  # fmt: skip
+def test_is_e164(s: str, ok: bool) -> None:
+    assert is_e164(s) is ok
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+def test_sign_matches_twilio_algorithm() -> None:
+    params = webhook_params()
+    assert sign(auth_token=TOKEN, public_url=PUBLIC_URL, params=params) == reference_signature(
+        TOKEN, PUBLIC_URL, params
+    )
+
+
+def test_valid_signature_accepted() -> None:
+    params = webhook_params()
+    signature = reference_signature(TOKEN, PUBLIC_URL, params)
+    assert validate_signature(auth_token=TOKEN, public_url=PUBLIC_URL, params=params, signature=signature)
+    # Twilio may or may not include the default port when signing: both are accepted.
+    assert validate_signature(
+        auth_token=TOKEN, public_url="https://sms.example.com:443/sms", params=params, signature=signature
+    )
+
+
+def test_invalid_signature_rejected() -> None:
+    params = webhook_params()
+    good = reference_signature(TOKEN, PUBLIC_URL, params)
+    for bad in ["", "not-a-signature", reference_signature("other-token", PUBLIC_URL, params)]:
+        assert not validate_signature(auth_token=TOKEN, public_url=PUBLIC_URL, params=params, signature=bad)
+    assert not validate_signature(auth_token="", public_url=PUBLIC_URL, params=params, signature=good)
+
+
+def test_tampered_param_rejected() -> None:
+    params = webhook_params()
+    signature = reference_signature(TOKEN, PUBLIC_URL, params)
+    for key, value in [("Body", "send me money"), ("From", "+15005550006"), ("Extra", "1")]:
+        tampered = dict(params, **{key: value})
+        assert not validate_signature(auth_token=TOKEN, public_url=PUBLIC_URL, params=tampered, signature=signature)
+
+
+def test_signature_for_internal_url_rejected() -> None:
+    """Behind an ingress we see http://pod:8000/sms; only the public URL validates."""
+    params = webhook_params()
+    signature = reference_signature(TOKEN, PUBLIC_URL, params)
+    internal = "http://10.1.2.3:8000/sms"
+    assert not validate_signature(auth_token=TOKEN, public_url=internal, params=params, signature=signature)
+    signed_internally = reference_signature(TOKEN, internal, params)
+    assert not validate_signature(auth_token=TOKEN, public_url=PUBLIC_URL, params=params, signature=signed_internally)
+
+
+# --------------------------------------------------------------------------- parse_inbound_sms
+
+
+def test_parse_inbound_sms() -> None:
+    msg = parse_inbound_sms(webhook_params())
+    assert isinstance(msg, CombinedMessage)
+    assert msg.direction is Direction.TO_DEVICE
+    assert msg.protocol is Protocol.SMS
+    assert (msg.sender, msg.recipient) == (FRIEND, USER_NUMBER)
+    assert msg.text == "hello from the ground"
+    assert msg.idempotency_key == f"twilio:{SID}"
+    assert msg.external_id == SID
+    assert msg.routing_key() == USER_NUMBER
+
+
+def test_parse_inbound_sms_old_field_and_media() -> None:
+    msg = parse_inbound_sms(webhook_params(MessageSid=None, NumMedia="2", MediaUrl0="https://x/1"))
+    assert msg.external_id == SID
+    assert msg.text == "hello from the ground [2 media dropped]"
+    only_media = parse_inbound_sms(webhook_params(Body="", NumMedia="1"))
+    assert only_media.text == "[1 media dropped]"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"MessageSid": None, "SmsSid": None}, "MessageSid"),
+        ({"MessageSid": "12345", "SmsSid": None}, "MessageSid"),
+        ({"From": None}, "From"),
+        ({"From": "not a number"}, "From"),
+        ({"To": ""}, "To"),
+        ({"To": "+12"}, "To"),
+        ({"Body": None}, "Body"),
+        ({"NumMedia": "lots"}, "NumMedia"),
+    ],
+)
+def test_parse_inbound_sms_rejects_bad_webhooks(overrides: dict[str, str | None], field: str) -> None:
+    with pytest.raises(BadWebhook, match=field) as info:
+        parse_inbound_sms(webhook_params(**overrides))
+    assert isinstance(info.value, ValueError)
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_trim_body() -> None:
+    assert trim_body("short") == "short"
+    exact = "x" * 1600
+    assert trim_body(exact) == exact
+    long = "y" * 2000
+    trimmed = trim_body(long)
+    assert len(trimmed) == 1600 and trimmed.endswith(TRIM_MARKER) and trimmed.startswith("y" * 1500)
+    emoji = "\U0001f680" * 900  # 1800 UTF-16 units
+    cut = trim_body(emoji)
+    assert cut.endswith(TRIM_MARKER)
+    assert len(cut.encode("utf-16-le")) // 2 <= 1600
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    now = time.time()
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now=now) == pytest.approx(30, abs=1)
+
+
+def test_rewrite_twilio_url() -> None:
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json?x=1"
+    assert (
+        rewrite_twilio_url(url, "http://127.0.0.1:9") == "http://127.0.0.1:9/2010-04-01/Accounts/AC1/Messages.json?x=1"
+    )
+    edge = "https://api.dublin.ie1.twilio.com/2010-04-01/Accounts/AC1/Messages.json"
+    assert rewrite_twilio_url(edge, "http://h:1/prefix/") == "http://h:1/prefix/2010-04-01/Accounts/AC1/Messages.json"
+    assert rewrite_twilio_url("https://example.com/a", "http://h:1") == "https://example.com/a"
+    assert rewrite_twilio_url("https://eviltwilio.com/a", "http://h:1") == "https://eviltwilio.com/a"
+
+
+def test_sender_uses_twilio_unchanged_for_its_own_url() -> None:
+    for url in ["https://api.twilio.com", "https://api.twilio.com/", ""]:
+        assert TwilioSender("AC1", "tok", api_base_url=url).api_base_url == "https://api.twilio.com"
+    assert TwilioSender("AC1", "tok", api_base_url="http://127.0.0.1:9/").api_base_url == "http://127.0.0.1:9"
+
+
+def test_num_segments() -> None:
+    assert num_segments("a" * 160) == 1
+    assert num_segments("a" * 161) == 2
+    assert num_segments("é" * 70 + "\u0416") == 2  # not GSM-7: UCS-2, 67 per part
+
+
+# --------------------------------------------------------------------------- sender vs FakeTwilio
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTwilio]:
+    with FakeTwilio() as server:
+        yield server
+
+
+@pytest.fixture
+def sender(fake: FakeTwilio) -> TwilioSender:
+    return TwilioSender(fake.account_sid, fake.auth_token, api_base_url=fake.base_url, timeout=5)
+
+
+def test_send_arrives_with_returned_sid(fake: FakeTwilio, sender: TwilioSender) -> None:
+    sid = sender.send(from_=USER_NUMBER, to=FRIEND, body="hi from orbit")
+    [record] = fake.messages
+    assert record["sid"] == sid and sid.startswith("SM") and len(sid) == 34
+    assert (record["to"], record["from"], record["body"]) == (FRIEND, USER_NUMBER, "hi from orbit")
+    assert record["account_sid"] == fake.account_sid and record["status"] == "queued"
+
+
+def test_long_body_is_trimmed_not_refused(fake: FakeTwilio, sender: TwilioSender) -> None:
+    sender.send(from_=USER_NUMBER, to=FRIEND, body="z" * 5000)
+    [record] = fake.messages
+    assert len(record["body"]) == 1600 and record["body"].endswith(TRIM_MARKER)
+
+
+def test_wrong_token_is_permanent_and_token_not_logged(fake: FakeTwilio, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "wrong-secret-token-value"
+    bad = TwilioSender(fake.account_sid, secret, api_base_url=fake.base_url, timeout=5)
+    with caplog.at_level(logging.DEBUG), pytest.raises(PermanentDeliveryError, match="20003"):
+        bad.send(from_=USER_NUMBER, to=FRIEND, body="x")
+    assert fake.messages == []
+    assert secret not in caplog.text and secret not in repr(bad)
+
+
+def test_invalid_to_is_permanent(fake: FakeTwilio, sender: TwilioSender) -> None:
+    with pytest.raises(PermanentDeliveryError, match="21211"):
+        sender.send(from_=USER_NUMBER, to="12345", body="x")
+    assert fake.messages == []
+
+
+def test_503_is_temporary_then_recovers(fake: FakeTwilio, sender: TwilioSender) -> None:
+    fake.fail_next(1, status=503)
+    with pytest.raises(TemporaryDeliveryError, match="503"):
+        sender.send(from_=USER_NUMBER, to=FRIEND, body="x")
+    assert fake.messages == []
+    sid = sender.send(from_=USER_NUMBER, to=FRIEND, body="x")
+    assert [m["sid"] for m in fake.messages] == [sid]
+
+
+def test_429_is_temporary_with_retry_after(fake: FakeTwilio, sender: TwilioSender) -> None:
+    fake.fail_next(1, status=429, retry_after=7)
+    with pytest.raises(TemporaryDeliveryError) as info:
+        sender.send(from_=USER_NUMBER, to=FRIEND, body="x")
+    assert info.value.retry_after == 7.0
+
+
+def test_random_faults_are_reproducible(fake: FakeTwilio, sender: TwilioSender) -> None:
+    def outcomes() -> list[bool]:
+        results = []
+        for _ in range(8):
+            try:
+                sender.send(from_=USER_NUMBER, to=FRIEND, body="x")
+                results.append(True)
+            except TemporaryDeliveryError:
+                results.append(False)
+        return results
+
+    fake.set_faults(error_rate=0.5, status=500, seed=3)
+    first = outcomes()
+    fake.set_faults(error_rate=0.5, status=500, seed=3)
+    assert outcomes() == first
+    assert True in first and False in first
+    assert len(fake.messages) == 2 * first.count(True)
+
+
+def test_stopped_server_is_temporary() -> None:
+    server = FakeTwilio().start()
+    base_url = server.base_url
+    server.stop()
+    sender = TwilioSender(server.account_sid, server.auth_token, api_base_url=base_url, timeout=2)
+    with pytest.raises(TemporaryDeliveryError, match="unreachable"):
+        sender.send(from_=USER_NUMBER, to=FRIEND, body="x")
+
+
+def test_wait_for_polls_until_condition(fake: FakeTwilio, sender: TwilioSender) -> None:
+    worker = threading.Thread(target=lambda: sender.send(from_=USER_NUMBER, to=FRIEND, body="later"))
+    worker.start()
+    messages = fake.wait_for(lambda ms: any(m["body"] == "later" for m in ms), timeout=5)
+    worker.join()
+    assert [m["body"] for m in messages] == ["later"]
+    with pytest.raises(TimeoutError):
+        fake.wait_for(lambda ms: len(ms) > 1, timeout=0.2)
+
+
+# --------------------------------------------------------------------------- inbound simulation
+
+
+class _Receiver:
+    """A tiny webhook endpoint on loopback that checks signatures against PUBLIC_URL."""
+
+    def __init__(self, auth_token: str) -> None:
+        self.received: list[CombinedMessage] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                raw = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                params = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+                signature = self.headers.get("X-Twilio-Signature", "")
+                if not validate_signature(
+                    auth_token=auth_token, public_url=PUBLIC_URL, params=params, signature=signature
+                ):
+                    status, body = 403, b"bad signature"
+                else:
+                    receiver.received.append(parse_inbound_sms(params))
+                    status, body = 200, EMPTY_TWIML.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sms"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def receiver(fake: FakeTwilio) -> Iterator[_Receiver]:
+    r = _Receiver(fake.auth_token)
+    yield r
+    r.close()
+
+
+def test_simulate_inbound_is_signed_for_public_url(fake: FakeTwilio, receiver: _Receiver) -> None:
+    response = fake.simulate_inbound(
+        webhook_url=receiver.url, public_url=PUBLIC_URL, from_=FRIEND, to=USER_NUMBER, body="ping"
+    )
+    assert response.status_code == 200 and response.text == EMPTY_TWIML
+    [msg] = receiver.received
+    assert (msg.sender, msg.recipient, msg.text) == (FRIEND, USER_NUMBER, "ping")
+    assert msg.idempotency_key == f"twilio:{msg.external_id}" and msg.external_id.startswith("SM")
+
+
+def test_simulate_inbound_signed_for_other_url_is_refused(fake: FakeTwilio, receiver: _Receiver) -> None:
+    response = fake.simulate_inbound(
+        webhook_url=receiver.url, public_url=receiver.url, from_=FRIEND, to=USER_NUMBER, body="ping"
+    )
+    assert response.status_code == 403
+    assert receiver.received == []
+
+
+def test_control_api(fake: FakeTwilio, sender: TwilioSender, receiver: _Receiver) -> None:
+    doc = {
+        "webhook_url": receiver.url,
+        "public_url": PUBLIC_URL,
+        "from": FRIEND,
+        "to": USER_NUMBER,
+        "body": "yo",
+    }
+    answer = requests.post(f"{fake.base_url}/_sandbox/inbound", json=doc, timeout=10)
+    assert answer.status_code == 200
+    result = answer.json()
+    assert result["status_code"] == 200
+    [msg] = receiver.received
+    assert result["message_sid"] == msg.external_id and msg.text == "yo"
+
+    assert requests.post(f"{fake.base_url}/_sandbox/inbound", json={"to": "x"}, timeout=10).status_code == 400
+    sid = sender.send(from_=USER_NUMBER, to=FRIEND, body="out")
+    listed = requests.get(f"{fake.base_url}/_sandbox/messages", timeout=10).json()
+    assert [m["sid"] for m in listed] == [sid]
+
+
+def test_main_runs_as_a_module() -> None:
+    account = "AC" + "1" * 32
+    args = ["--port", "0", "--account-sid", account, "--auth-token", "cli-token"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "messaging.sandbox.fake_twilio", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("fake twilio on http://127.0.0.1:"), line
+        base_url = line.split(" on ", 1)[1].strip()
+        sid = TwilioSender(account, "cli-token", api_base_url=base_url, timeout=5).send(
+            from_=USER_NUMBER, to=FRIEND, body="via cli"
+        )
+        listed = requests.get(f"{base_url}/_sandbox/messages", timeout=10).json()
+        assert [(m["sid"], m["body"]) for m in listed] == [(sid, "via cli")]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
