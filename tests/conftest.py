@@ -1,0 +1,31 @@
+"""Shared fixtures: plain factories for users and devices (real rows in the test database)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def make_user(db):
+    """Create a user (and by default an active device) with unique names and numbers."""
+    from web.accounts.models import BlockedSender, Device, User
+
+    def make(username=None, *, device=True, twilio=True, active=True, quota=None, blocked=()):
+        n = next(_ids)
+        user = User.objects.create(
+            username=username or f"user{n}",
+            twilio_number=f"+1415555{n:04d}" if twilio else None,
+            is_active=active,
+            monthly_quota=quota,
+        )
+        if device:
+            Device.objects.create(device_id=900_000 + n, owner=user, nickname=f"dev{n}")
+        for address in blocked:
+            BlockedSender.objects.create(user=user, address=address)
+        return user
+
+    return make

@@ -1,0 +1,130 @@
+"""The outbox's state machine on the real database: one write per state change, idempotent intake."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from messaging import outbox
+from messaging.outbox import RetryPolicy
+from messaging.types import CombinedMessage, Direction, Protocol
+from web.delivery.models import Message
+
+pytestmark = pytest.mark.django_db
+
+
+def combined(key="k1", direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL):
+    return CombinedMessage(
+        direction=direction,
+        protocol=protocol,
+        sender="amy@example.org",
+        recipient="bob@x.test",
+        text="hello",
+        idempotency_key=key,
+    )
+
+
+def stored(make_user, key="k1", **kw):
+    user = make_user()
+    rec = outbox.record(combined(key, **kw), user_id=user.id, device_id=user.devices.get().id, accepted=True)
+    return rec
+
+
+def test_record_is_idempotent_by_key(make_user):
+    first = stored(make_user)
+    again = outbox.record(combined(), user_id=None, device_id=None, accepted=True)
+    assert first.created and not again.created
+    assert again.message_id == first.message_id
+    assert Message.objects.count() == 1
+
+
+def test_rejected_is_final_and_never_due(make_user):
+    rec = outbox.record(combined(), user_id=None, device_id=None, accepted=False, reason="unknown_recipient")
+    row = Message.objects.get(id=rec.message_id)
+    assert row.status == "rejected" and row.last_error == "unknown_recipient"
+    assert outbox.claim(rec.message_id) is None
+    assert outbox.due("to_device", ["email"], now=timezone.now() + timedelta(days=1)) == []
+
+
+def test_claim_is_exclusive_until_the_lease_runs_out(make_user):
+    rec = stored(make_user)
+    row = outbox.claim(rec.message_id)
+    assert row is not None and row.status == "sending" and row.attempts == 1
+    assert outbox.claim(rec.message_id) is None, "a second sender must not get it"
+    later = timezone.now() + RetryPolicy().lease + timedelta(seconds=1)
+    assert outbox.due("to_device", ["email"], now=later) == [rec.message_id]
+    again = outbox.claim(rec.message_id, now=later)
+    assert again is not None and again.attempts == 2
+
+
+def test_sent_is_final(make_user):
+    rec = stored(make_user)
+    outbox.claim(rec.message_id)
+    outbox.mark_sent(rec.message_id, "pkt-1")
+    row = Message.objects.get(id=rec.message_id)
+    assert (row.status, row.remote_id) == ("sent", "pkt-1") and row.sent_at
+    assert outbox.claim(rec.message_id, now=timezone.now() + timedelta(days=1)) is None
+
+
+def test_retry_backs_off_then_dies_after_max_attempts(make_user):
+    policy = RetryPolicy(max_attempts=3, base_delay=10, max_delay=100)
+    rec = stored(make_user)
+    now = timezone.now()
+    for attempt in (1, 2):
+        assert outbox.claim(rec.message_id, policy, now=now) is not None
+        assert outbox.mark_retry(rec.message_id, f"boom {attempt}", policy=policy, now=now) == "failed"
+        row = Message.objects.get(id=rec.message_id)
+        assert row.next_attempt_at > now, "not due again immediately"
+        assert outbox.claim(rec.message_id, policy, now=now) is None
+        now = row.next_attempt_at
+    assert outbox.claim(rec.message_id, policy, now=now) is not None
+    assert outbox.mark_retry(rec.message_id, "boom 3", policy=policy, now=now) == "dead"
+    row = Message.objects.get(id=rec.message_id)
+    assert row.status == "dead" and "3 attempts" in row.last_error
+    assert [h["error"] for h in row.error_history] == ["boom 1", "boom 2", row.last_error]
+
+
+def test_retry_after_is_honoured(make_user):
+    rec = stored(make_user)
+    outbox.claim(rec.message_id)
+    now = timezone.now()
+    outbox.mark_retry(rec.message_id, "429", retry_after=600, now=now)
+    assert Message.objects.get(id=rec.message_id).next_attempt_at >= now + timedelta(seconds=600)
+
+
+def test_backoff_grows_and_is_capped():
+    policy = RetryPolicy(base_delay=2, max_delay=60)
+    rng = random.Random(7)
+    delays = [policy.delay(a, rng) for a in range(1, 12)]
+    assert all(1 <= d <= 60 for d in delays)
+    assert delays[5] > delays[0]
+    assert policy.delay(30, rng) <= 60
+
+
+def test_due_by_channel_and_grace(make_user):
+    to_dev = stored(make_user, key="a")
+    sms_out = stored(make_user, key="b", direction=Direction.FROM_DEVICE, protocol=Protocol.SMS)
+    now = timezone.now()
+    assert outbox.due("to_device", ["email", "sms"], now=now) == [], "fresh rows belong to the intake's kick"
+    later = now + timedelta(seconds=10)
+    assert outbox.due("to_device", ["email", "sms"], now=later) == [to_dev.message_id]
+    assert outbox.due("from_device", ["sms"], now=later) == [sms_out.message_id]
+    assert outbox.due("from_device", ["email"], now=later) == []
+
+
+def test_dead_letter_is_stored_once(make_user):
+    first = outbox.record_dead_letter("hive:9", sender="device:1", raw="!!", reason="bad base64")
+    again = outbox.record_dead_letter("hive:9", sender="device:1", raw="!!", reason="bad base64")
+    assert first.created and not again.created
+    row = Message.objects.get(id=first.message_id)
+    assert row.status == "dead" and row.protocol == "unknown" and row.text == "!!"
+
+
+def test_count_this_month_skips_rejected(make_user):
+    user = make_user()
+    outbox.record(combined("m1"), user_id=user.id, device_id=None, accepted=True)
+    outbox.record(combined("m2"), user_id=user.id, device_id=None, accepted=False, reason="quota_exceeded")
+    assert outbox.count_this_month(user.id) == 1
