@@ -9,6 +9,18 @@ import pytest
 _ids = itertools.count(1)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_test_environment, django_db_blocker):
+    """The test database, always (the end-to-end tests use it from Ray workers without a db marker)."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=0)
+
+
 @pytest.fixture
 def make_user(db):
     """Create a user (and by default an active device) with unique names and numbers."""

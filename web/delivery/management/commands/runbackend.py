@@ -46,7 +46,13 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
-            echo("Stopping ...")
+            from messaging.lifecycle import drain_all
+
+            echo("Stopping: draining first ...")
+            try:
+                drain_all(config, timeout=30, echo=echo)
+            except Exception as exc:  # still stop
+                echo(f"  drain failed: {exc}")
             stop_stack(config, echo)
             import ray
 

@@ -1,0 +1,188 @@
+"""Start and stop the whole stack on Ray: named actor pools, the Serve app, start-up progress.
+
+Used by ``manage.py runbackend`` and by the end-to-end tests (so the tests run the real launch path).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ray
+
+from .config import Config
+from .pool import NamedPool, member_name
+
+KINDS = ("user", "satellite", "mailout", "sms", "mailserver")
+SERVE_APP = "spacebeaver"
+# What Ray workers need to bring up Django (the Config itself travels as an actor argument).
+WORKER_ENV = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "DATA_DIR",
+    "DJANGO_SECRET_KEY",
+    "EMAIL_DOMAIN",
+    "LOG_LEVEL",
+)
+
+
+@dataclass
+class Stack:
+    config: Config
+    pools: dict[str, NamedPool]
+    actors: dict[str, list] = field(default_factory=dict)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1)
+class StackRecord:
+    """Holds the config the running stack was started with, for drain/upgrade from another process."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def get(self) -> Config:
+        return self.config
+
+
+RECORD_NAME = "stack_config"
+
+
+def publish_config(config: Config) -> None:
+    try:
+        old = ray.get_actor(RECORD_NAME, namespace=config.ray_namespace)
+        ray.kill(old, no_restart=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(RECORD_NAME, namespace=config.ray_namespace)
+            except ValueError:
+                break
+            time.sleep(0.1)
+    except ValueError:
+        pass
+    record = StackRecord.options(name=RECORD_NAME, namespace=config.ray_namespace, lifetime="detached").remote(config)
+    ray.get(record.get.remote(), timeout=60)
+
+
+def running_config(namespace: str) -> Config:
+    """The config of the stack running in ``namespace`` (raises ValueError when none runs)."""
+    return ray.get(ray.get_actor(RECORD_NAME, namespace=namespace).get.remote(), timeout=30)
+
+
+def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    env = {"DJANGO_SETTINGS_MODULE": "web.settings"}
+    env.update({k: os.environ[k] for k in WORKER_ENV if os.environ.get(k)})
+    env.update(overrides or {})
+    return env
+
+
+def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None] = print) -> None:
+    """Join RAY_ADDRESS, or start a local Ray. Workers get the Django environment."""
+    if ray.is_initialized():
+        return
+    address = config.ray_address or None
+    echo(f"Ray: {'connecting to ' + address if address else 'starting a local instance'} ...")
+    kwargs = {} if address else {"include_dashboard": False}
+    ray.init(
+        address=address,
+        namespace=config.ray_namespace,
+        runtime_env={"env_vars": env},
+        logging_level="WARNING",
+        **kwargs,
+    )
+    echo(f"Ray: up ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
+
+
+def make_pools(config: Config) -> dict[str, NamedPool]:
+    return {kind: NamedPool(kind, config.pool_size, config.ray_namespace) for kind in KINDS}
+
+
+def _create(kind: str, idx: int, config: Config, pools: dict[str, NamedPool]):
+    from .mailserver import MailServerActor
+    from .satellite import SatelliteActor
+    from .senders import MailOutActor, SmsActor
+    from .users import UserActor
+
+    opts = {
+        "name": member_name(kind, idx),
+        "namespace": config.ray_namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "num_cpus": 0,
+    }
+    if kind == "user":
+        senders = {k: pools[k] for k in ("satellite", "mailout", "sms")}
+        return UserActor.options(**opts).remote(config, senders)
+    if kind == "satellite":
+        return SatelliteActor.options(**opts).remote(config, pools["user"])
+    if kind == "mailout":
+        return MailOutActor.options(**opts).remote(config)
+    if kind == "sms":
+        return SmsActor.options(**opts).remote(config)
+    if kind == "mailserver":
+        return MailServerActor.options(**opts).remote(config, pools["user"])
+    raise ValueError(kind)
+
+
+def start_actors(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
+    """Start POOL_SIZE actors of each kind (user actors first, mail servers last) and wait until each is up."""
+    pools = make_pools(config)
+    stack = Stack(config=config, pools=pools)
+    publish_config(config)
+    for kind in KINDS:
+        handles = [_create(kind, i, config, pools) for i in range(config.pool_size)]
+        if kind == "mailserver":
+            refs = [h.start.remote() for h in handles]
+        elif kind == "user":
+            refs = [h.ping.remote() for h in handles]
+        else:
+            refs = [h.start.remote(config.outbox_sweep_interval) for h in handles]
+        started = time.monotonic()
+        ray.get(refs, timeout=timeout)
+        echo(f"  {kind:<10} x{config.pool_size} up ({time.monotonic() - started:.1f}s)")
+        stack.actors[kind] = handles
+    return stack
+
+
+def start_serve(config: Config, stack: Stack, echo: Callable[[str], None] = print, mount_admin: bool = True) -> str:
+    from ray import serve
+
+    from .webhooks import Webhooks
+
+    serve.start(http_options={"host": config.serve_http_host, "port": config.serve_http_port})
+    serve.run(Webhooks.bind(config, stack.pools["user"], mount_admin), name=SERVE_APP, route_prefix="/")
+    url = f"http://{config.serve_http_host}:{config.serve_http_port}"
+    echo(f"  serve      up at {url}")
+    return url
+
+
+def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
+    """Stop intake first (mail servers, Serve), then kill every named actor."""
+    from ray import serve
+
+    for kind in reversed(KINDS):
+        for idx in range(config.pool_size):
+            try:
+                handle = ray.get_actor(member_name(kind, idx), namespace=config.ray_namespace)
+            except ValueError:
+                continue
+            if kind == "mailserver":
+                try:
+                    ray.get(handle.stop.remote(), timeout=10)
+                except Exception as exc:  # stopping anyway
+                    echo(f"  {member_name(kind, idx)}: stop failed: {exc}")
+            ray.kill(handle, no_restart=True)
+        echo(f"  {kind:<10} stopped")
+        if kind == KINDS[0]:
+            try:
+                ray.kill(ray.get_actor(RECORD_NAME, namespace=config.ray_namespace), no_restart=True)
+            except ValueError:
+                pass
+        if kind == "mailserver":
+            try:
+                serve.delete(SERVE_APP)
+                echo("  serve      stopped")
+            except Exception as exc:
+                echo(f"  serve: {exc}")

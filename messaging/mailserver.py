@@ -1,0 +1,204 @@
+"""The mail server actor: SMTP intake for ``@EMAIL_DOMAIN`` on a real socket (aiosmtpd).
+
+``MailHandler`` holds the SMTP decisions and talks to the user pool; it runs without Ray in unit
+tests. ``MailServerActor`` is the async Ray shell owning the listening socket. The reply to DATA is
+``250`` only after every recipient's user actor has stored the message; if none answers in time the
+reply is ``451`` so the sending server retries (the idempotency key makes the retry harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+import ray
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from .config import Config
+from .mailparse import device_text, mailbox_username, parse_inbound
+from .pool import NamedPool, PoolUnavailable
+from .routing import SMTP_REPLIES, Verdict
+from .types import CombinedMessage, Direction, Protocol
+
+log = logging.getLogger("messaging.mailserver")
+
+TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+
+
+def reply_for(verdict: Verdict) -> str:
+    code, text = SMTP_REPLIES[verdict]
+    return f"{code} {text}"
+
+
+def idempotency_key(raw: bytes, message_id: str, rcpt: str) -> str:
+    """``smtp:<Message-ID or digest>:<rcpt>``: a retried delivery of the same mail stores nothing new."""
+    ident = message_id.strip() or "sha256:" + hashlib.sha256(raw).hexdigest()
+    return f"smtp:{ident}:{rcpt.lower()}"[:255]
+
+
+class MailHandler:
+    """aiosmtpd handler: RCPT and DATA decisions; storing goes through the user pool."""
+
+    def __init__(self, config: Config, users: NamedPool):
+        self.config = config
+        self.users = users
+        self.sessions = 0
+        self.in_flight = 0
+        self.accepted = 0
+        self.draining = False
+
+    async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options) -> str:
+        if mailbox_username(address, self.config.email_domain) is None:
+            return "550 5.7.1 Relaying denied: we only accept mail for our own domain"
+        idx = self.users.index_for(address.lower())
+        try:
+            verdict = await self.users.acall(
+                idx,
+                "check_recipient",
+                address,
+                envelope.mail_from or "",
+                timeout=self.config.smtp_store_timeout,
+            )
+        except PoolUnavailable as exc:
+            log.warning("RCPT %s: user pool unavailable: %s", address, exc)
+            return "451 4.3.0 Temporary failure looking up the mailbox, please try again later"
+        if verdict is not Verdict.ACCEPT:
+            return reply_for(verdict)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        self.in_flight += 1
+        try:
+            mail = parse_inbound(raw)
+            sender = mail.sender or (envelope.mail_from or "").lower()
+            text = device_text(mail)
+            messages = [
+                CombinedMessage(
+                    direction=Direction.TO_DEVICE,
+                    protocol=Protocol.EMAIL,
+                    sender=sender,
+                    recipient=rcpt.lower(),
+                    text=text,
+                    subject=mail.subject,
+                    idempotency_key=idempotency_key(raw, mail.message_id, rcpt),
+                    external_id=mail.message_id,
+                )
+                for rcpt in envelope.rcpt_tos
+            ]
+            try:
+                results = await asyncio.gather(
+                    *(
+                        self.users.acall(
+                            self.users.index_for(m.routing_key()),
+                            "intake",
+                            m,
+                            timeout=self.config.smtp_store_timeout,
+                        )
+                        for m in messages
+                    )
+                )
+            except PoolUnavailable as exc:
+                log.warning("DATA from %s: not stored (%s): answering 451", sender, exc)
+                return TEMPFAIL
+            accepted = [r for r in results if r.verdict is Verdict.ACCEPT]
+            if not accepted:  # every recipient refused it at DATA time (blocked sender, quota)
+                return reply_for(results[0].verdict)
+            self.accepted += 1
+            ids = ",".join(str(r.message_id) for r in accepted)
+            return f"250 2.0.0 OK: stored as {ids}"
+        finally:
+            self.in_flight -= 1
+
+
+class DrainableSMTP(SMTP):
+    """aiosmtpd's SMTP protocol that counts sessions and turns new ones away while draining."""
+
+    def connection_made(self, transport) -> None:
+        handler: MailHandler = self.event_handler
+        if handler.draining:
+            self._refused = True
+            transport.write(f"{SHUTTING_DOWN}\r\n".encode())
+            transport.close()
+            return
+        self._refused = False
+        handler.sessions += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, exc) -> None:
+        if getattr(self, "_refused", False):
+            return
+        self.event_handler.sessions -= 1
+        super().connection_lost(exc)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class MailServerActor:
+    """Owns the SMTP listening socket (SO_REUSEPORT, so several actors on one node share the port)."""
+
+    def __init__(self, config: Config, users: NamedPool):
+        from .podlabel import PodLabeler
+
+        self.config = config
+        self.handler = MailHandler(config, users)
+        self.server: asyncio.base_events.Server | None = None
+        self.labeler = PodLabeler.from_env()
+
+    async def start(self) -> str:
+        if self.server is None:
+            cfg = self.config
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_server(
+                lambda: DrainableSMTP(
+                    self.handler,
+                    data_size_limit=cfg.smtp_max_message_size,
+                    enable_SMTPUTF8=True,
+                    hostname=cfg.email_domain,
+                    ident="Space Beaver ESMTP",
+                ),
+                host=cfg.smtp_listen_host,
+                port=cfg.smtp_listen_port,
+                reuse_port=True,
+            )
+            log.info(
+                "SMTP listening on %s:%s for @%s",
+                cfg.smtp_listen_host,
+                cfg.smtp_listen_port,
+                cfg.email_domain,
+            )
+        return f"{self.config.smtp_listen_host}:{self.config.smtp_listen_port}"
+
+    async def drain(self, close_listener: bool = False) -> dict:
+        """Stop taking new sessions; let sessions in flight finish (follow with ``stats``).
+
+        The pod's ingress label goes first, so the Service stops sending us connections. New sessions
+        that still arrive get ``421``; with ``close_listener`` (other mail servers share the port) the
+        listening socket is closed instead, so the kernel hands new connections to the others.
+        """
+        await self.labeler.remove_async()
+        self.handler.draining = True
+        if close_listener and self.server is not None:
+            self.server.close()
+        return await self.stats()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    async def stats(self) -> dict:
+        h = self.handler
+        return {
+            "sessions": h.sessions,
+            "in_flight": h.in_flight,
+            "accepted": h.accepted,
+            "draining": h.draining,
+        }
+
+    async def ping(self) -> str:
+        return "ok"

@@ -1,0 +1,121 @@
+"""Satellite actors: poll the Swarm Hive for device packets, and send packets to devices.
+
+``SatelliteBase`` is the logic (sync Hive client, sync outbox); ``SatelliteActor`` is the async Ray
+shell that runs the poll loop and deliveries in threads. Device packets are acknowledged (rxack) only
+after every message in them is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import ray
+
+from .config import Config
+from .delivery import SenderBase, SenderShell
+from .hive import HiveClient
+from .intake import intake_hive_packet
+from .pool import NamedPool, PoolUnavailable
+from .types import Protocol
+
+log = logging.getLogger("messaging.satellite")
+
+PROTOCOLS = {"email": Protocol.EMAIL, "sms": Protocol.SMS}
+
+
+class SatelliteBase(SenderBase):
+    channel = "satellite"
+    direction = "to_device"
+    protocols = ("email", "sms")
+
+    def __init__(self, config: Config, hive: HiveClient | None = None, policy=None):
+        super().__init__(config, policy)
+        self.hive = hive or HiveClient.from_config(config)
+
+    def packets_for(self, row) -> list[str]:
+        """The base64 packets that carry this message to its device (fitted to the Swarm limit)."""
+        from .codec import encode_to_device_b64
+
+        return encode_to_device_b64(
+            row.text, to=row.sender, protocol=PROTOCOLS[row.protocol], max_packets=self.config.max_packets
+        )
+
+    def send(self, row) -> str:
+        """Send each packet once; progress is saved so a retry resumes after the last packet sent."""
+        from .errors import PermanentDeliveryError
+        from .outbox import save_progress
+
+        if row.device is None or not row.device.is_active:
+            raise PermanentDeliveryError("the user has no active device")
+        packets = self.packets_for(row)
+        sent = [p for p in row.remote_id.split(",") if p]
+        for data in packets[len(sent) :]:
+            packet_id = self.hive.send(
+                device_type=self.config.swarm_device_type,
+                device_id=row.device.device_id,
+                user_application_id=self.config.swarm_user_application_id,
+                data_b64=data,
+            )
+            sent.append(str(packet_id))
+            if len(sent) < len(packets):
+                save_progress(row.id, ",".join(sent))
+        return ",".join(sent)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class SatelliteActor(SenderShell):
+    def __init__(self, config: Config, users: NamedPool, poll: bool = True):
+        self.base = SatelliteBase(config)
+        self.config = config
+        self.users = users
+        self.poll = poll
+        self._poller: asyncio.Task | None = None
+        self.polled = 0
+        self.polling = False  # inside a poll batch (fetch -> store -> ack)
+
+    async def start(self, sweep_interval: float = 5.0) -> str:
+        await SenderShell.start(self, sweep_interval)
+        if self.poll and self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        return "started"
+
+    async def stats(self) -> dict:
+        stats = await SenderShell.stats(self)
+        stats.update(polling=self.polling, polled=self.polled)
+        return stats
+
+    async def poll_once(self) -> int:
+        """Fetch one batch, store it, ack what was stored. Returns the number of packets acked."""
+        self.polling = True
+        try:
+            return await self._poll_batch()
+        finally:
+            self.polling = False
+
+    async def _poll_batch(self) -> int:
+        packets = await asyncio.to_thread(self.base.hive.fetch, self.config.swarm_poll_count)
+        acked = 0
+        for packet in packets:
+            try:
+                ok = await intake_hive_packet(packet, self.users, timeout=self.config.smtp_store_timeout)
+            except PoolUnavailable as exc:
+                log.warning("packet %s not stored (%s); it stays at the Hive for the next poll", packet.packet_id, exc)
+                continue
+            if ok:
+                await asyncio.to_thread(self.base.hive.ack, packet.packet_id)
+                log.info("packet %s acked", packet.packet_id)
+                acked += 1
+        self.polled += acked
+        return acked
+
+    async def _poll_loop(self) -> None:
+        delay = self.config.swarm_poll_interval
+        while not self._stopping:
+            try:
+                got = await self.poll_once()
+                delay = 0 if got >= self.config.swarm_poll_count else self.config.swarm_poll_interval
+            except Exception as exc:  # Hive down, auth trouble: keep polling, with backoff
+                log.warning("hive poll failed: %s", exc)
+                delay = min(max(delay * 2, 1.0), 300.0)
+            await asyncio.sleep(delay)

@@ -1,0 +1,68 @@
+"""The outbound email and SMS senders: device -> relay (email) and device -> Twilio (SMS).
+
+Each is a ``SenderBase`` (logic, testable without Ray) and an async Ray actor shell.
+"""
+
+from __future__ import annotations
+
+import ray
+
+from .config import Config
+from .delivery import SenderBase, SenderShell
+
+
+class MailOutSender(SenderBase):
+    channel = "mailout"
+    direction = "from_device"
+    protocols = ("email",)
+
+    def send(self, row) -> str:
+        from .mailout import build_outbound, send_via_relay
+
+        cfg = self.config
+        email = build_outbound(
+            from_addr=f"{row.user.username}@{cfg.email_domain}",
+            to_addr=row.recipient,
+            text=row.text,
+            domain=cfg.email_domain,
+            message_id_hint=row.idempotency_key,
+        )
+        return send_via_relay(
+            email,
+            host=cfg.email_relay_host,
+            port=cfg.email_relay_port,
+            username=cfg.email_relay_username,
+            password=cfg.email_relay_password,
+            starttls=cfg.email_relay_starttls,
+        )
+
+
+class SmsSender(SenderBase):
+    channel = "sms"
+    direction = "from_device"
+    protocols = ("sms",)
+
+    def __init__(self, config: Config, policy=None):
+        super().__init__(config, policy)
+        from .smsio import TwilioSender
+
+        self.twilio = TwilioSender(config.twilio_account_sid, config.twilio_auth_token, config.twilio_api_base_url)
+
+    def send(self, row) -> str:
+        from .errors import PermanentDeliveryError
+
+        if not row.user.twilio_number:
+            raise PermanentDeliveryError(f"user {row.user.username} has no Twilio number to send from")
+        return self.twilio.send(from_=row.user.twilio_number, to=row.recipient, body=row.text)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class MailOutActor(SenderShell):
+    def __init__(self, config: Config):
+        self.base = MailOutSender(config)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class SmsActor(SenderShell):
+    def __init__(self, config: Config):
+        self.base = SmsSender(config)

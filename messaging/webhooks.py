@@ -1,0 +1,107 @@
+"""The HTTP side, as one Ray Serve deployment (FastAPI ingress).
+
+* ``POST /sms``   Twilio's inbound-SMS webhook: signature checked against TWILIO_WEBHOOK_PUBLIC_URL (403 if
+  wrong), stored through the user pool, then ``200`` with empty TwiML; ``503`` when it could not be stored
+  (Twilio retries). A malformed webhook gets ``400``.
+* ``POST /swarm`` the Hive's push webhook (one packet JSON, or a list): header ``X-Swarm-Secret`` must equal
+  SWARM_WEBHOOK_SECRET; same intake path as the satellite poll; ``200`` once stored, ``503`` otherwise.
+* ``GET /healthz`` liveness.
+* everything else: the Django admin (Django's ASGI app mounted at ``/``).
+"""
+
+import hmac
+import json
+import logging
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request, Response
+from ray import serve
+
+from .config import Config
+from .hive import HivePacket
+from .intake import intake_hive_packet
+from .pool import NamedPool, PoolUnavailable
+from .smsio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
+
+log = logging.getLogger("messaging.webhooks")
+
+app = FastAPI(title="Space Beaver webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+@serve.ingress(app)
+class Webhooks:
+    def __init__(self, config: Config, users: NamedPool, mount_admin: bool = True):
+        self.config = config
+        self.users = users
+        if mount_admin:
+            from .djangoenv import ensure_django
+
+            ensure_django()
+            from django.core.asgi import get_asgi_application
+
+            app.mount("/", get_asgi_application())
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"ok": True}
+
+    @app.post("/sms")
+    async def sms(self, request: Request) -> Response:
+        body = (await request.body()).decode("utf-8", "replace")
+        params = dict(parse_qsl(body, keep_blank_values=True))
+        signature = request.headers.get("x-twilio-signature", "")
+        if not validate_signature(
+            auth_token=self.config.twilio_auth_token,
+            public_url=self.config.twilio_webhook_public_url,
+            params=params,
+            signature=signature,
+        ):
+            log.warning("sms webhook: bad signature from %s", request.client.host if request.client else "?")
+            return Response("invalid signature", status_code=403, media_type="text/plain")
+        try:
+            msg = parse_inbound_sms(params)
+        except BadWebhook as exc:
+            return Response(str(exc), status_code=400, media_type="text/plain")
+        try:
+            result = await self.users.acall(
+                self.users.index_for(msg.routing_key()), "intake", msg, timeout=self.config.smtp_store_timeout
+            )
+        except PoolUnavailable as exc:
+            log.warning("sms %s not stored: %s", msg.idempotency_key, exc)
+            return Response("temporarily unavailable", status_code=503, media_type="text/plain")
+        log.info("sms %s -> message %s (%s)", msg.idempotency_key, result.message_id, result.verdict.value)
+        return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
+
+    def _signed_by_twilio(self, params: dict[str, str], signature: str) -> bool:
+        """Check against the public URL; a connection-override fragment (``#rc=5&rp=all``) is not sent by
+        Twilio with the request, so the URL without it is tried first."""
+        public = self.config.twilio_webhook_public_url
+        candidates = [public.split("#", 1)[0], public] if "#" in public else [public]
+        return any(
+            validate_signature(
+                auth_token=self.config.twilio_auth_token, public_url=url, params=params, signature=signature
+            )
+            for url in candidates
+        )
+
+    @app.post("/swarm")
+    async def swarm(self, request: Request) -> Response:
+        secret = self.config.swarm_webhook_secret
+        given = request.headers.get("x-swarm-secret", "")
+        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+            return Response("forbidden", status_code=403, media_type="text/plain")
+        try:
+            payload = json.loads(await request.body())
+            items = payload if isinstance(payload, list) else [payload]
+            packets = [HivePacket.from_json(item) for item in items]
+        except ValueError as exc:
+            return Response(f"bad packet: {exc}", status_code=400, media_type="text/plain")
+        try:
+            for packet in packets:
+                if not await intake_hive_packet(packet, self.users, timeout=self.config.smtp_store_timeout):
+                    return Response("not stored", status_code=503, media_type="text/plain")
+        except PoolUnavailable as exc:
+            log.warning("swarm webhook: not stored: %s", exc)
+            return Response("temporarily unavailable", status_code=503, media_type="text/plain")
+        return Response(json.dumps({"stored": len(packets)}), status_code=200, media_type="application/json")

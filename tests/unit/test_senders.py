@@ -1,0 +1,205 @@
+"""Each sender, without Ray, against its remote's fake over a real socket: sent, retried, or dead."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+
+import pytest
+from django.utils import timezone
+
+from messaging import outbox
+from messaging.config import Config
+from messaging.pb import MessageDataPB_pb2 as pb
+from messaging.satellite import SatelliteBase
+from messaging.senders import MailOutSender, SmsSender
+from messaging.types import CombinedMessage, Direction, Protocol
+from web.delivery.models import Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+BASE = Config(email_domain="beaver.test", swarm_user_application_id=65002)
+
+
+def stored(user, *, direction, protocol, text="hello", sender="amy@example.org", recipient=None, key=None):
+    msg = CombinedMessage(
+        direction=direction,
+        protocol=protocol,
+        sender=sender,
+        recipient=recipient or f"{user.username}@beaver.test",
+        text=text,
+        idempotency_key=key or f"k-{user.username}-{direction}-{protocol}",
+    )
+    rec = outbox.record(msg, user_id=user.id, device_id=user.devices.get().id, accepted=True)
+    return rec.message_id
+
+
+@pytest.fixture
+def hive():
+    from messaging.sandbox.fake_hive import FakeHive
+
+    with FakeHive() as fake:
+        yield fake
+
+
+@pytest.fixture
+def twilio():
+    from messaging.sandbox.fake_twilio import FakeTwilio
+
+    with FakeTwilio() as fake:
+        yield fake
+
+
+def satellite(hive, **kw) -> SatelliteBase:
+    config = dataclasses.replace(
+        BASE, swarm_hive_url=hive.base_url, swarm_username="sandbox", swarm_password="sandbox", **kw
+    )
+    return SatelliteBase(config)
+
+
+def test_satellite_sends_fitted_packets_and_records_their_ids(hive, make_user):
+    user = make_user()
+    mid = stored(user, direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL, text="word " * 100)
+    assert satellite(hive).deliver(mid) == "sent"
+    packets = hive.to_device(user.devices.get().device_id)
+    assert 2 <= len(packets) <= 4
+    texts = []
+    for p in packets:
+        assert len(base64.b64decode(p["data"])) <= 192
+        m = pb.MessageDataPB()
+        m.ParseFromString(base64.b64decode(p["data"]))
+        texts.append(m.message[0].text)
+        assert p["userApplicationId"] == 65002
+    assert texts[0].startswith("(1/")
+    row = Message.objects.get(id=mid)
+    assert row.status == "sent" and row.remote_id == ",".join(str(p["packetId"]) for p in packets)
+
+
+def test_satellite_resumes_after_a_partial_send(hive, make_user):
+    user = make_user()
+    mid = stored(user, direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL, text="word " * 100)
+    sender = satellite(hive)
+    first_packets = sender.packets_for(Message.objects.get(id=mid))
+    # an earlier attempt got the first packet out, recorded it, then died
+    sender.hive.send(
+        device_type=1, device_id=user.devices.get().device_id, user_application_id=65002, data_b64=first_packets[0]
+    )
+    outbox.save_progress(mid, str(hive.to_device()[0]["packetId"]))
+    assert sender.deliver(mid) == "sent"
+    sent = hive.to_device(user.devices.get().device_id)
+    assert [p["data"] for p in sent] == first_packets, "no packet twice, none missing, in order"
+
+
+def test_satellite_temporary_error_retries_later(hive, make_user):
+    user = make_user()
+    mid = stored(user, direction=Direction.TO_DEVICE, protocol=Protocol.SMS, sender="+15550001234")
+    hive.set_faults(error_rate=1.0, status=503)
+    assert satellite(hive).deliver(mid) == "failed"
+    row = Message.objects.get(id=mid)
+    assert row.attempts == 1 and row.next_attempt_at > timezone.now() and "503" in row.last_error
+    hive.clear_faults()
+    assert satellite(hive).deliver(mid) == "skipped", "not due yet"
+
+
+def test_satellite_unknown_device_is_dead(make_user):
+    from messaging.sandbox.fake_hive import FakeHive
+
+    user = make_user()
+    mid = stored(user, direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL)
+    with FakeHive(devices={1}) as hive:
+        assert satellite(hive).deliver(mid) == "dead"
+    assert Message.objects.get(id=mid).status == "dead"
+
+
+def test_sms_sender(twilio, make_user):
+    user = make_user()
+    mid = stored(
+        user,
+        direction=Direction.FROM_DEVICE,
+        protocol=Protocol.SMS,
+        sender="device:1",
+        recipient="+447700900123",
+        text="Back on Sunday",
+    )
+    config = dataclasses.replace(
+        BASE,
+        twilio_account_sid=twilio.account_sid,
+        twilio_auth_token=twilio.auth_token,
+        twilio_api_base_url=twilio.base_url,
+    )
+    assert SmsSender(config).deliver(mid) == "sent"
+    [sms] = twilio.messages
+    assert (sms["from"], sms["to"], sms["body"]) == (user.twilio_number, "+447700900123", "Back on Sunday")
+    assert Message.objects.get(id=mid).remote_id == sms["sid"]
+
+
+def test_sms_sender_wrong_credentials_is_dead_and_5xx_retries(twilio, make_user):
+    user = make_user()
+    a = stored(
+        user,
+        direction=Direction.FROM_DEVICE,
+        protocol=Protocol.SMS,
+        sender="device:1",
+        recipient="+447700900123",
+        key="a",
+    )
+    b = stored(
+        user,
+        direction=Direction.FROM_DEVICE,
+        protocol=Protocol.SMS,
+        sender="device:1",
+        recipient="+447700900124",
+        key="b",
+    )
+    wrong = dataclasses.replace(
+        BASE, twilio_account_sid=twilio.account_sid, twilio_auth_token="wrong", twilio_api_base_url=twilio.base_url
+    )
+    assert SmsSender(wrong).deliver(a) == "dead"
+    twilio.fail_next(1, status=503)
+    right = dataclasses.replace(wrong, twilio_auth_token=twilio.auth_token)
+    assert SmsSender(right).deliver(b) == "failed"
+    assert twilio.messages == []
+
+
+def test_mail_sender_through_the_relay(make_user):
+    from messaging.sandbox.relay_sink import RelaySink
+
+    user = make_user()
+    mid = stored(
+        user,
+        direction=Direction.FROM_DEVICE,
+        protocol=Protocol.EMAIL,
+        sender="device:1",
+        recipient="mum@example.org",
+        text="Made camp at the lake",
+    )
+    sink = RelaySink()
+    sink.start()
+    try:
+        config = dataclasses.replace(BASE, email_relay_host="127.0.0.1", email_relay_port=sink.port)
+        assert MailOutSender(config).deliver(mid) == "sent"
+        [mail] = sink.messages
+        assert mail["rcpt_tos"] == ["mum@example.org"]
+        assert mail["headers"]["From"] == f"{user.username}@beaver.test"
+        sink.fail_next(1, code=451)
+        mid2 = stored(
+            user,
+            direction=Direction.FROM_DEVICE,
+            protocol=Protocol.EMAIL,
+            sender="device:1",
+            recipient="mum@example.org",
+            text="again",
+            key="second",
+        )
+        assert MailOutSender(config).deliver(mid2) == "failed"
+    finally:
+        sink.stop()
+    mid3 = stored(
+        user,
+        direction=Direction.FROM_DEVICE,
+        protocol=Protocol.EMAIL,
+        sender="device:1",
+        recipient="mum@example.org",
+        text="relay down",
+        key="third",
+    )
+    assert MailOutSender(config).deliver(mid3) == "failed", "relay down is a temporary error"

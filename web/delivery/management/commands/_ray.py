@@ -1,0 +1,28 @@
+"""Joining the Ray cluster that runs the stack, for drain and upgrade."""
+
+from __future__ import annotations
+
+import ray
+from django.core.management.base import CommandError
+
+from messaging.config import Config
+
+
+def join_running_stack() -> Config:
+    """Connect to the running stack's Ray (RAY_ADDRESS, else the local one) and return its config."""
+    from messaging.launch import running_config, worker_env
+
+    env = Config.from_env()
+    try:
+        ray.init(
+            address=env.ray_address or "auto",
+            namespace=env.ray_namespace,
+            logging_level="WARNING",
+            runtime_env={"env_vars": worker_env()},
+        )
+    except ConnectionError as exc:
+        raise CommandError(f"no running Ray found ({exc}); is `make run` / runbackend running?") from exc
+    try:
+        return running_config(env.ray_namespace)
+    except ValueError as exc:
+        raise CommandError(f"no stack is running in Ray namespace {env.ray_namespace!r}") from exc
