@@ -47,11 +47,17 @@ class Config:
     database_url: str = ""
     ray_address: str = ""
     ray_namespace: str = "spacebeaver"
+    ray_dashboard: bool = True
     serve_http_host: str = "127.0.0.1"
     serve_http_port: int = 8000
     pool_size: int = 1
     max_packets: int = 4
     outbox_sweep_interval: float = 5.0
+    outbox_max_attempts: int = 8
+    outbox_max_age_hours: float = 72.0
+    outbox_base_delay: float = 2.0
+    outbox_max_delay: float = 900.0
+    outbox_lease_seconds: float = 120.0
     # Sandbox: local fakes for the remote services that have no credentials ("auto"), all ("1") or none ("0").
     sandbox: str = "auto"
     sandbox_hive_port: int = 8790

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import timedelta
 
 from . import metrics
 from .config import Config
-from .djangoenv import ensure_django
+from .djangoenv import ensure_django, refresh_connections
 from .errors import PermanentDeliveryError, TemporaryDeliveryError
 
 log = logging.getLogger("messaging.delivery")
@@ -26,10 +27,10 @@ class SenderBase:
 
     def __init__(self, config: Config, policy=None):
         ensure_django()
-        from .outbox import DEFAULT_POLICY
+        from .outbox import RetryPolicy
 
         self.config = config
-        self.policy = policy or DEFAULT_POLICY
+        self.policy = policy or RetryPolicy.from_config(config)
         self.in_flight = 0
         self.delivered = 0
         self._count_lock = threading.Lock()
@@ -40,11 +41,9 @@ class SenderBase:
 
     def deliver(self, message_id: int) -> str:
         """Deliver one message if it is due and nobody else holds it. Returns its new status or 'skipped'."""
-        from django.db import close_old_connections
-
         from .outbox import claim, mark_dead, mark_retry, mark_sent
 
-        close_old_connections()
+        refresh_connections()
         row = claim(message_id, self.policy)
         if row is None:
             return "skipped"
@@ -73,12 +72,15 @@ class SenderBase:
                 self.in_flight -= 1
 
     def due_ids(self, limit: int = 100) -> list[int]:
-        from django.db import close_old_connections
-
         from .outbox import due
 
-        close_old_connections()
-        return due(self.direction, list(self.protocols), limit=limit)
+        refresh_connections()
+        return due(
+            self.direction,
+            list(self.protocols),
+            limit=limit,
+            grace=timedelta(seconds=self.config.outbox_sweep_interval),
+        )
 
     def sweep(self, limit: int = 100) -> int:
         """Deliver every message of this channel that is due now. Returns how many were attempted."""
@@ -96,8 +98,13 @@ class SenderShell:
     _sweeper: asyncio.Task | None = None
     _stopping = False
 
+    def autostart(self, sweep_interval: float) -> None:
+        """Called at the end of ``__init__`` (which Ray runs on the actor's event loop): the loops start
+        by themselves, also when Ray restarts the actor after a crash."""
+        asyncio.get_running_loop().create_task(self.start(sweep_interval))
+
     async def start(self, sweep_interval: float = 5.0) -> str:
-        """Start the periodic sweep (the launcher calls this once the actor is up)."""
+        """Start the periodic sweep; idempotent (the launcher calls it to know the actor is up)."""
         if self._sweeper is None:
             self._sweep_interval = sweep_interval
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())

@@ -16,3 +16,12 @@ def ensure_django() -> None:
 
     django.setup()
     _ready = True
+
+
+def refresh_connections() -> None:
+    """Drop database connections that are too old or broken (long-lived actor threads have no request
+    cycle to do it). Never inside a transaction, where closing would lose it."""
+    from django.db import close_old_connections, connections
+
+    if not any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
+        close_old_connections()

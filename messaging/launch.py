@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ray
+from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from .config import Config
 from .pool import NamedPool, member_name
@@ -84,7 +86,7 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
         return
     address = config.ray_address or None
     echo(f"Ray: {'connecting to ' + address if address else 'starting a local instance'} ...")
-    kwargs = {} if address else {"include_dashboard": False}
+    kwargs = {} if address else {"include_dashboard": config.ray_dashboard, "dashboard_host": "127.0.0.1"}
     ray.init(
         address=address,
         namespace=config.ray_namespace,
@@ -99,6 +101,40 @@ def make_pools(config: Config) -> dict[str, NamedPool]:
     return {kind: NamedPool(kind, config.pool_size, config.ray_namespace) for kind in KINDS}
 
 
+BUNDLE = {"CPU": 0.001}  # a token amount: bundles must ask for something; actors run with num_cpus=0
+
+
+def placement_name(config: Config, kind: str) -> str:
+    return f"{config.ray_namespace}-{kind}-spread"
+
+
+def pool_placement(config: Config, kind: str):
+    """The pool's placement group: one bundle per member, SPREAD over the nodes.
+
+    So members land on different nodes where there are several (a mail server per node: the SMTP Service
+    forwards port 25 to one port per pod), and when a node dies Ray moves its bundles - and the members
+    restarting in them - to the nodes that are left (a soft spread, so fewer nodes than members is fine).
+    """
+    name = placement_name(config, kind)
+    try:
+        pg = get_placement_group(name)
+        if len(pg.bundle_specs) != config.pool_size:
+            remove_placement_group(pg)
+            raise ValueError("pool size changed")
+    except ValueError:
+        pg = placement_group([BUNDLE] * config.pool_size, strategy="SPREAD", name=name, lifetime="detached")
+    ray.get(pg.ready(), timeout=120)
+    return pg
+
+
+def remove_placements(config: Config) -> None:
+    for kind in KINDS:
+        try:
+            remove_placement_group(get_placement_group(placement_name(config, kind)))
+        except ValueError:
+            continue
+
+
 def _create(kind: str, idx: int, config: Config, pools: dict[str, NamedPool]):
     from .mailserver import MailServerActor
     from .satellite import SatelliteActor
@@ -106,6 +142,9 @@ def _create(kind: str, idx: int, config: Config, pools: dict[str, NamedPool]):
     from .users import UserActor
 
     opts = {
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=pool_placement(config, kind), placement_group_bundle_index=idx
+        ),
         "name": member_name(kind, idx),
         "namespace": config.ray_namespace,
         "lifetime": "detached",
@@ -175,7 +214,8 @@ def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
                     echo(f"  {member_name(kind, idx)}: stop failed: {exc}")
             ray.kill(handle, no_restart=True)
         echo(f"  {kind:<10} stopped")
-        if kind == KINDS[0]:
+        if kind == "user":  # the last kind: the stack is gone
+            remove_placements(config)
             try:
                 ray.kill(ray.get_actor(RECORD_NAME, namespace=config.ray_namespace), no_restart=True)
             except ValueError:

@@ -148,8 +148,31 @@ class MailServerActor:
         self.handler = MailHandler(config, users)
         self.server: asyncio.base_events.Server | None = None
         self.labeler = PodLabeler.from_env()
+        # Ray runs __init__ on the actor's event loop: listen at once, also after a crash-restart.
+        self._ready = asyncio.get_running_loop().create_task(self._listen())
 
     async def start(self) -> str:
+        """Wait until the socket listens; returns ``host:port``."""
+        await asyncio.shield(self._ready)
+        return f"{self.config.smtp_listen_host}:{self.config.smtp_listen_port}"
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        while self.server is None:
+            try:
+                await self._bind()
+            except OSError as exc:  # e.g. the port is held by something else: keep trying, loudly
+                log.error(
+                    "SMTP cannot listen on %s:%s: %s; retrying in %.0fs",
+                    self.config.smtp_listen_host,
+                    self.config.smtp_listen_port,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _bind(self) -> None:
         if self.server is None:
             cfg = self.config
             loop = asyncio.get_running_loop()

@@ -40,6 +40,16 @@ class RetryPolicy:
         ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
+    @classmethod
+    def from_config(cls, config) -> RetryPolicy:
+        return cls(
+            max_attempts=config.outbox_max_attempts,
+            max_age=timedelta(hours=config.outbox_max_age_hours),
+            base_delay=config.outbox_base_delay,
+            max_delay=config.outbox_max_delay,
+            lease=timedelta(seconds=config.outbox_lease_seconds),
+        )
+
 
 DEFAULT_POLICY = RetryPolicy()
 

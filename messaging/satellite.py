@@ -73,6 +73,7 @@ class SatelliteActor(SenderShell):
         self._poller: asyncio.Task | None = None
         self.polled = 0
         self.polling = False  # inside a poll batch (fetch -> store -> ack)
+        self.autostart(config.outbox_sweep_interval)
 
     async def start(self, sweep_interval: float = 5.0) -> str:
         await SenderShell.start(self, sweep_interval)

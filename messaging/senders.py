@@ -60,9 +60,11 @@ class SmsSender(SenderBase):
 class MailOutActor(SenderShell):
     def __init__(self, config: Config):
         self.base = MailOutSender(config)
+        self.autostart(config.outbox_sweep_interval)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
 class SmsActor(SenderShell):
     def __init__(self, config: Config):
         self.base = SmsSender(config)
+        self.autostart(config.outbox_sweep_interval)

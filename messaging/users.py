@@ -15,7 +15,7 @@ import ray
 
 from . import metrics
 from .config import Config
-from .djangoenv import ensure_django
+from .djangoenv import ensure_django, refresh_connections
 from .mailparse import mailbox_username
 from .pool import NamedPool
 from .routing import DeviceFacts, UserFacts, Verdict, decide, outbound_channel, stable_index
@@ -130,11 +130,9 @@ class UserBase:
                 self.handled += 1
 
     def _intake(self, msg: CombinedMessage) -> IntakeResult:
-        from django.db import close_old_connections
-
         from .outbox import record
 
-        close_old_connections()
+        refresh_connections()
 
         msg, destination_ok = self._normalise_destination(msg)
         user, device = self._resolve(msg)

@@ -69,10 +69,13 @@ TEMPLATES = [
 def database_config(url: str | None) -> dict:
     """The default database from DATABASE_URL; SQLite in WAL mode when unset."""
     if url:
-        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        config = dj_database_url.parse(url)
     else:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "spacebeaver.sqlite3")}
+    # Actors are long-lived: keep connections, but check them before reuse.
+    config["CONN_MAX_AGE"] = 300
+    config["CONN_HEALTH_CHECKS"] = True
     if config["ENGINE"] == "django.db.backends.sqlite3":
         options = config.setdefault("OPTIONS", {})
         options.setdefault("timeout", 30)

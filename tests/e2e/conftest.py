@@ -1,0 +1,147 @@
+"""One real local Ray per test session, with the whole stack started the way runbackend starts it.
+
+Only the remote services are replaced, at the network boundary: fake Hive, fake Twilio API and an
+SMTP relay sink on loopback. Ray workers use the same test database as this process.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for the database this test process is using (the test database)."""
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    if "postgresql" in engine:
+        user = quote(settings_dict.get("USER") or "")
+        password = quote(settings_dict.get("PASSWORD") or "")
+        auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+        host = settings_dict.get("HOST") or "127.0.0.1"
+        port = settings_dict.get("PORT") or 5432
+        return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
+    raise RuntimeError(f"no DATABASE_URL for engine {engine}")
+
+
+def wait_until(condition, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def device_texts(e2e, device_id: int) -> list[str]:
+    """Texts of every packet the fake Hive delivered to ``device_id``, decoded."""
+    import base64
+
+    from messaging.pb import MessageDataPB_pb2 as pb
+
+    texts = []
+    for packet in e2e.box.hive.to_device(device_id):
+        msg = pb.MessageDataPB()
+        msg.ParseFromString(base64.b64decode(packet["data"]))
+        texts.extend(m.text for m in msg.message)
+    return texts
+
+
+@dataclass
+class E2E:
+    config: object
+    box: object
+    stack: object
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.serve_http_port}"
+
+
+@pytest.fixture(scope="session")
+def e2e(django_db_setup, django_db_blocker):
+    import ray
+    from django.db import connection
+    from ray import serve
+
+    from messaging.config import Config
+    from messaging.launch import connect_ray, start_actors, start_serve, stop_stack, worker_env
+    from messaging.sandbox.stack import start_sandbox
+
+    serve_port = free_port()
+    config = Config(
+        email_domain="beaver.test",
+        smtp_listen_port=free_port(),
+        serve_http_port=serve_port,
+        twilio_webhook_public_url="https://sms.beaver.test/sms",
+        pool_size=2,
+        swarm_poll_interval=0.2,
+        outbox_sweep_interval=0.5,
+        smtp_store_timeout=15.0,
+        sandbox="1",
+        ray_namespace="e2e",
+        swarm_user_application_id=65002,
+        outbox_base_delay=0.2,
+        outbox_max_delay=2.0,
+    )
+    config, box = start_sandbox(config, ephemeral_ports=True)
+    with django_db_blocker.unblock():
+        env = worker_env({"DATABASE_URL": database_url(connection.settings_dict)})
+        connect_ray(config, env)
+        try:
+            stack = start_actors(config)
+            start_serve(config, stack)
+            yield E2E(config=config, box=box, stack=stack)
+        finally:
+            stop_stack(config)
+            serve.shutdown()
+            ray.shutdown()
+            box.stop()
+
+
+@pytest.fixture
+def orm(e2e, django_db_blocker):
+    """Use the ORM (outside a test transaction, so Ray workers see the rows) during an e2e test."""
+    with django_db_blocker.unblock():
+        yield
+
+
+_seq = iter(range(1, 10**6))
+
+
+@pytest.fixture
+def new_user(orm):
+    """Create a committed user with an active device; unique names, numbers and device ids."""
+    from web.accounts.models import BlockedSender, Device, User
+
+    def make(*, device=True, blocked=(), quota=None, active=True):
+        n = next(_seq)
+        stamp = int(time.time() * 1000) % 10**6
+        user = User.objects.create(
+            username=f"e2e{stamp}x{n}",
+            twilio_number=f"+1555{(stamp * 10 + n) % 10**7:07d}",
+            monthly_quota=quota,
+            is_active=active,
+        )
+        if device:
+            Device.objects.create(device_id=int(f"7{stamp:06d}{n:03d}"), owner=user)
+        for address in blocked:
+            BlockedSender.objects.create(user=user, address=address)
+        return user
+
+    return make

@@ -1,0 +1,141 @@
+"""End to end on a real local Ray: every hop real, remote services replaced by loopback fakes."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+from email.message import EmailMessage
+
+import pytest
+import requests
+
+from messaging.codec import encode_from_device
+from messaging.pb import MessageDataPB_pb2 as pb
+from messaging.smsio import sign
+from messaging.types import Protocol
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def smtp(e2e) -> smtplib.SMTP:
+    return smtplib.SMTP("127.0.0.1", e2e.config.smtp_listen_port, timeout=30)
+
+
+def mail(sender: str, to: str, subject: str, body: str) -> EmailMessage:
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = sender, to, subject
+    m.set_content(body)
+    return m
+
+
+def messages_of(user):
+    from web.delivery.models import Message
+
+    return list(Message.objects.filter(user=user).order_by("id"))
+
+
+def decoded_to_device(e2e, device_id: int) -> list:
+    out = []
+    for packet in e2e.box.hive.to_device(device_id):
+        m = pb.MessageDataPB()
+        m.ParseFromString(base64.b64decode(packet["data"]))
+        out.append(m)
+    return out
+
+
+def test_email_reaches_device_as_protobuf(e2e, new_user):
+    user = new_user()
+    device = user.devices.get()
+    with smtp(e2e) as s:
+        s.send_message(
+            mail("Alice <alice@example.org>", f"{user.username}@beaver.test", "Trail report", "Snow at the pass.")
+        )
+    packets = wait_until(lambda: decoded_to_device(e2e, device.device_id), what="packet at the fake Hive")
+    assert len(packets) == 1
+    pkt = packets[0]
+    assert pkt.from_device is False and pkt.version == 1
+    assert pkt.message[0].to == "alice@example.org"
+    assert pkt.message[0].protocol == pb.EMAIL
+    assert "Trail report" in pkt.message[0].text and "Snow at the pass." in pkt.message[0].text
+    sent = wait_until(lambda: [m for m in messages_of(user) if m.status == "sent"], what="message marked sent")
+    assert sent[0].remote_id == str(e2e.box.hive.to_device(device.device_id)[0]["packetId"])
+
+
+def test_device_email_goes_out_through_relay(e2e, new_user):
+    user = new_user()
+    device = user.devices.get()
+    data = encode_from_device([("Made camp at the lake, all well", Protocol.EMAIL, "mum@example.org")])
+    packet = e2e.box.hive.device_send(device.device_id, base64.b64encode(data).decode())
+    got = wait_until(
+        lambda: [m for m in e2e.box.relay.messages if "mum@example.org" in m["rcpt_tos"]], what="mail at relay sink"
+    )
+    sent = got[-1]
+    assert sent["mail_from"] == f"{user.username}@beaver.test"
+    headers = sent["headers"]
+    assert headers["From"] == f"{user.username}@beaver.test"
+    assert headers["To"] == "mum@example.org"
+    assert headers["Subject"].startswith("Made camp")
+    assert headers["Message-ID"] and headers["Date"]
+    assert b"Made camp at the lake, all well" in sent["raw"]
+    wait_until(lambda: packet["packetId"] in e2e.box.hive.acked_ids(), what="packet acked")
+
+
+def test_device_sms_goes_out_through_twilio(e2e, new_user):
+    user = new_user()
+    device = user.devices.get()
+    data = encode_from_device([("Back tomorrow", Protocol.SMS, "+44 7700 900123")])
+    e2e.box.hive.device_send(device.device_id, base64.b64encode(data).decode())
+    e2e.box.twilio.wait_for(lambda ms: any(m["to"] == "+447700900123" for m in ms), timeout=30)
+    [got] = [m for m in e2e.box.twilio.messages if m["to"] == "+447700900123"]
+    assert got["from"] == user.twilio_number
+    assert got["body"] == "Back tomorrow"
+
+
+def test_signed_twilio_webhook_reaches_device(e2e, new_user):
+    user = new_user()
+    device = user.devices.get()
+    params = {
+        "MessageSid": "SM" + "a" * 32,
+        "AccountSid": e2e.config.twilio_account_sid,
+        "From": "+15551230000",
+        "To": user.twilio_number,
+        "Body": "Are you safe?",
+        "NumMedia": "0",
+    }
+    signature = sign(
+        auth_token=e2e.config.twilio_auth_token, public_url=e2e.config.twilio_webhook_public_url, params=params
+    )
+    r = requests.post(f"{e2e.base_url}/sms", data=params, headers={"X-Twilio-Signature": signature}, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/xml")
+    assert messages_of(user), "stored before the 200"
+    packets = wait_until(lambda: decoded_to_device(e2e, device.device_id), what="SMS at the device")
+    assert packets[0].message[0].text == "Are you safe?"
+    assert packets[0].message[0].to == "+15551230000"
+    assert packets[0].message[0].protocol == pb.SMS
+
+
+def test_forged_twilio_signature_is_refused_and_nothing_stored(e2e, new_user):
+    from web.delivery.models import Message
+
+    user = new_user()
+    params = {"MessageSid": "SM" + "b" * 32, "From": "+15551230001", "To": user.twilio_number, "Body": "x"}
+    r = requests.post(f"{e2e.base_url}/sms", data=params, headers={"X-Twilio-Signature": "forged"}, timeout=30)
+    assert r.status_code == 403
+    assert not Message.objects.filter(idempotency_key="twilio:SM" + "b" * 32).exists()
+
+
+def test_smtp_refuses_relay_unknown_user_and_blocked_sender(e2e, new_user):
+    user = new_user(blocked=["pest@example.org"])
+    with smtp(e2e) as s:
+        s.ehlo()
+        s.mail("someone@example.org")
+        assert s.rcpt("victim@elsewhere.example")[0] == 550
+        code, text = s.rcpt("nobody-here@beaver.test")
+        assert code == 550 and b"5.1.1" in text
+        s.rset()
+        s.mail("pest@example.org")
+        code, text = s.rcpt(f"{user.username}@beaver.test")
+        assert code == 550 and b"5.7.1" in text
+    assert messages_of(user) == []

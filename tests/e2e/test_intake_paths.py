@@ -1,0 +1,85 @@
+"""Hive intake details end to end: push webhook, dead letters, two pollers, the admin through Serve."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import requests
+
+from messaging.codec import encode_from_device
+from messaging.types import Protocol
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def test_undecodable_packet_is_dead_lettered_then_acked(e2e, new_user):
+    from web.delivery.models import Message
+
+    user = new_user()
+    device_id = user.devices.get().device_id
+    packet = e2e.box.hive.device_send(device_id, base64.b64encode(b"\xff\x00 not a protobuf").decode())
+    wait_until(lambda: packet["packetId"] in e2e.box.hive.acked_ids(), what="dead letter acked")
+    row = Message.objects.get(idempotency_key=f"hive:{packet['packetId']}")
+    assert row.status == "dead" and "undecodable" in row.last_error and row.device.device_id == device_id
+
+
+def test_two_pollers_store_each_packet_once(e2e, new_user):
+    from web.delivery.models import Message
+
+    assert e2e.config.pool_size >= 2, "both satellite actors poll the same Hive"
+    user = new_user()
+    device_id = user.devices.get().device_id
+    ids = []
+    for i in range(10):
+        data = encode_from_device([(f"note {i}", Protocol.EMAIL, f"friend{i}@example.org")])
+        ids.append(e2e.box.hive.device_send(device_id, base64.b64encode(data).decode())["packetId"])
+    wait_until(lambda: set(ids) <= e2e.box.hive.acked_ids(), what="all packets acked")
+    keys = list(Message.objects.filter(device__device_id=device_id).values_list("idempotency_key", flat=True))
+    assert sorted(keys) == sorted(f"hive:{i}:0" for i in ids)
+    wait_until(
+        lambda: len([m for m in e2e.box.relay.messages if m["mail_from"].startswith(user.username)]) >= 10,
+        what="ten mails at the relay",
+    )
+    sent = [m for m in e2e.box.relay.messages if m["mail_from"].startswith(user.username)]
+    assert len(sent) == 10, "each device message mailed exactly once"
+
+
+def test_hive_push_webhook(e2e, new_user):
+    from web.delivery.models import Message
+
+    user = new_user()
+    device_id = user.devices.get().device_id
+    data = base64.b64encode(encode_from_device([("pushed", Protocol.EMAIL, "a@example.org")])).decode()
+    packet = {
+        "packetId": 88000001,
+        "messageId": 1,
+        "deviceType": 1,
+        "deviceId": device_id,
+        "dataType": 6,
+        "userApplicationId": 0,
+        "len": 10,
+        "data": data,
+        "status": 0,
+        "hiveRxTime": "2026-11-23T10:00:00",
+    }
+    url = f"{e2e.base_url}/swarm"
+    assert requests.post(url, json=packet, headers={"X-Swarm-Secret": "wrong"}, timeout=30).status_code == 403
+    assert not Message.objects.filter(idempotency_key="hive:88000001:0").exists()
+    secret = {"X-Swarm-Secret": e2e.config.swarm_webhook_secret}
+    assert requests.post(url, data="{not json", headers=secret, timeout=30).status_code == 400
+    for _ in range(2):  # a re-delivered push stores nothing new
+        r = requests.post(url, data=json.dumps(packet), headers=secret, timeout=30)
+        assert r.status_code == 200
+    assert Message.objects.filter(idempotency_key="hive:88000001:0", user=user).count() == 1
+
+
+def test_admin_is_served(e2e):
+    r = requests.get(f"{e2e.base_url}/admin/login/", timeout=30)
+    assert r.status_code == 200 and "csrfmiddlewaretoken" in r.text
+    css = requests.get(f"{e2e.base_url}/static/admin/css/base.css", timeout=30)
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+    assert requests.get(f"{e2e.base_url}/healthz", timeout=30).json() == {"ok": True}

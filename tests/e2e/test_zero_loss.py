@@ -1,0 +1,132 @@
+"""Lose no message: steady load through upgrades, kill -9 of actors, remote faults, and a mail-server drain.
+
+Every message carries a unique token; the destination fakes are searched for each token, and the
+tests print how many were sent, delivered, lost and duplicated.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import smtplib
+import time
+
+import pytest
+import ray
+
+from messaging.lifecycle import busy, replace_member, upgrade
+from messaging.pool import member_name
+from messaging.sandbox.traffic import Person, Traffic
+
+from .conftest import device_texts, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def people(new_user):
+    users = [new_user() for _ in range(3)]
+    return [Person(u.username, u.twilio_number, u.devices.get().device_id) for u in users]
+
+
+def test_upgrades_under_load_lose_nothing(e2e, people):
+    traffic = Traffic(e2e.config, e2e.box, people, rate=4, seed=11).start()
+    gaps = []
+    for _ in range(2):
+        gaps.append(upgrade(e2e.config, echo=print))
+    traffic.stop()
+    report = traffic.wait_delivered(timeout=120)
+    print(f"\nupgrades x2 under load: {report.line()}; longest member gap {max(max(g.values()) for g in gaps):.1f}s")
+    assert report.sent >= 30
+    assert report.lost == [], f"lost: {report.lost[:10]}"
+    assert report.duplicated == {}, f"duplicated: {report.duplicated}"
+
+
+def _alive_members(config) -> list:
+    from ray.util.state import list_actors
+
+    names = {
+        member_name(k, i)
+        for k in ("user", "satellite", "mailout", "sms", "mailserver")
+        for i in range(config.pool_size)
+    }
+    return [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.name in names]
+
+
+def test_kill_9_of_random_actors_under_load_loses_nothing(e2e, people):
+    rng = random.Random(5)
+    traffic = Traffic(e2e.config, e2e.box, people, rate=4, seed=12).start()
+    killed = []
+    for _ in range(4):
+        victim = rng.choice(_alive_members(e2e.config))
+        os.kill(victim.pid, signal.SIGKILL)
+        killed.append(victim.name)
+        wait_until(
+            lambda v=victim: any(a.name == v.name and a.pid != v.pid for a in _alive_members(e2e.config)),
+            timeout=60,
+            what=f"{victim.name} restarted",
+        )
+        time.sleep(1.0)  # let traffic flow through the restarted member before the next kill
+    traffic.stop()
+    report = traffic.wait_delivered(timeout=180)
+    print(f"\nkill -9 of {killed}: {report.line()}")
+    assert report.lost == [], f"lost: {report.lost[:10]}"
+    # A sender killed after the remote accepted but before it recorded 'sent' sends again: at least once.
+    assert len(report.duplicated) <= len(killed)
+
+
+def test_remote_faults_delay_but_lose_nothing(e2e, people):
+    from web.delivery.models import Message
+
+    box = e2e.box
+    box.hive.set_faults(error_rate=0.3, status=503, seed=3)
+    box.twilio.set_faults(error_rate=0.3, status=503, seed=4)
+    traffic = Traffic(e2e.config, box, people, rate=4, seed=13).start()
+    box.relay.stop()  # relay down for a while
+    time.sleep(3)
+    box.relay.start()
+    traffic.stop()
+    box.hive.clear_faults()
+    box.twilio.set_faults(error_rate=0.0)
+    report = traffic.wait_delivered(timeout=180)
+    print(f"\nremote faults: {report.line()}")
+    assert report.lost == [], f"lost: {report.lost[:10]}"
+    tokens = set(traffic.sent)
+    dead = [m for m in Message.objects.filter(status="dead") if any(t in m.text for t in tokens)]
+    assert dead == [], "temporary errors never dead-letter a message"
+
+
+def test_drain_finishes_the_session_in_flight_and_turns_new_ones_away(e2e, new_user):
+    config = e2e.config
+    user = new_user()
+    device_id = user.devices.get().device_id
+    servers = [
+        ray.get_actor(member_name("mailserver", i), namespace=config.ray_namespace) for i in range(config.pool_size)
+    ]
+    session = smtplib.SMTP("127.0.0.1", config.smtp_listen_port, timeout=30)
+    session.ehlo()
+    session.mail("friend@example.org")
+    assert session.rcpt(f"{user.username}@beaver.test")[0] == 250
+    try:
+        for server in servers:
+            ray.get(server.drain.remote())
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            smtplib.SMTP("127.0.0.1", config.smtp_listen_port, timeout=30)
+        assert refused.value.smtp_code == 421
+        assert sum(busy("mailserver", ray.get(s.stats.remote())) for s in servers) >= 1
+        code, _ = session.data(b"Subject: in flight\r\n\r\nsent during the drain\r\n")
+        assert code == 250, "the session in flight completes"
+        session.quit()
+        wait_until(
+            lambda: sum(busy("mailserver", ray.get(s.stats.remote())) for s in servers) == 0, what="mail servers idle"
+        )
+        wait_until(
+            lambda: any("sent during the drain" in t for t in device_texts(e2e, device_id)),
+            what="the mail accepted during the drain reaches the device",
+        )
+    finally:
+        for idx in range(config.pool_size):
+            replace_member(config, "mailserver", idx, echo=print)
+    with smtplib.SMTP("127.0.0.1", config.smtp_listen_port, timeout=30) as again:
+        assert again.noop()[0] == 250, "intake open again after the replacement"
