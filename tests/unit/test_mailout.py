@@ -1,0 +1,248 @@
+"""Outbound email: building (pure) and sending over a real socket to the local relay sink."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from email import policy
+from email.parser import BytesParser
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.mailout import (
+    EMPTY_SUBJECT,
+    SUBJECT_MAX,
+    InvalidRecipient,
+    build_outbound,
+    classify_smtp_code,
+    message_id,
+    queue_id_from_reply,
+    send_via_relay,
+    subject_from_text,
+)
+from messaging.sandbox.relay_sink import RelaySink, read_records
+
+DOMAIN = "beaver.test"
+
+
+def outbound(text: str = "Made camp at the lake", to: str = "mum@example.org", **kw):
+    return build_outbound(from_addr=f"alice@{DOMAIN}", to_addr=to, text=text, domain=DOMAIN, **kw)
+
+
+@pytest.fixture
+def sink(tmp_path):
+    relay = RelaySink(record_path=tmp_path / "relay.jsonl").start()
+    yield relay
+    relay.stop()
+
+
+def send(msg, relay: RelaySink, **kw) -> str:
+    return send_via_relay(msg, host="127.0.0.1", port=relay.port, timeout=10, **kw)
+
+
+# --- building --------------------------------------------------------------------------------------
+
+
+def test_build_outbound_headers_and_body():
+    text = "Made camp at the lake. Grüße 🏕️\nAll well."
+    msg = outbound(text)
+    assert msg["From"] == f"alice@{DOMAIN}"
+    assert msg["To"] == "mum@example.org"
+    assert msg["Subject"] == "Made camp at the lake. Grüße 🏕️ All well."
+    assert parsedate_to_datetime(msg["Date"]).tzinfo is not None
+    assert msg["Message-ID"].endswith(f"@{DOMAIN}>")
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content_charset() == "utf-8"
+    reparsed = BytesParser(policy=policy.default).parsebytes(msg.as_bytes())
+    assert reparsed.get_content() == text + "\n"
+
+
+def test_subject_is_first_words_on_one_line():
+    text = "word " * 40
+    subject = subject_from_text(text)
+    assert len(subject) <= SUBJECT_MAX and subject.endswith("…") and "\n" not in subject
+    assert text.startswith(subject[:-1])
+    assert subject_from_text("  \n ") == EMPTY_SUBJECT
+    assert subject_from_text("a" * 100) == "a" * (SUBJECT_MAX - 1) + "…"
+
+
+def test_text_cannot_inject_headers():
+    msg = outbound("hello\r\nBcc: evil@attacker.example\r\nX-Evil: 1\n\nbody")
+    wire = msg.as_bytes(policy=policy.SMTP)
+    reparsed = BytesParser(policy=policy.default).parsebytes(wire)
+    assert "Bcc" not in reparsed and "X-Evil" not in reparsed
+    assert reparsed["Subject"] == "hello Bcc: evil@attacker.example X-Evil: 1 body"
+    assert sorted(reparsed.keys()) == sorted(
+        ["From", "To", "Subject", "Date", "Message-ID", "Content-Type", "Content-Transfer-Encoding", "MIME-Version"]
+    )
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "mum@example.org\r\nBcc: evil@attacker.example",
+        "mum@example.org\nX: y",
+        "a@example.org, b@example.org",
+        "no-at-sign",
+        "two words@example.org",
+        "a@localhost",
+        "a@-bad-.example",
+        "a@example..org",
+        "ü@example.org",
+        "a@[127.0.0.1]",
+        "",
+    ],
+)
+def test_invalid_recipients_are_rejected(to):
+    with pytest.raises(InvalidRecipient):
+        outbound(to=to)
+
+
+def test_bad_sender_is_a_value_error_not_a_recipient_error():
+    with pytest.raises(ValueError) as caught:
+        build_outbound(
+            from_addr="alice@beaver.test\r\nBcc: x@y.example", to_addr="a@b.example", text="x", domain=DOMAIN
+        )
+    assert not isinstance(caught.value, InvalidRecipient)
+
+
+def test_display_name_and_idn_recipient():
+    msg = outbound(to="Mum <mum@bücher.example>")
+    assert msg["To"].addresses[0].addr_spec == "mum@xn--bcher-kva.example"
+    assert msg["To"].addresses[0].display_name == "Mum"
+
+
+def test_message_id_from_hint_is_stable_and_distinct():
+    first = message_id(DOMAIN, "hive:123:0")
+    assert first == message_id(DOMAIN, "hive:123:0")
+    assert first != message_id(DOMAIN, "hive.123.0")
+    assert first.startswith("<hive.123.0.") and first.endswith(f"@{DOMAIN}>")
+    assert message_id(DOMAIN) != message_id(DOMAIN)
+    assert outbound(message_id_hint="k1")["Message-ID"] == message_id(DOMAIN, "k1")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(421, TemporaryDeliveryError), (451, TemporaryDeliveryError), (535, TemporaryDeliveryError)]
+    + [(550, PermanentDeliveryError), (552, PermanentDeliveryError), (554, PermanentDeliveryError)],
+)
+def test_classify_smtp_code(code, kind):
+    assert classify_smtp_code(code) is kind
+
+
+def test_queue_id_from_reply():
+    assert queue_id_from_reply("2.0.0 Ok: queued as 4Xy7Zq1") == "4Xy7Zq1"
+    assert queue_id_from_reply("2.0.0 OK") is None
+
+
+# --- sending over a real socket --------------------------------------------------------------------
+
+
+def test_send_reaches_the_relay_with_the_right_envelope_and_headers(sink, tmp_path):
+    msg = outbound("Summit reached ✓", message_id_hint="hive:9:0")
+    reply = send(msg, sink)
+    [record] = sink.messages
+    assert queue_id_from_reply(reply) == record["queue_id"]
+    assert record["mail_from"] == f"alice@{DOMAIN}"
+    assert record["rcpt_tos"] == ["mum@example.org"]
+    assert record["headers"]["Message-ID"] == msg["Message-ID"]
+    assert record["headers"]["Subject"] == "Summit reached ✓"
+    received = BytesParser(policy=policy.default).parsebytes(record["raw"])
+    assert received.get_content().splitlines() == ["Summit reached ✓"]  # CRLF on the wire
+    [stored] = read_records(tmp_path / "relay.jsonl")
+    assert stored["raw"] == record["raw"] and stored["rcpt_tos"] == ["mum@example.org"]
+
+
+def test_temporary_relay_failure_then_recovery(sink):
+    sink.fail_next(1, code=451)
+    with pytest.raises(TemporaryDeliveryError):
+        send(outbound(), sink)
+    assert sink.messages == []
+    send(outbound(), sink)
+    assert len(sink.messages) == 1
+
+
+def test_permanent_relay_failure(sink):
+    sink.fail_next(1, code=550)
+    with pytest.raises(PermanentDeliveryError):
+        send(outbound(), sink)
+    assert sink.messages == []
+
+
+def test_failure_at_data_stage(sink):
+    sink.fail_next(1, code=452, stage="data")
+    with pytest.raises(TemporaryDeliveryError):
+        send(outbound(), sink)
+    sink.fail_next(1, code=554, stage="data")
+    with pytest.raises(PermanentDeliveryError):
+        send(outbound(), sink)
+    assert sink.messages == []
+
+
+def test_connection_refused_is_temporary_and_the_sink_comes_back_on_its_port(sink):
+    port = sink.port
+    sink.down = True
+    with pytest.raises(TemporaryDeliveryError):
+        send(outbound(), sink)
+    sink.down = False
+    assert sink.port == port
+    send(outbound(), sink)
+    assert len(sink.messages) == 1
+
+
+def test_silent_server_times_out_as_temporary():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # accepts the TCP connection but never greets
+        with pytest.raises(TemporaryDeliveryError):
+            send_via_relay(outbound(), host="127.0.0.1", port=listener.getsockname()[1], timeout=0.5)
+
+
+def test_auth_and_starttls_problems_are_temporary():
+    relay = RelaySink(credentials=("relay-user", "s3cret")).start()
+    try:
+        send(outbound(), relay, username="relay-user", password="s3cret")
+        assert len(relay.messages) == 1
+        for kwargs in ({"username": "relay-user", "password": "wrong"}, {}, {"starttls": True}):
+            with pytest.raises(TemporaryDeliveryError):
+                send(outbound(), relay, **kwargs)
+        assert len(relay.messages) == 1
+    finally:
+        relay.stop()
+
+
+def test_wait_for_wakes_on_a_new_message_and_times_out_otherwise(sink):
+    with pytest.raises(TimeoutError):
+        sink.wait_for(lambda msgs: len(msgs) >= 1, timeout=0.2)
+    sender = threading.Thread(target=send, args=(outbound(), sink))
+    sender.start()
+    messages = sink.wait_for(lambda msgs: len(msgs) >= 1, timeout=10)
+    sender.join()
+    assert messages[0]["rcpt_tos"] == ["mum@example.org"]
+
+
+def test_relay_sink_runs_as_a_module(tmp_path):
+    record = tmp_path / "relay.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "messaging.sandbox.relay_sink", "--port", "0", "--record", str(record)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("relay sink on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        send_via_relay(outbound("from a subprocess"), host="127.0.0.1", port=port, timeout=10)
+        [stored] = read_records(record)  # written before the sink answers DATA
+        assert stored["headers"]["Subject"] == "from a subprocess"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
