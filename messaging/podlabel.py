@@ -1,0 +1,229 @@
+"""Pod label ``mail-ingress=present``: tells Kubernetes which pods take SMTP traffic.
+
+The SMTP ``LoadBalancer`` Service selects pods carrying this label. A mail server actor
+calls :meth:`PodLabeler.add` once it listens and :meth:`PodLabeler.remove` first thing on
+drain, so the load balancer stops sending new connections before the listener closes.
+
+The label is changed with the official ``kubernetes`` client, as a JSON merge patch
+(RFC 7386, ``Content-Type: application/merge-patch+json``): ``{"metadata": {"labels":
+{"mail-ingress": "present"}}}`` adds the label and ``{... "mail-ingress": null}`` removes
+it. A merge patch is idempotent (removing an absent label is not an error, unlike a JSON
+patch ``remove`` op, which fails with 422). The content type is passed explicitly because
+the client's default for ``patch_namespaced_pod`` is JSON patch, silently rewritten to
+strategic merge patch for dict bodies.
+
+Errors never reach the caller: retryable failures (connection errors, 409, 429, 5xx) are
+retried with capped exponential backoff, then logged; other API errors (403 missing RBAC,
+404 pod gone) are logged at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.config.incluster_config import (
+    SERVICE_CERT_FILENAME,
+    SERVICE_TOKEN_FILENAME,
+    InClusterConfigLoader,
+)
+
+log = logging.getLogger(__name__)
+
+LABEL_KEY = "mail-ingress"
+LABEL_VALUE = "present"
+MERGE_PATCH = "application/merge-patch+json"
+RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """Which pod this process runs in."""
+
+    name: str
+    namespace: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def pod_from_env(environ: Mapping[str, str]) -> PodRef | None:
+    """The pod named by the downward API (POD_NAME, POD_NAMESPACE), or None outside a pod.
+
+    KUBERNETES_SERVICE_HOST (set by the kubelet in every pod) must be present too, so a
+    stray POD_NAME on a laptop does not make us call an API server that is not there.
+    """
+    name = environ.get("POD_NAME", "").strip()
+    namespace = environ.get("POD_NAMESPACE", "").strip()
+    if not (name and namespace and environ.get("KUBERNETES_SERVICE_HOST", "").strip()):
+        return None
+    return PodRef(name=name, namespace=namespace)
+
+
+def label_patch(present: bool) -> dict[str, Any]:
+    """The merge-patch body that sets (present=True) or deletes (present=False) the label."""
+    return {"metadata": {"labels": {LABEL_KEY: LABEL_VALUE if present else None}}}
+
+
+def backoff_delays(attempts: int, base: float, cap: float) -> list[float]:
+    """Pauses between ``attempts`` tries: base, 2*base, 4*base, ... each at most ``cap``."""
+    return [min(cap, base * (2**i)) for i in range(max(0, attempts - 1))]
+
+
+def is_retryable(error: Exception) -> bool:
+    """True for failures worth another try: transport errors and 409/429/5xx answers."""
+    if isinstance(error, k8s_client.ApiException):
+        return error.status in RETRYABLE_STATUSES
+    return True  # urllib3 / socket errors: the API server may be back in a moment
+
+
+def describe_error(error: Exception) -> str:
+    """A one-line, secret-free description of a failed call."""
+    if isinstance(error, k8s_client.ApiException):
+        return f"HTTP {error.status} {error.reason}"
+    return type(error).__name__
+
+
+class PodLabeler:
+    """Adds and removes this pod's ``mail-ingress=present`` label; never raises.
+
+    Without a pod (``pod=None``) or an ``api_client`` it is a no-op that logs once.
+    """
+
+    def __init__(
+        self,
+        pod: PodRef | None,
+        api_client: k8s_client.ApiClient | None,
+        *,
+        attempts: int = 4,
+        base_delay: float = 0.5,
+        max_delay: float = 4.0,
+        request_timeout: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        disabled_reason: str = "not running in a Kubernetes pod",
+    ) -> None:
+        self.pod = pod if api_client is not None else None
+        self._api = k8s_client.CoreV1Api(api_client) if (api_client is not None and pod) else None
+        self._api_client = api_client
+        self._delays = backoff_delays(attempts, base_delay, max_delay)
+        self._timeout = request_timeout
+        self._sleep = sleep
+        self._disabled_reason = disabled_reason
+        self._logged_disabled = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> PodLabeler:
+        """In a pod: in-cluster config (mounted service-account token, CA, KUBERNETES_SERVICE_*).
+
+        Elsewhere, or without a mounted token, a no-op labeler.
+        """
+        env = os.environ if environ is None else environ
+        pod = pod_from_env(env)
+        if pod is None:
+            return cls(None, None, **options)
+        configuration = k8s_client.Configuration()
+        try:
+            # What load_incluster_config() does, reading the same environ as pod_from_env.
+            InClusterConfigLoader(
+                token_filename=SERVICE_TOKEN_FILENAME, cert_filename=SERVICE_CERT_FILENAME, environ=env
+            ).load_and_set(configuration)
+        except k8s_config.ConfigException as exc:
+            return cls(None, None, disabled_reason=f"no in-cluster config ({exc})", **options)
+        return cls(pod, k8s_client.ApiClient(configuration), **options)
+
+    @classmethod
+    def with_token(cls, host: str, token: str, pod: PodRef, **options: Any) -> PodLabeler:
+        """Talk to the API server at ``host`` with a bearer ``token`` (tests, out-of-cluster)."""
+        configuration = k8s_client.Configuration(
+            host=host, api_key={"BearerToken": token}, api_key_prefix={"BearerToken": "Bearer"}
+        )
+        return cls(pod, k8s_client.ApiClient(configuration), **options)
+
+    @property
+    def enabled(self) -> bool:
+        return self._api is not None
+
+    def add(self) -> bool:
+        """Put the label on this pod. True when the API server confirmed it."""
+        return self._set(present=True)
+
+    def remove(self) -> bool:
+        """Take the label off this pod. True when the API server confirmed it."""
+        return self._set(present=False)
+
+    async def add_async(self) -> bool:
+        """:meth:`add` off the event loop (the SMTP server runs on asyncio)."""
+        return await asyncio.to_thread(self.add)
+
+    async def remove_async(self) -> bool:
+        """:meth:`remove` off the event loop."""
+        return await asyncio.to_thread(self.remove)
+
+    def close(self) -> None:
+        if self._api_client is not None:
+            self._api_client.close()
+
+    def _set(self, present: bool) -> bool:
+        if self._api is None or self.pod is None:
+            self._log_disabled_once()
+            return False
+        action = "add" if present else "remove"
+        body = label_patch(present)
+        with self._lock:  # add and remove must not interleave their retries
+            for attempt, delay in enumerate([*self._delays, None], start=1):
+                try:
+                    pod = self._api.patch_namespaced_pod(
+                        self.pod.name,
+                        self.pod.namespace,
+                        body,
+                        _content_type=MERGE_PATCH,
+                        _request_timeout=self._timeout,
+                    )
+                except Exception as exc:  # mail intake must never see an API error
+                    if delay is None or not is_retryable(exc):
+                        log.error(
+                            "pod label %s=%s %s failed pod=%s attempts=%d error=%s",
+                            LABEL_KEY,
+                            LABEL_VALUE,
+                            action,
+                            self.pod,
+                            attempt,
+                            describe_error(exc),
+                        )
+                        return False
+                    log.warning(
+                        "pod label %s failed pod=%s attempt=%d error=%s retry_in=%.2fs",
+                        action,
+                        self.pod,
+                        attempt,
+                        describe_error(exc),
+                        delay,
+                    )
+                    self._sleep(delay)
+                    continue
+                labels = (pod.metadata.labels if pod.metadata else None) or {}
+                confirmed = (labels.get(LABEL_KEY) == LABEL_VALUE) is present
+                log.info(
+                    "pod label %s=%s %s pod=%s confirmed=%s",
+                    LABEL_KEY,
+                    LABEL_VALUE,
+                    "added" if present else "removed",
+                    self.pod,
+                    confirmed,
+                )
+                return confirmed
+        return False  # pragma: no cover - the loop always returns
+
+    def _log_disabled_once(self) -> None:
+        if not self._logged_disabled:
+            self._logged_disabled = True
+            log.info("pod label %s disabled: %s", LABEL_KEY, self._disabled_reason)
