@@ -51,7 +51,12 @@ def start_sandbox(
 
     if wants(config, config.has_swarm_credentials):
         box.hive = FakeHive(port=port(config.sandbox_hive_port), username="sandbox", password="sandbox").start()
-        changes.update(swarm_hive_url=box.hive.base_url, swarm_username="sandbox", swarm_password="sandbox")
+        changes.update(
+            swarm_hive_url=box.hive.base_url,
+            swarm_username="sandbox",
+            swarm_password="sandbox",
+            swarm_poll_interval=min(config.swarm_poll_interval, 2.0),
+        )  # a quick loop to watch
         box.started.append(f"fake Swarm Hive      {box.hive.base_url}  (user sandbox / sandbox)")
     if not config.swarm_webhook_secret:
         changes["swarm_webhook_secret"] = secrets.token_urlsafe(24)
