@@ -48,6 +48,7 @@ class Config:
     ray_address: str = ""
     ray_namespace: str = "spacebeaver"
     ray_dashboard: bool = True
+    ray_dashboard_port: int = 8265
     serve_http_host: str = "127.0.0.1"
     serve_http_port: int = 8000
     pool_size: int = 1

@@ -86,7 +86,13 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
         return
     address = config.ray_address or None
     echo(f"Ray: {'connecting to ' + address if address else 'starting a local instance'} ...")
-    kwargs = {} if address else {"include_dashboard": config.ray_dashboard, "dashboard_host": "127.0.0.1"}
+    kwargs = {}
+    if not address:
+        kwargs = {
+            "include_dashboard": config.ray_dashboard,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": config.ray_dashboard_port,
+        }
     ray.init(
         address=address,
         namespace=config.ray_namespace,

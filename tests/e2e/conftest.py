@@ -95,6 +95,7 @@ def e2e(django_db_setup, django_db_blocker):
         smtp_store_timeout=15.0,
         sandbox="1",
         ray_namespace="e2e",
+        ray_dashboard_port=free_port(),
         swarm_user_application_id=65002,
         outbox_base_delay=0.2,
         outbox_max_delay=2.0,

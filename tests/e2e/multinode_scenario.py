@@ -39,7 +39,7 @@ def main() -> None:
     from messaging.sandbox.stack import start_sandbox
     from messaging.types import Protocol
 
-    smtp_port, pool = int(sys.argv[1]), 3
+    smtp_port, dashboard_port, pool = int(sys.argv[1]), int(sys.argv[2]), 3
     ensure_django()
     from web.accounts.models import Device, User
 
@@ -50,7 +50,15 @@ def main() -> None:
         Device.objects.create(device_id=int(f"8{stamp % 10**6:06d}{i:02d}"), owner=user)
         users.append(user)
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"node_head": 1}})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "resources": {"node_head": 1},
+            "include_dashboard": True,
+            "dashboard_port": dashboard_port,
+        },
+    )
     workers = [cluster.add_node(num_cpus=1, resources={f"node_w{i}": 1}) for i in range(2)]
     cluster.wait_for_nodes()
     config = Config(
@@ -74,7 +82,7 @@ def main() -> None:
         def placement() -> dict[str, str]:
             return {
                 a.name: a.node_id
-                for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+                for a in list_actors(address=cluster.address, filters=[("state", "=", "ALIVE")], limit=1000)
                 if a.name and a.name.split("_")[0] in KINDS
             }
 

@@ -24,7 +24,7 @@ def test_multinode_cluster_spreads_actors_and_survives_a_lost_node(django_db_set
     env = dict(os.environ, DATABASE_URL=url, DJANGO_SETTINGS_MODULE="web.settings")
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.e2e.multinode_scenario", str(free_port())],
+        [sys.executable, "-m", "tests.e2e.multinode_scenario", str(free_port()), str(free_port())],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -51,7 +51,8 @@ def _alive_members(config) -> list:
         for k in ("user", "satellite", "mailout", "sms", "mailserver")
         for i in range(config.pool_size)
     }
-    return [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.name in names]
+    gcs = ray.get_runtime_context().gcs_address  # this session's cluster, even when another one runs
+    return [a for a in list_actors(address=gcs, filters=[("state", "=", "ALIVE")], limit=1000) if a.name in names]
 
 
 def test_kill_9_of_random_actors_under_load_loses_nothing(e2e, people):
