@@ -9,8 +9,14 @@ from pathlib import Path
 from messaging.config import Config
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-DJANGO_VARS = ["DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_ALLOWED_HOSTS", "DJANGO_CSRF_TRUSTED_ORIGINS",
-               "DATA_DIR", "LOG_LEVEL"]
+DJANGO_VARS = [
+    "DJANGO_SECRET_KEY",
+    "DJANGO_DEBUG",
+    "DJANGO_ALLOWED_HOSTS",
+    "DJANGO_CSRF_TRUSTED_ORIGINS",
+    "DATA_DIR",
+    "LOG_LEVEL",
+]
 
 
 def documented() -> set[str]:
