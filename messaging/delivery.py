@@ -114,17 +114,32 @@ class SenderShell:
         while not self._stopping:
             try:
                 ids = await asyncio.to_thread(self.base.due_ids)
-                if ids:
-                    await asyncio.gather(*(asyncio.to_thread(self.base.deliver, i) for i in ids))
+                if ids and not self._stopping:
+                    self._accepted += len(ids)
+                    try:
+                        await asyncio.gather(*(asyncio.to_thread(self.base.deliver, i) for i in ids))
+                    finally:
+                        self._accepted -= len(ids)
             except Exception:
                 log.exception("%s sweep failed; trying again", self.base.channel)
             await asyncio.sleep(self._sweep_interval)
 
+    _accepted = 0  # deliveries handed to a thread and not finished: counted on the event loop, so a drain
+    # that sees 0 here cannot race a delivery that is about to claim its message
+
     async def deliver(self, message_id: int) -> str:
-        return await asyncio.to_thread(self.base.deliver, message_id)
+        """Kick from a user actor. While draining, refuse: the message stays due for the next sender."""
+        if self._stopping:
+            return "skipped"
+        self._accepted += 1
+        try:
+            return await asyncio.to_thread(self.base.deliver, message_id)
+        finally:
+            self._accepted -= 1
 
     async def stats(self) -> dict:
-        return {"in_flight": self.base.in_flight, "delivered": self.base.delivered, "draining": self._stopping}
+        in_flight = max(self.base.in_flight, self._accepted)
+        return {"in_flight": in_flight, "delivered": self.base.delivered, "draining": self._stopping}
 
     async def drain(self) -> dict:
         """Stop sweeping for new work; deliveries in flight finish (watch ``stats``)."""

@@ -161,7 +161,7 @@ def _create(kind: str, idx: int, config: Config, pools: dict[str, NamedPool]):
         senders = {k: pools[k] for k in ("satellite", "mailout", "sms")}
         return UserActor.options(**opts).remote(config, senders)
     if kind == "satellite":
-        return SatelliteActor.options(**opts).remote(config, pools["user"])
+        return SatelliteActor.options(**opts).remote(config, pools["user"], idx)
     if kind == "mailout":
         return MailOutActor.options(**opts).remote(config)
     if kind == "sms":

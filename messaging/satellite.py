@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import ray
 
@@ -22,6 +23,17 @@ from .types import Protocol
 log = logging.getLogger("messaging.satellite")
 
 PROTOCOLS = {"email": Protocol.EMAIL, "sms": Protocol.SMS}
+
+
+TAKEOVER_AFTER = 30.0  # seconds a packet may wait for its own poller before any other takes it
+
+
+def takes_packet(
+    packet_id: int, index: int, pool_size: int, waited: float, takeover_after: float = TAKEOVER_AFTER
+) -> bool:
+    """Does poller ``index`` handle this packet? Each packet has one owner (packet id modulo the pool), so
+    pollers do not all store and ack the same packets; one left waiting (its owner is down) goes to anyone."""
+    return packet_id % pool_size == index or waited >= takeover_after
 
 
 class SatelliteBase(SenderBase):
@@ -65,11 +77,14 @@ class SatelliteBase(SenderBase):
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
 class SatelliteActor(SenderShell):
-    def __init__(self, config: Config, users: NamedPool, poll: bool = True):
+    def __init__(self, config: Config, users: NamedPool, index: int = 0, poll: bool = True):
         self.base = SatelliteBase(config)
         self.config = config
         self.users = users
+        self.index = index
         self.poll = poll
+        self._first_seen: dict[int, float] = {}
+        self.full_batch = False
         self._poller: asyncio.Task | None = None
         self.polled = 0
         self.polling = False  # inside a poll batch (fetch -> store -> ack)
@@ -95,19 +110,38 @@ class SatelliteActor(SenderShell):
             self.polling = False
 
     async def _poll_batch(self) -> int:
+        """One batch: this member's share of the pending packets, one device's packets in order, devices at once."""
         packets = await asyncio.to_thread(self.base.hive.fetch, self.config.swarm_poll_count)
+        self.full_batch = len(packets) >= self.config.swarm_poll_count
+        now = time.monotonic()
+        self._first_seen = {p.packet_id: self._first_seen.get(p.packet_id, now) for p in packets}
+        share = [
+            p
+            for p in packets
+            if takes_packet(p.packet_id, self.index, self.config.pool_size, now - self._first_seen[p.packet_id])
+        ]
+        by_device: dict[int, list] = {}
+        for packet in share:
+            by_device.setdefault(packet.device_id, []).append(packet)
+        counts = await asyncio.gather(*(self._store_and_ack(device_packets) for device_packets in by_device.values()))
+        acked = sum(counts)
+        self.polled += acked
+        return acked
+
+    async def _store_and_ack(self, packets: list) -> int:
+        """Store then ack each packet of one device, in order; stop at the first that could not be stored."""
         acked = 0
         for packet in packets:
             try:
                 ok = await intake_hive_packet(packet, self.users, timeout=self.config.smtp_store_timeout)
             except PoolUnavailable as exc:
                 log.warning("packet %s not stored (%s); it stays at the Hive for the next poll", packet.packet_id, exc)
-                continue
-            if ok:
-                await asyncio.to_thread(self.base.hive.ack, packet.packet_id)
-                log.info("packet %s acked", packet.packet_id)
-                acked += 1
-        self.polled += acked
+                return acked
+            if not ok:
+                return acked
+            await asyncio.to_thread(self.base.hive.ack, packet.packet_id)
+            log.info("packet %s acked", packet.packet_id)
+            acked += 1
         return acked
 
     async def _poll_loop(self) -> None:
@@ -115,7 +149,7 @@ class SatelliteActor(SenderShell):
         while not self._stopping:
             try:
                 got = await self.poll_once()
-                delay = 0 if got >= self.config.swarm_poll_count else self.config.swarm_poll_interval
+                delay = 0 if (got and self.full_batch) else self.config.swarm_poll_interval
             except Exception as exc:  # Hive down, auth trouble: keep polling, with backoff
                 log.warning("hive poll failed: %s", exc)
                 delay = min(max(delay * 2, 1.0), 300.0)

@@ -173,6 +173,10 @@ class Traffic:
             self._threads.append(thread)
         return self
 
+    def halt(self) -> None:
+        """Stop sending new tokens without waiting for the senders."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop sending new tokens; senders finish (and retry) what they were sending."""
         self._stop.set()

@@ -17,7 +17,7 @@ import time
 from email.message import EmailMessage
 
 
-def wait_until(condition, timeout=90.0, what="condition"):
+def wait_until(condition, timeout=180.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -71,6 +71,7 @@ def main() -> None:
         swarm_poll_interval=0.2,
         outbox_sweep_interval=0.5,
         outbox_base_delay=0.2,
+        outbox_lease_seconds=10.0,
         outbox_max_delay=2.0,
     )
     config, box = start_sandbox(config, ephemeral_ports=True)
@@ -159,6 +160,17 @@ def main() -> None:
         ]
         report["delivered"] = len(tags) - len(report["lost"])
         report["placement_after"] = len(set(placement().values()))
+    except Exception:
+        from web.delivery.models import Message
+
+        for m in Message.objects.filter(user__in=users).order_by("id"):  # what the database says, for the log
+            print(
+                f"message {m.id} {m.direction} {m.status} {m.recipient} attempts={m.attempts} {m.last_error[:100]!r}"
+                f" text={m.text[:40]!r}",
+                file=sys.stderr,
+            )
+        print(f"relay sink holds {len(box.relay.messages)}, devices got {len(box.hive.to_device())}", file=sys.stderr)
+        raise
     finally:
         stop_stack(config, echo=lambda _: None)
         ray.shutdown()

@@ -106,3 +106,13 @@ def test_routing_key_keeps_a_device_stream_together():
     b = msg(direction=Direction.FROM_DEVICE, recipient="other@y.z")
     assert a.routing_key() == b.routing_key() == "device:42"
     assert msg(recipient="Bob@X.test").routing_key() == "bob@x.test"
+
+
+def test_each_hive_packet_has_one_poller_until_it_waits_too_long():
+    from messaging.satellite import TAKEOVER_AFTER, takes_packet
+
+    owners = [[i for i in range(3) if takes_packet(pid, i, 3, waited=0.0)] for pid in range(100, 130)]
+    assert all(len(o) == 1 for o in owners), "exactly one owner while fresh"
+    assert {o[0] for o in owners} == {0, 1, 2}
+    assert all(takes_packet(101, i, 3, waited=TAKEOVER_AFTER) for i in range(3)), "anyone takes a stale packet"
+    assert takes_packet(7, 0, 1, waited=0.0)

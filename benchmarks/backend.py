@@ -1,0 +1,319 @@
+"""The backend under test: ``manage.py runbackend`` in a subprocess, its processes, memory, and its database.
+
+``start_backend`` runs the real launch path (sandbox fakes in that process, a fresh SQLite file, a Ray of
+its own with a private temp dir, free ports) and times it; ``stop_backend`` stops it with SIGINT, as a
+person does. The database helpers run in a short-lived Django process against the same DATA_DIR
+(``python -m benchmarks.backend seed|count``), never inside the harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from benchmarks.bare_servers import free_port, http_ready, smtp_ready, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+PUBLIC_SMS_URL = "https://sms.bench.test/sms"  # what Twilio would be configured with; signatures use it
+EMAIL_DOMAIN = "bench.test"
+# Environment that would point the stack elsewhere than at its own fresh sandbox.
+DROPPED_ENV = ("RAY_ADDRESS", "DATABASE_URL", "SWARM_HIVE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
+
+
+@dataclass
+class Backend:
+    proc: subprocess.Popen
+    env: dict[str, str]
+    workdir: Path
+    log_path: Path
+    ports: dict[str, int]
+    smtp_ready_s: float | None = None
+    serve_ready_s: float | None = None
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def ray_tmp(self) -> Path:
+        return self.workdir / "ray"
+
+    @property
+    def hive_control(self) -> str:
+        return f"http://127.0.0.1:{self.ports['hive']}/hive/_sandbox"
+
+    @property
+    def twilio_control(self) -> str:
+        return f"http://127.0.0.1:{self.ports['twilio']}/_sandbox"
+
+    @property
+    def sms_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['serve']}/sms"
+
+    @property
+    def relay_record(self) -> Path:
+        return self.data_dir / "sandbox" / "relay.jsonl"
+
+
+def backend_env(workdir: Path, ports: dict[str, int], pool_size: int, poll_interval: float) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV}
+    env.update(
+        SANDBOX="1",
+        DATA_DIR=str(workdir / "data"),
+        RAY_TMPDIR=str(workdir / "ray"),  # a Ray of our own: never joins another local cluster
+        RAY_NAMESPACE=f"bench{os.getpid()}x{int(time.time())}",
+        DJANGO_SETTINGS_MODULE="web.settings",
+        EMAIL_DOMAIN=EMAIL_DOMAIN,
+        TWILIO_WEBHOOK_PUBLIC_URL=PUBLIC_SMS_URL,
+        SMTP_LISTEN_PORT=str(ports["smtp"]),
+        SERVE_HTTP_PORT=str(ports["serve"]),
+        SANDBOX_HIVE_PORT=str(ports["hive"]),
+        SANDBOX_TWILIO_PORT=str(ports["twilio"]),
+        SANDBOX_RELAY_PORT=str(ports["relay"]),
+        POOL_SIZE=str(pool_size),
+        SWARM_POLL_INTERVAL=str(poll_interval),
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def start_backend(log_path: Path, *, pool_size: int = 2, poll_interval: float = 0.2, timeout: float = 240) -> Backend:
+    """Start runbackend and return once SMTP answers EHLO and Serve answers /healthz (both timed)."""
+    workdir = Path(tempfile.mkdtemp(prefix="sbb-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    (workdir / "ray").mkdir()
+    ports = {name: free_port() for name in ("smtp", "serve", "hive", "twilio", "relay")}
+    env = backend_env(workdir, ports, pool_size, poll_interval)
+    out = log_path.open("ab")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "runbackend", "--no-demo"],
+        cwd=REPO,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C on the harness reaches it only through stop_backend
+    )
+    out.close()
+    backend = Backend(proc=proc, env=env, workdir=workdir, log_path=log_path, ports=ports)
+    try:
+        wait_for(lambda: smtp_ready("127.0.0.1", ports["smtp"]), timeout, "backend SMTP", interval=0.1, proc=proc)
+        backend.smtp_ready_s = time.monotonic() - started
+        health = f"http://127.0.0.1:{ports['serve']}/healthz"
+        wait_for(lambda: http_ready(health), timeout, "backend Serve", interval=0.1, proc=proc)
+        backend.serve_ready_s = time.monotonic() - started
+    except RuntimeError:
+        stop_backend(backend)
+        raise
+    return backend
+
+
+def stack_processes(backend: Backend) -> list[psutil.Process]:
+    """runbackend and every process under it, plus any process whose command line names our Ray temp dir."""
+    found: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(backend.proc.pid)
+        found[root.pid] = root
+        found.update({p.pid: p for p in root.children(recursive=True)})
+    except psutil.NoSuchProcess:
+        pass
+    marker = str(backend.ray_tmp)
+    for p in psutil.process_iter(["cmdline"]):
+        if any(marker in part for part in (p.info["cmdline"] or ())):
+            found.setdefault(p.pid, p)
+    return list(found.values())
+
+
+def process_title(p: psutil.Process) -> str:
+    """A short name: ``ray::UserActor`` for Ray workers, else the program (and script) name."""
+    try:
+        cmd = p.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "?"
+    if not cmd:
+        return p.name()
+    if cmd[0].startswith("ray::"):
+        return cmd[0].split()[0].split(".")[0]
+    script = next((os.path.basename(a) for a in cmd[1:] if a.endswith(".py")), "")
+    module = cmd[cmd.index("-m") + 1] if "-m" in cmd[:-1] else ""
+    return " ".join(x for x in (os.path.basename(cmd[0]), script or module) if x)
+
+
+def memory(backend: Backend, *, proportional: bool = False) -> dict:
+    """Resident memory summed over the stack's processes; with ``proportional`` also PSS (shared pages
+    counted once) and RSS by kind of process (``{title: [processes, MB]}``, biggest first)."""
+    rss = pss = 0
+    count = 0
+    by_title: dict[str, list[float]] = {}
+    for p in stack_processes(backend):
+        try:
+            info = p.memory_full_info() if proportional else p.memory_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", 0)
+        count += 1
+        if proportional:
+            entry = by_title.setdefault(process_title(p), [0, 0.0])
+            entry[0] += 1
+            entry[1] += info.rss / 1e6
+    out: dict = {"rss_gb": rss / 1e9, "processes": count}
+    if proportional:
+        out["pss_gb"] = pss / 1e9
+        out["rss_mb_by_process"] = dict(sorted(by_title.items(), key=lambda item: -item[1][1]))
+    return out
+
+
+class MemorySampler:
+    """Samples the stack's RSS every ``interval`` seconds in a thread while in the ``with`` block; keeps the peak."""
+
+    def __init__(self, backend: Backend, interval: float = 0.5):
+        self.backend = backend
+        self.interval = interval
+        self.peak_gb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while True:
+            self.peak_gb = max(self.peak_gb, memory(self.backend)["rss_gb"])
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def actor_pids(backend: Backend, class_name: str) -> list[int]:
+    """Pids of the Ray workers running actors of ``class_name`` (Ray titles them ``ray::<Class>...``)."""
+    pids = []
+    for p in stack_processes(backend):
+        try:
+            title = " ".join(p.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if title.startswith(f"ray::{class_name}"):
+            pids.append(p.pid)
+    return sorted(pids)
+
+
+def stop_backend(backend: Backend, timeout: float = 180, keep_workdir: bool = False) -> dict:
+    """SIGINT (Ctrl-C) and wait for a clean exit; then kill anything of our Ray that is still alive.
+
+    The work dir (database, sandbox records, Ray logs) is removed unless ``keep_workdir``.
+    """
+    started = time.monotonic()
+    proc = backend.proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    stopped_s = time.monotonic() - started
+    leftovers = [p for p in stack_processes(backend) if p.pid != proc.pid]
+    for p in leftovers:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if not keep_workdir:
+        shutil.rmtree(backend.workdir, ignore_errors=True)
+    return {"stop_s": stopped_s, "exit_code": proc.returncode, "leftover_processes": len(leftovers)}
+
+
+# --------------------------------------------------------------------------- database helpers (subprocess)
+
+
+def django_call(backend: Backend, *args: str, timeout: float = 120) -> dict:
+    """Run ``python -m benchmarks.backend ARGS`` against the backend's database; returns its JSON."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.backend", *args],
+        cwd=REPO,
+        env=backend.env,
+        capture_output=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks.backend {args[0]} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def seed(prefix: str, count: int, first_number: int, first_device: int) -> dict:
+    """Create ``count`` users ``<prefix><i>`` each with a Twilio number and an active device."""
+    import django
+
+    django.setup()
+    from django.db import transaction
+
+    from web.accounts.models import Device, User
+
+    people = []
+    with transaction.atomic():
+        for i in range(count):
+            user = User(username=f"{prefix}{i}", twilio_number=f"+1415555{first_number + i:04d}")
+            user.set_unusable_password()
+            user.save()
+            device = Device.objects.create(device_id=first_device + i, owner=user, nickname=f"bench {prefix}{i}")
+            people.append(
+                {"mailbox": f"{user.username}@{EMAIL_DOMAIN}", "number": user.twilio_number, "device": device.device_id}
+            )
+    return {"people": people}
+
+
+def count_messages() -> dict:
+    """Rows of the Message table by direction / protocol / status."""
+    import django
+
+    django.setup()
+    from django.db.models import Count
+
+    from web.delivery.models import Message
+
+    rows = Message.objects.values("direction", "protocol", "status").annotate(n=Count("id"))
+    return {f"{r['direction']}/{r['protocol']}/{r['status']}": r["n"] for r in rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Benchmark database helpers (run with the backend's env).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("seed")
+    s.add_argument("--prefix", required=True)
+    s.add_argument("--count", type=int, required=True)
+    s.add_argument("--first-number", type=int, required=True)
+    s.add_argument("--first-device", type=int, required=True)
+    sub.add_parser("count")
+    args = parser.parse_args(argv)
+    if args.command == "seed":
+        result = seed(args.prefix, args.count, args.first_number, args.first_device)
+    else:
+        result = count_messages()
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
