@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import logging
 import threading
-import time
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 import requests
 
 from messaging.config import Config
-from messaging.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from messaging.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -140,25 +138,6 @@ class HivePacket:
             return datetime.fromisoformat(self.hive_rx_time).timestamp()
         except ValueError:
             return None
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent/bad."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 def hive_error_message(text: str) -> str:

@@ -16,11 +16,9 @@ Outbound
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 import threading
-import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,7 +30,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from .config import TWILIO_DEFAULT_API_BASE_URL
-from .errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError
+from .errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
 from .phones import normalise_phone
 from .types import CombinedMessage, Direction, Protocol
 
@@ -148,24 +146,6 @@ def trim_body(body: str, limit: int = TWILIO_BODY_LIMIT) -> str:
             break
         kept.append(ch)
     return "".join(kept) + TRIM_MARKER
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), else None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def is_twilio_base_url(api_base_url: str) -> bool:

@@ -33,6 +33,13 @@ def stored(user, *, direction, protocol, text="hello", sender="amy@example.org",
     return rec.message_id
 
 
+def device_row(user, protocol, recipient, **kw):
+    """A stored message from the user's device, due for sending."""
+    return stored(
+        user, direction=Direction.FROM_DEVICE, protocol=protocol, sender="device:1", recipient=recipient, **kw
+    )
+
+
 @pytest.fixture
 def hive():
     from messaging.sandbox.fake_hive import FakeHive
@@ -112,14 +119,7 @@ def test_satellite_unknown_device_is_dead(make_user):
 
 def test_sms_sender(twilio, make_user):
     user = make_user()
-    mid = stored(
-        user,
-        direction=Direction.FROM_DEVICE,
-        protocol=Protocol.SMS,
-        sender="device:1",
-        recipient="+447700900123",
-        text="Back on Sunday",
-    )
+    mid = device_row(user, Protocol.SMS, "+447700900123", text="Back on Sunday")
     config = dataclasses.replace(
         BASE,
         twilio_account_sid=twilio.account_sid,
@@ -134,22 +134,8 @@ def test_sms_sender(twilio, make_user):
 
 def test_sms_sender_wrong_credentials_is_dead_and_5xx_retries(twilio, make_user):
     user = make_user()
-    a = stored(
-        user,
-        direction=Direction.FROM_DEVICE,
-        protocol=Protocol.SMS,
-        sender="device:1",
-        recipient="+447700900123",
-        key="a",
-    )
-    b = stored(
-        user,
-        direction=Direction.FROM_DEVICE,
-        protocol=Protocol.SMS,
-        sender="device:1",
-        recipient="+447700900124",
-        key="b",
-    )
+    a = device_row(user, Protocol.SMS, "+447700900123", key="a")
+    b = device_row(user, Protocol.SMS, "+447700900124", key="b")
     wrong = dataclasses.replace(
         BASE, twilio_account_sid=twilio.account_sid, twilio_auth_token="wrong", twilio_api_base_url=twilio.base_url
     )
@@ -164,14 +150,7 @@ def test_mail_sender_through_the_relay(make_user):
     from messaging.sandbox.relay_sink import RelaySink
 
     user = make_user()
-    mid = stored(
-        user,
-        direction=Direction.FROM_DEVICE,
-        protocol=Protocol.EMAIL,
-        sender="device:1",
-        recipient="mum@example.org",
-        text="Made camp at the lake",
-    )
+    mid = device_row(user, Protocol.EMAIL, "mum@example.org", text="Made camp at the lake")
     sink = RelaySink()
     sink.start()
     try:
@@ -181,25 +160,9 @@ def test_mail_sender_through_the_relay(make_user):
         assert mail["rcpt_tos"] == ["mum@example.org"]
         assert mail["headers"]["From"] == f"{user.username}@beaver.test"
         sink.fail_next(1, code=451)
-        mid2 = stored(
-            user,
-            direction=Direction.FROM_DEVICE,
-            protocol=Protocol.EMAIL,
-            sender="device:1",
-            recipient="mum@example.org",
-            text="again",
-            key="second",
-        )
+        mid2 = device_row(user, Protocol.EMAIL, "mum@example.org", text="again", key="second")
         assert MailOutSender(config).deliver(mid2) == "failed"
     finally:
         sink.stop()
-    mid3 = stored(
-        user,
-        direction=Direction.FROM_DEVICE,
-        protocol=Protocol.EMAIL,
-        sender="device:1",
-        recipient="mum@example.org",
-        text="relay down",
-        key="third",
-    )
+    mid3 = device_row(user, Protocol.EMAIL, "mum@example.org", text="relay down", key="third")
     assert MailOutSender(config).deliver(mid3) == "failed", "relay down is a temporary error"
