@@ -119,7 +119,9 @@ class FakeHive:
         self.devices = None if devices is None else {int(d) for d in devices}
         self.push_url, self.push_secret = push_url, push_secret
         self._cond = threading.Condition(threading.RLock())
-        self._packet_ids = itertools.count(40_000_001)
+        # Like the real Hive, packet ids never repeat - not even across fakes sharing one database
+        # (the idempotency key is ``hive:<packetId>``): each fake starts at a random point.
+        self._packet_ids = itertools.count(40_000_001 + secrets.randbelow(10**9) * 1000)
         self._message_ids = itertools.count(7_000_001)
         self._packets: dict[int, Packet] = {}  # device->cloud, by packetId, in arrival order
         self._ack_counts: Counter[int] = Counter()

@@ -43,6 +43,9 @@ def main() -> None:
     ensure_django()
     from web.accounts.models import Device, User
 
+    from django.utils import timezone
+
+    started_at = timezone.now()
     stamp = int(time.time())
     users = []
     for i in range(6):
@@ -163,13 +166,14 @@ def main() -> None:
     except Exception:
         from web.delivery.models import Message
 
-        for m in Message.objects.filter(user__in=users).order_by("id"):  # what the database says, for the log
+        for m in Message.objects.filter(created_at__gte=started_at).order_by("id"):  # the database, for the log
             print(
                 f"message {m.id} {m.direction} {m.status} {m.recipient} attempts={m.attempts} {m.last_error[:100]!r}"
                 f" text={m.text[:40]!r}",
                 file=sys.stderr,
             )
-        print(f"relay sink holds {len(box.relay.messages)}, devices got {len(box.hive.to_device())}", file=sys.stderr)
+        print(f"relay sink holds {len(box.relay.messages)}, devices got {len(box.hive.to_device())}, "
+              f"hive state {box.hive.state()}, pending {[p['packetId'] for p in box.hive.pending()]}", file=sys.stderr)
         raise
     finally:
         stop_stack(config, echo=lambda _: None)
