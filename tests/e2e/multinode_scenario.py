@@ -41,9 +41,9 @@ def main() -> None:
 
     smtp_port, dashboard_port, pool = int(sys.argv[1]), int(sys.argv[2]), 3
     ensure_django()
-    from web.accounts.models import Device, User
-
     from django.utils import timezone
+
+    from web.accounts.models import Device, User
 
     started_at = timezone.now()
     stamp = int(time.time())
@@ -172,8 +172,11 @@ def main() -> None:
                 f" text={m.text[:40]!r}",
                 file=sys.stderr,
             )
-        print(f"relay sink holds {len(box.relay.messages)}, devices got {len(box.hive.to_device())}, "
-              f"hive state {box.hive.state()}, pending {[p['packetId'] for p in box.hive.pending()]}", file=sys.stderr)
+        print(
+            f"relay sink holds {len(box.relay.messages)}, devices got {len(box.hive.to_device())}, "
+            f"hive state {box.hive.state()}, pending {[p['packetId'] for p in box.hive.pending()]}",
+            file=sys.stderr,
+        )
         raise
     finally:
         stop_stack(config, echo=lambda _: None)
