@@ -20,7 +20,6 @@ import random
 import re
 import signal
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +32,8 @@ import requests
 from messaging.config import Config
 from messaging.phones import is_e164
 from messaging.smsio import TWILIO_BODY_LIMIT, sign
+
+from .recorded import snapshot, wait_on
 
 log = logging.getLogger(__name__)
 
@@ -326,19 +327,11 @@ class FakeTwilio:
     @property
     def messages(self) -> list[dict[str, Any]]:
         """Copies of the accepted outbound message resources, oldest first."""
-        with self._cond:
-            return [dict(m) for m in self._messages]
+        return snapshot(self._cond, self._messages)
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 5.0) -> list[dict[str, Any]]:
         """Block until ``predicate(messages)`` holds; return the messages. TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate([dict(m) for m in self._messages]):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"condition not met within {timeout}s; {len(self._messages)} messages")
-                self._cond.wait(remaining)
-            return [dict(m) for m in self._messages]
+        return wait_on(self._cond, self._messages, predicate, timeout)
 
     def _record(self, form: dict[str, str]) -> dict[str, Any]:
         resource = message_resource(

@@ -31,6 +31,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from .recorded import snapshot, wait_on
+
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "relay-sink.local"  # fixed, so aiosmtpd never does a DNS lookup for its own name
@@ -131,21 +133,13 @@ class RelaySink:
     @property
     def messages(self) -> list[dict[str, Any]]:
         """A snapshot of the recorded messages, oldest first."""
-        with self._cond:
-            return [dict(m) for m in self._messages]
+        return snapshot(self._cond, self._messages)
 
     def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
     ) -> list[dict[str, Any]]:
         """Block until ``predicate(messages)`` holds (woken on each new message); TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate([dict(m) for m in self._messages]):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"condition not met within {timeout}s; {len(self._messages)} messages")
-                self._cond.wait(remaining)
-            return [dict(m) for m in self._messages]
+        return wait_on(self._cond, self._messages, predicate, timeout)
 
     def _take_failure(self, stage: str) -> str | None:
         with self._cond:
