@@ -37,6 +37,7 @@ class Config:
     smtp_listen_port: int = 2525
     smtp_max_message_size: int = 1_048_576
     smtp_store_timeout: float = 20.0
+    user_cache_seconds: float = 5.0  # how long a user actor may accept on looked-up user/device facts
     # Email out
     email_relay_host: str = ""
     email_relay_port: int = 25

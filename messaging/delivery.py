@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from . import metrics
@@ -18,6 +19,11 @@ from .djangoenv import ensure_django, refresh_connections
 from .errors import PermanentDeliveryError, TemporaryDeliveryError
 
 log = logging.getLogger("messaging.delivery")
+
+SEND_CONCURRENCY = 8  # users whose messages a sender sends side by side (each user's in order)
+RUNNERS = 2  # batches a sender actor delivers at once
+BATCH = 64  # messages per claim
+LINGER = 0.02  # seconds a sender lets a small batch grow before claiming it
 
 
 class SenderBase:
@@ -34,6 +40,7 @@ class SenderBase:
         self.in_flight = 0
         self.delivered = 0
         self._count_lock = threading.Lock()
+        self._sends = ThreadPoolExecutor(max_workers=SEND_CONCURRENCY, thread_name_prefix=f"{self.channel}-send")
 
     def send(self, row) -> str:
         """Send one claimed Message row; return the remote id. Raise Temporary/PermanentDeliveryError."""
@@ -41,35 +48,66 @@ class SenderBase:
 
     def deliver(self, message_id: int) -> str:
         """Deliver one message if it is due and nobody else holds it. Returns its new status or 'skipped'."""
-        from .outbox import claim, mark_dead, mark_retry, mark_sent
+        return self.deliver_many([message_id])[message_id]
+
+    def deliver_many(self, message_ids: list[int]) -> dict[int, str]:
+        """Deliver those of ``message_ids`` that are due and free: one claim, the sends (each user's in
+        order, users side by side), then one write for all that were sent. Returns id -> new status.
+
+        A crash between a send and that write resends the message after its lease (at least once)."""
+        from .outbox import claim_many, mark_sent_many
 
         refresh_connections()
-        row = claim(message_id, self.policy)
-        if row is None:
-            return "skipped"
+        outcomes = dict.fromkeys(message_ids, "skipped")
+        rows = claim_many(list(message_ids), self.policy)
+        if not rows:
+            return outcomes
         with self._count_lock:
-            self.in_flight += 1
+            self.in_flight += len(rows)
         try:
+            per_user: dict[object, list] = {}
+            for row in rows:
+                per_user.setdefault(row.user_id, []).append(row)
+            sent: list[tuple[int, str]] = []
+            if len(per_user) == 1:
+                sent = self._send_in_order(rows, outcomes)
+            else:
+                for part in self._sends.map(lambda group: self._send_in_order(group, outcomes), per_user.values()):
+                    sent.extend(part)
+            mark_sent_many(sent)
+            with self._count_lock:
+                self.delivered += len(sent)
+            return outcomes
+        finally:
+            with self._count_lock:
+                self.in_flight -= len(rows)
+
+    def _send_in_order(self, rows: list, outcomes: dict[int, str]) -> list[tuple[int, str]]:
+        """Send claimed rows one after another; failures are recorded at once, successes returned."""
+        from .outbox import mark_dead, mark_retry
+
+        refresh_connections()  # this may be one of the send threads, with a connection of its own
+        sent = []
+        for row in rows:
             try:
                 remote_id = self.send(row)
             except PermanentDeliveryError as exc:
                 metrics.count(row.protocol, row.direction, "dead")
-                return mark_dead(row.id, f"permanent: {exc}")
+                outcomes[row.id] = mark_dead(row.id, f"permanent: {exc}")
             except TemporaryDeliveryError as exc:
                 metrics.count(row.protocol, row.direction, "failed")
-                return mark_retry(row.id, f"temporary: {exc}", retry_after=exc.retry_after, policy=self.policy)
+                outcomes[row.id] = mark_retry(
+                    row.id, f"temporary: {exc}", retry_after=exc.retry_after, policy=self.policy
+                )
             except Exception as exc:  # a bug or an unexpected library error: retry, do not crash the actor
                 log.exception("message %s: unexpected error in %s sender", row.id, self.channel)
                 metrics.count(row.protocol, row.direction, "failed")
-                return mark_retry(row.id, f"unexpected: {type(exc).__name__}: {exc}", policy=self.policy)
-            mark_sent(row.id, remote_id)
-            metrics.count(row.protocol, row.direction, "forwarded")
-            with self._count_lock:
-                self.delivered += 1
-            return "sent"
-        finally:
-            with self._count_lock:
-                self.in_flight -= 1
+                outcomes[row.id] = mark_retry(row.id, f"unexpected: {type(exc).__name__}: {exc}", policy=self.policy)
+            else:
+                metrics.count(row.protocol, row.direction, "forwarded")
+                outcomes[row.id] = "sent"
+                sent.append((row.id, remote_id))
+        return sent
 
     def due_ids(self, limit: int = 100) -> list[int]:
         from .outbox import due
@@ -85,8 +123,7 @@ class SenderBase:
     def sweep(self, limit: int = 100) -> int:
         """Deliver every message of this channel that is due now. Returns how many were attempted."""
         ids = self.due_ids(limit)
-        for message_id in ids:
-            self.deliver(message_id)
+        self.deliver_many(ids)
         return len(ids)
 
 
@@ -115,20 +152,47 @@ class SenderShell:
             try:
                 ids = await asyncio.to_thread(self.base.due_ids)
                 if ids and not self._stopping:
-                    self._accepted += len(ids)
-                    try:
-                        await asyncio.gather(*(asyncio.to_thread(self.base.deliver, i) for i in ids))
-                    finally:
-                        self._accepted -= len(ids)
+                    self._enqueue(ids)
             except Exception:
                 log.exception("%s sweep failed; trying again", self.base.channel)
             await asyncio.sleep(self._sweep_interval)
 
-    _accepted = 0  # deliveries handed to a thread and not finished: counted on the event loop, so a drain
-    # that sees 0 here cannot race a delivery that is about to claim its message
+    # Kicked and swept ids wait here; up to RUNNERS batches are delivered at once, and ids that arrive
+    # meanwhile form the next batch, so under load one claim and one write cover many messages.
+    _queue: list[int] | None = None
+    _runners = 0
+    _accepted = 0  # ids queued or being delivered: counted on the event loop, so a drain that sees 0 here
+    # cannot race a delivery that is about to claim its message
+
+    def _enqueue(self, message_ids: list[int]) -> None:
+        if self._queue is None:
+            self._queue = []
+        self._queue.extend(message_ids)
+        self._accepted += len(message_ids)
+        while self._runners < RUNNERS and self._queue:
+            self._runners += 1
+            asyncio.get_running_loop().create_task(self._run_queue())
+
+    async def _run_queue(self) -> None:
+        try:
+            while self._queue and not self._stopping:
+                if len(self._queue) < BATCH:  # a moment for more kicks to join: nobody waits on a send,
+                    await asyncio.sleep(LINGER)  # and one claim and one write then cover them all
+                    if self._stopping or not self._queue:
+                        break
+                batch = self._queue[:BATCH]
+                del self._queue[:BATCH]
+                try:
+                    await asyncio.to_thread(self.base.deliver_many, batch)
+                except Exception:  # e.g. the database is away: the messages stay due for the sweep
+                    log.exception("%s: delivering %d messages failed; the sweep retries", self.base.channel, len(batch))
+                finally:
+                    self._accepted -= len(batch)
+        finally:
+            self._runners -= 1
 
     async def deliver(self, message_id: int) -> str:
-        """Kick from a user actor. While draining, refuse: the message stays due for the next sender."""
+        """Deliver one message now (and say how it went). While draining, refuse: it stays due."""
         if self._stopping:
             return "skipped"
         self._accepted += 1
@@ -137,6 +201,13 @@ class SenderShell:
         finally:
             self._accepted -= 1
 
+    async def deliver_many(self, message_ids: list[int]) -> str:
+        """Kick from a user actor: queue these for delivery. While draining, refuse: they stay due."""
+        if self._stopping:
+            return "skipped"
+        self._enqueue(list(message_ids))
+        return "queued"
+
     async def stats(self) -> dict:
         in_flight = max(self.base.in_flight, self._accepted)
         return {"in_flight": in_flight, "delivered": self.base.delivered, "draining": self._stopping}
@@ -144,6 +215,9 @@ class SenderShell:
     async def drain(self) -> dict:
         """Stop sweeping for new work; deliveries in flight finish (watch ``stats``)."""
         self._stopping = True
+        if self._queue:  # not claimed yet: they stay due for the sweep of whoever runs next
+            self._accepted -= len(self._queue)
+            self._queue.clear()
         return await self.stats()
 
     async def ping(self) -> str:

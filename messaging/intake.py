@@ -1,14 +1,14 @@
-"""Turning a Hive packet into stored messages: shared by the satellite poll and the /swarm webhook.
+"""Turning Hive packets into stored messages: shared by the satellite poll and the /swarm webhook.
 
-A packet may be acknowledged to the Hive only when this returns True: every message in it is stored,
-or the packet is stored as a dead letter because it can never be decoded.
+A packet may be acknowledged to the Hive only when this says so: every message in it is stored, or the
+packet is stored as a dead letter because it can never be decoded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
+from .batching import CallBatcher
 from .codec import PacketDecodeError, decode_hive_packet
 from .hive import HivePacket
 from .pool import NamedPool
@@ -16,35 +16,53 @@ from .pool import NamedPool
 log = logging.getLogger("messaging.intake")
 
 
-async def intake_hive_packet(packet: HivePacket, users: NamedPool, *, timeout: float = 20.0) -> bool:
-    """Store every message of ``packet`` through the user pool. True when it is safe to ack."""
-    device_key = f"device:{packet.device_id}"
-    idx = users.index_for(device_key)
-    try:
-        messages = decode_hive_packet(packet.data, device_id=packet.device_id, packet_id=packet.packet_id)
-    except PacketDecodeError as exc:
-        log.warning("packet %s from device %s undecodable: %s", packet.packet_id, packet.device_id, exc)
-        await users.acall(
-            idx,
-            "dead_letter",
-            f"hive:{packet.packet_id}",
-            device_key,
-            packet.data,
-            f"undecodable packet: {exc}",
-            packet.device_id,
-            timeout=timeout,
-        )
-        return True
-    results = await asyncio.gather(
-        *(users.acall(users.index_for(m.routing_key()), "intake", m, timeout=timeout) for m in messages)
-    )
-    stored = all(r.stored for r in results)
-    for m, r in zip(messages, results, strict=True):
+async def intake_device_packets(
+    packets: list[HivePacket], users: NamedPool, store: CallBatcher, *, timeout: float = 20.0
+) -> list[bool]:
+    """Store the messages of one device's packets, in order, through its user actor (one call when the
+    batcher can). Returns, per packet, whether it is safe to ack; raises when nothing could be stored."""
+    if not packets:
+        return []
+    device_id = packets[0].device_id
+    if any(p.device_id != device_id for p in packets):
+        raise ValueError("intake_device_packets takes the packets of one device")
+    idx = users.index_for(f"device:{device_id}")
+    messages, owners = [], []
+    for n, packet in enumerate(packets):
+        try:
+            decoded = decode_hive_packet(packet.data, device_id=packet.device_id, packet_id=packet.packet_id)
+        except PacketDecodeError as exc:
+            log.warning("packet %s from device %s undecodable: %s", packet.packet_id, device_id, exc)
+            await users.acall(
+                idx,
+                "dead_letter",
+                f"hive:{packet.packet_id}",
+                f"device:{device_id}",
+                packet.data,
+                f"undecodable packet: {exc}",
+                device_id,
+                timeout=timeout,
+            )
+            continue
+        messages.extend(decoded)
+        owners.extend([n] * len(decoded))
+    results = await store.submit_many(idx, messages) if messages else []
+    safe = [True] * len(packets)
+    for n, message, result in zip(owners, messages, results, strict=True):
+        safe[n] = safe[n] and result.stored
         log.info(
             "packet %s message %s -> %s (%s)",
-            packet.packet_id,
-            r.message_id,
-            r.verdict.value,
-            m.idempotency_key,
+            packets[n].packet_id,
+            result.message_id,
+            result.verdict.value,
+            message.idempotency_key,
         )
-    return stored
+    return safe
+
+
+def by_device(packets: list[HivePacket]) -> dict[int, list[HivePacket]]:
+    """Packets grouped per device, each group in the order given (the Hive's order)."""
+    groups: dict[int, list[HivePacket]] = {}
+    for packet in packets:
+        groups.setdefault(packet.device_id, []).append(packet)
+    return groups

@@ -269,7 +269,7 @@ def _tidy(lines: list[str]) -> str:
 def _extract(part: Message, dropped: list[str], *, top: bool = False) -> str:
     """Text of one MIME part (recursively); non-text parts are added to ``dropped``."""
     ctype = part.get_content_type()
-    maintype = part.get_content_maintype()
+    maintype = ctype.partition("/")[0]  # (get_content_maintype would parse the header again)
     if ctype in _SILENT_TYPES:
         return ""
     if maintype == "message" and not top:

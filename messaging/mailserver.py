@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
+from collections.abc import Callable
 
 import ray
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from .batching import CallBatcher
 from .config import Config
 from .mailparse import device_text, mailbox_username, parse_inbound
-from .pool import NamedPool, PoolUnavailable
+from .pool import NamedPool
 from .routing import SMTP_REPLIES, Verdict
 from .types import CombinedMessage, Direction, Protocol
 
@@ -25,6 +28,7 @@ log = logging.getLogger("messaging.mailserver")
 
 TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+RCPT_CACHE_SIZE = 10_000
 
 
 def reply_for(verdict: Verdict) -> str:
@@ -41,31 +45,47 @@ def idempotency_key(raw: bytes, message_id: str, rcpt: str) -> str:
 class MailHandler:
     """aiosmtpd handler: RCPT and DATA decisions; storing goes through the user pool."""
 
-    def __init__(self, config: Config, users: NamedPool):
+    def __init__(self, config: Config, users: NamedPool, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.users = users
+        self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
+        self.clock = clock
+        self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when a user actor said yes
         self.sessions = 0
         self.in_flight = 0
         self.accepted = 0
         self.draining = False
 
+    def _known_good(self, address: str, sender: str) -> bool:
+        """Did a user actor accept this recipient for this sender within USER_CACHE_SECONDS? (RCPT is
+        advisory: DATA decides again, so a recent yes spares a Ray call per message.)"""
+        said_yes = self._recipients_ok.get((address, sender))
+        return said_yes is not None and self.clock() - said_yes < self.config.user_cache_seconds
+
+    def _remember_good(self, address: str, sender: str) -> None:
+        if len(self._recipients_ok) >= RCPT_CACHE_SIZE:
+            self._recipients_ok.clear()
+        self._recipients_ok[(address, sender)] = self.clock()
+
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options) -> str:
         if mailbox_username(address, self.config.email_domain) is None:
             return "550 5.7.1 Relaying denied: we only accept mail for our own domain"
-        idx = self.users.index_for(address.lower())
-        try:
-            verdict = await self.users.acall(
-                idx,
-                "check_recipient",
-                address,
-                envelope.mail_from or "",
-                timeout=self.config.smtp_store_timeout,
-            )
-        except PoolUnavailable as exc:
-            log.warning("RCPT %s: user pool unavailable: %s", address, exc)
-            return "451 4.3.0 Temporary failure looking up the mailbox, please try again later"
-        if verdict is not Verdict.ACCEPT:
-            return reply_for(verdict)
+        rcpt, sender = address.lower(), (envelope.mail_from or "").lower()
+        if not self._known_good(rcpt, sender):
+            try:
+                verdict = await self.users.acall(
+                    self.users.index_for(rcpt),
+                    "check_recipient",
+                    address,
+                    envelope.mail_from or "",
+                    timeout=self.config.smtp_store_timeout,
+                )
+            except Exception as exc:  # pool down, or the lookup failed (e.g. the database): a temporary answer
+                log.warning("RCPT %s: lookup failed: %s: %s", address, type(exc).__name__, exc)
+                return "451 4.3.0 Temporary failure looking up the mailbox, please try again later"
+            if verdict is not Verdict.ACCEPT:
+                return reply_for(verdict)
+            self._remember_good(rcpt, sender)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -93,18 +113,10 @@ class MailHandler:
             ]
             try:
                 results = await asyncio.gather(
-                    *(
-                        self.users.acall(
-                            self.users.index_for(m.routing_key()),
-                            "intake",
-                            m,
-                            timeout=self.config.smtp_store_timeout,
-                        )
-                        for m in messages
-                    )
+                    *(self.store.submit(self.users.index_for(m.routing_key()), m) for m in messages)
                 )
-            except PoolUnavailable as exc:
-                log.warning("DATA from %s: not stored (%s): answering 451", sender, exc)
+            except Exception as exc:  # not stored (pool down, database trouble): the sender must retry
+                log.warning("DATA from %s: not stored (%s: %s): answering 451", sender, type(exc).__name__, exc)
                 return TEMPFAIL
             accepted = [r for r in results if r.verdict is Verdict.ACCEPT]
             if not accepted:  # every recipient refused it at DATA time (blocked sender, quota)

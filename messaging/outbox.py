@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Case, CharField, F, Q, Value, When
 from django.utils import timezone
 
 from web.delivery.models import Message
@@ -100,6 +101,71 @@ def record(
     return Recorded(row.id, status, created=True, reason=reason)
 
 
+@dataclass(frozen=True)
+class ToRecord:
+    """One message for ``record_many``: who it is for and whether it was accepted."""
+
+    msg: CombinedMessage
+    user_id: int | None
+    device_id: int | None
+    accepted: bool
+    reason: str = ""
+
+
+def record_many(items: list[ToRecord]) -> list[Recorded]:
+    """``record`` for a batch, in one transaction (one commit, one fsync); results in the same order.
+
+    A key seen before (or twice in the batch) stores nothing new. If another transaction stores one of
+    the keys at the same moment (possible on PostgreSQL), the batch falls back to ``record`` one by one.
+    """
+    if not items:
+        return []
+    keys = {item.msg.idempotency_key for item in items}
+    try:
+        with transaction.atomic():
+            known = {
+                key: Recorded(mid, status, created=False)
+                for key, mid, status in Message.objects.filter(idempotency_key__in=keys).values_list(
+                    "idempotency_key", "id", "status"
+                )
+            }
+            fresh: dict[str, Message] = {}
+            for item in items:
+                key = item.msg.idempotency_key
+                if key not in known and key not in fresh:
+                    fresh[key] = _new_row(item)
+            Message.objects.bulk_create(list(fresh.values()))
+    except IntegrityError:
+        log.info("batch of %d raced another writer on a key; recording one by one", len(items))
+        return [
+            record(i.msg, user_id=i.user_id, device_id=i.device_id, accepted=i.accepted, reason=i.reason) for i in items
+        ]
+    results = []
+    for item in items:
+        key = item.msg.idempotency_key
+        if key in known:
+            results.append(known[key])
+            continue
+        row = fresh[key]
+        known[key] = Recorded(row.id, row.status, created=False)
+        log.info("message %s %s key=%s %s", row.id, row.status, key, item.reason)
+        results.append(Recorded(row.id, row.status, created=True, reason=item.reason))
+    return results
+
+
+def _new_row(item: ToRecord) -> Message:
+    now = timezone.now()
+    return Message(
+        idempotency_key=item.msg.idempotency_key,
+        user_id=item.user_id,
+        device_id=item.device_id,
+        status=Message.Status.RECEIVED if item.accepted else Message.Status.REJECTED,
+        last_error=item.reason,
+        next_attempt_at=now if item.accepted else None,
+        **_row_fields(item.msg),
+    )
+
+
 def record_dead_letter(key: str, *, sender: str, raw: str, reason: str, device_id: int | None = None) -> Recorded:
     """Store input that can never be delivered (e.g. an undecodable Hive packet), so it can be acked."""
     msg = CombinedMessage(
@@ -131,18 +197,37 @@ def record_dead_letter(key: str, *, sender: str, raw: str, reason: str, device_i
 
 def claim(message_id: int, policy: RetryPolicy = DEFAULT_POLICY, now: datetime | None = None) -> Message | None:
     """Take the lease on a due message; None if it is not due, final, or leased by another sender."""
+    rows = claim_many([message_id], policy, now)
+    return rows[0] if rows else None
+
+
+def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: datetime | None = None) -> list[Message]:
+    """Take the lease on those of ``ids`` that are due and free, in one write; returns them (by id).
+
+    The lease carries a fresh token, so the rows read back are exactly the ones this call won, even when
+    another sender claims some of the same ids at the same moment.
+    """
+    if not ids:
+        return []
     now = now or timezone.now()
+    token = uuid.uuid4().hex
     claimable = Q(status__in=DUE_STATUSES) | Q(status=Message.Status.SENDING, lease_until__lt=now)
     updated = (
-        Message.objects.filter(claimable, id=message_id)
+        Message.objects.filter(claimable, id__in=ids)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now) | Q(status=Message.Status.SENDING))
-        .update(status=Message.Status.SENDING, lease_until=now + policy.lease, attempts=F("attempts") + 1)
+        .update(
+            status=Message.Status.SENDING,
+            lease_until=now + policy.lease,
+            lease_token=token,
+            attempts=F("attempts") + 1,
+        )
     )
     if not updated:
-        return None
-    row = Message.objects.select_related("user", "device").get(id=message_id)
-    log.info("message %s sending attempt=%s", row.id, row.attempts)
-    return row
+        return []
+    rows = list(Message.objects.select_related("user", "device").filter(id__in=ids, lease_token=token).order_by("id"))
+    for row in rows:
+        log.info("message %s sending attempt=%s", row.id, row.attempts)
+    return rows
 
 
 def save_progress(message_id: int, remote_id: str) -> None:
@@ -151,16 +236,25 @@ def save_progress(message_id: int, remote_id: str) -> None:
 
 
 def mark_sent(message_id: int, remote_id: str) -> None:
+    mark_sent_many([(message_id, remote_id)])
+
+
+def mark_sent_many(sent: list[tuple[int, str]]) -> None:
+    """Record ``(message id, remote id)`` pairs as sent, in one write."""
+    if not sent:
+        return
     now = timezone.now()
-    Message.objects.filter(id=message_id).update(
+    remote_ids = Case(*(When(id=mid, then=Value(rid[:255])) for mid, rid in sent), output_field=CharField())
+    Message.objects.filter(id__in=[mid for mid, _ in sent]).update(
         status=Message.Status.SENT,
-        remote_id=remote_id[:255],
+        remote_id=remote_ids,
         sent_at=now,
         lease_until=None,
         next_attempt_at=None,
         last_error="",
     )
-    log.info("message %s sent remote_id=%s", message_id, remote_id)
+    for message_id, remote_id in sent:
+        log.info("message %s sent remote_id=%s", message_id, remote_id)
 
 
 def _history(row: Message, error: str, now: datetime) -> list:

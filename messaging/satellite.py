@@ -13,11 +13,12 @@ import time
 
 import ray
 
+from .batching import CallBatcher
 from .config import Config
 from .delivery import SenderBase, SenderShell
 from .hive import HiveClient
-from .intake import intake_hive_packet
-from .pool import NamedPool, PoolUnavailable
+from .intake import by_device, intake_device_packets
+from .pool import NamedPool
 from .types import Protocol
 
 log = logging.getLogger("messaging.satellite")
@@ -25,6 +26,7 @@ log = logging.getLogger("messaging.satellite")
 PROTOCOLS = {"email": Protocol.EMAIL, "sms": Protocol.SMS}
 
 
+ACK_CONCURRENCY = 8  # rxack calls in flight at once per poller
 TAKEOVER_AFTER = 30.0  # seconds a packet may wait for its own poller before any other takes it
 
 
@@ -81,6 +83,7 @@ class SatelliteActor(SenderShell):
         self.base = SatelliteBase(config)
         self.config = config
         self.users = users
+        self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
         self.index = index
         self.poll = poll
         self._first_seen: dict[int, float] = {}
@@ -110,7 +113,7 @@ class SatelliteActor(SenderShell):
             self.polling = False
 
     async def _poll_batch(self) -> int:
-        """One batch: this member's share of the pending packets, one device's packets in order, devices at once."""
+        """One batch: this member's share of the pending packets, stored (each device's in order), then acked."""
         packets = await asyncio.to_thread(self.base.hive.fetch, self.config.swarm_poll_count)
         self.full_batch = len(packets) >= self.config.swarm_poll_count
         now = time.monotonic()
@@ -120,29 +123,38 @@ class SatelliteActor(SenderShell):
             for p in packets
             if takes_packet(p.packet_id, self.index, self.config.pool_size, now - self._first_seen[p.packet_id])
         ]
-        by_device: dict[int, list] = {}
-        for packet in share:
-            by_device.setdefault(packet.device_id, []).append(packet)
-        counts = await asyncio.gather(*(self._store_and_ack(device_packets) for device_packets in by_device.values()))
-        acked = sum(counts)
+        groups = list(by_device(share).values())
+        stored = await asyncio.gather(*(self._store(device_packets) for device_packets in groups))
+        acks = [packet for group in stored for packet in group]
+        limit = asyncio.Semaphore(ACK_CONCURRENCY)
+
+        async def ack(packet) -> bool:
+            async with limit:
+                try:
+                    await asyncio.to_thread(self.base.hive.ack, packet.packet_id)
+                except Exception as exc:  # stored already: the next poll sees it again and acks it then
+                    log.warning("packet %s stored but not acked (%s); acking it next poll", packet.packet_id, exc)
+                    return False
+            log.info("packet %s acked", packet.packet_id)
+            return True
+
+        acked = sum(await asyncio.gather(*(ack(p) for p in acks)))
         self.polled += acked
         return acked
 
-    async def _store_and_ack(self, packets: list) -> int:
-        """Store then ack each packet of one device, in order; stop at the first that could not be stored."""
-        acked = 0
-        for packet in packets:
-            try:
-                ok = await intake_hive_packet(packet, self.users, timeout=self.config.smtp_store_timeout)
-            except PoolUnavailable as exc:
-                log.warning("packet %s not stored (%s); it stays at the Hive for the next poll", packet.packet_id, exc)
-                return acked
-            if not ok:
-                return acked
-            await asyncio.to_thread(self.base.hive.ack, packet.packet_id)
-            log.info("packet %s acked", packet.packet_id)
-            acked += 1
-        return acked
+    async def _store(self, packets: list) -> list:
+        """Store one device's packets in order; the packets that may be acked (up to the first that could not)."""
+        try:
+            safe = await intake_device_packets(packets, self.users, self.store, timeout=self.config.smtp_store_timeout)
+        except Exception as exc:  # pool down, database trouble: the packets stay at the Hive for the next poll
+            log.warning("device %s: %d packets not stored (%s)", packets[0].device_id, len(packets), exc)
+            return []
+        ok = []
+        for packet, stored in zip(packets, safe, strict=True):
+            if not stored:
+                break
+            ok.append(packet)
+        return ok
 
     async def _poll_loop(self) -> None:
         delay = self.config.swarm_poll_interval

@@ -15,10 +15,10 @@ import ray
 
 from . import metrics
 from .config import Config
+from .directory import Directory, Found
 from .djangoenv import ensure_django, refresh_connections
-from .mailparse import mailbox_username
 from .pool import NamedPool
-from .routing import DeviceFacts, UserFacts, Verdict, decide, outbound_channel, stable_index
+from .routing import Verdict, decide, outbound_channel, stable_index
 from .types import CombinedMessage, Direction, Protocol
 
 log = logging.getLogger("messaging.users")
@@ -41,46 +41,10 @@ class UserBase:
         ensure_django()
         self.config = config
         self.pools = pools or {}
+        self.directory = Directory(config.email_domain, ttl=config.user_cache_seconds)
         self._lock = threading.Lock()
         self.in_flight = 0
         self.handled = 0
-
-    # -- lookups (ORM) -------------------------------------------------------------------------
-    def _user_facts(self, user) -> UserFacts:
-        from .outbox import count_this_month
-
-        blocked = frozenset(user.blocked_senders.values_list("address", flat=True))
-        used = count_this_month(user.id) if user.monthly_quota is not None else 0
-        return UserFacts(
-            id=user.id,
-            username=user.username,
-            is_active=user.is_active,
-            monthly_quota=user.monthly_quota,
-            twilio_number=user.twilio_number,
-            messages_this_month=used,
-            blocked=blocked,
-        )
-
-    @staticmethod
-    def _device_facts(device) -> DeviceFacts | None:
-        if device is None:
-            return None
-        return DeviceFacts(id=device.id, device_id=device.device_id, is_active=device.is_active)
-
-    def _resolve(self, msg: CombinedMessage):
-        """(user, device) model instances for a message, either may be None."""
-        from web.accounts.models import Device, User
-
-        if msg.direction is Direction.FROM_DEVICE:
-            device = Device.objects.select_related("owner").filter(device_id=msg.device_id).first()
-            return (device.owner if device else None), device
-        if msg.protocol is Protocol.EMAIL:
-            username = mailbox_username(msg.recipient, self.config.email_domain)
-            user = User.objects.filter(username=username).first() if username else None
-        else:
-            user = User.objects.filter(twilio_number=msg.recipient).first()
-        device = user.devices.filter(is_active=True).first() if user else None
-        return user, device
 
     @staticmethod
     def _normalise_destination(msg: CombinedMessage) -> tuple[CombinedMessage, bool]:
@@ -101,6 +65,15 @@ class UserBase:
             return msg, False
         return msg, True
 
+    def _decide(self, msg: CombinedMessage, destination_ok: bool = True) -> tuple[Verdict, Found]:
+        """The verdict for one message; a refusal is always decided on fresh facts, never on cached ones."""
+        found = self.directory.find(msg)
+        verdict = decide(msg, found.user, found.device, destination_ok=destination_ok)
+        if verdict is not Verdict.ACCEPT and found.cached:
+            found = self.directory.find(msg, fresh=True)
+            verdict = decide(msg, found.user, found.device, destination_ok=destination_ok)
+        return verdict, found
+
     # -- the actor's methods ---------------------------------------------------------------------
     def check_recipient(self, address: str, sender: str) -> Verdict:
         """For SMTP RCPT: would mail from ``sender`` to ``address`` be accepted (quota aside)?"""
@@ -112,59 +85,68 @@ class UserBase:
             text="",
             idempotency_key="probe",
         )
-        user, device = self._resolve(probe)
-        facts = self._user_facts(user) if user else None
-        if facts is not None:
-            facts = dataclasses.replace(facts, monthly_quota=None)
-        return decide(probe, facts, self._device_facts(device))
+        refresh_connections()
+        verdict, _ = self._decide(probe)
+        return Verdict.ACCEPT if verdict is Verdict.QUOTA_EXCEEDED else verdict
 
     def intake(self, msg: CombinedMessage) -> IntakeResult:
         """Decide and store one message (idempotent by key); kick its delivery. Returns once stored."""
+        return self.intake_many([msg])[0]
+
+    def intake_many(self, msgs: list[CombinedMessage]) -> list[IntakeResult]:
+        """Decide and store a batch in one transaction, in order; kick deliveries. Returns once stored."""
         with self._lock:
-            self.in_flight += 1
+            self.in_flight += len(msgs)
         try:
-            return self._intake(msg)
+            return self._intake_many(msgs)
         finally:
             with self._lock:
-                self.in_flight -= 1
-                self.handled += 1
+                self.in_flight -= len(msgs)
+                self.handled += len(msgs)
 
-    def _intake(self, msg: CombinedMessage) -> IntakeResult:
-        from .outbox import record
+    def _intake_many(self, msgs: list[CombinedMessage]) -> list[IntakeResult]:
+        from .outbox import ToRecord, record_many
 
         refresh_connections()
+        items, verdicts, users = [], [], []
+        for original in msgs:
+            msg, destination_ok = self._normalise_destination(original)
+            verdict, found = self._decide(msg, destination_ok)
+            accepted = verdict is Verdict.ACCEPT
+            if accepted:
+                self.directory.accepted(found.user)
+            items.append(
+                ToRecord(
+                    msg,
+                    user_id=found.user.id if found.user else None,
+                    device_id=found.device.id if found.device else None,
+                    accepted=accepted,
+                    reason="" if accepted else verdict.value,
+                )
+            )
+            verdicts.append(verdict)
+            users.append(found.user)
+        recs = record_many(items)
+        kicks: dict[tuple[str, int], list[int]] = {}
+        results = []
+        for item, verdict, user, rec in zip(items, verdicts, users, recs, strict=True):
+            msg = item.msg
+            outcome = "duplicate" if not rec.created else ("accepted" if item.accepted else "rejected")
+            metrics.count(msg.protocol.name.lower(), msg.direction.value, outcome)
+            if rec.created and item.accepted:
+                channel = outbound_channel(msg.direction, msg.protocol)
+                pool = self.pools.get(channel)
+                if pool is not None:
+                    kicks.setdefault((channel, stable_index(f"user:{user.id}", pool.size)), []).append(rec.message_id)
+            results.append(IntakeResult(verdict=verdict, message_id=rec.message_id, created=rec.created))
+        for (channel, idx), ids in kicks.items():
+            self.kick(channel, idx, ids)
+        return results
 
-        msg, destination_ok = self._normalise_destination(msg)
-        user, device = self._resolve(msg)
-        verdict = decide(
-            msg,
-            self._user_facts(user) if user else None,
-            self._device_facts(device),
-            destination_ok=destination_ok,
-        )
-        accepted = verdict is Verdict.ACCEPT
-        rec = record(
-            msg,
-            user_id=user.id if user else None,
-            device_id=device.id if device else None,
-            accepted=accepted,
-            reason="" if accepted else verdict.value,
-        )
-        outcome = "duplicate" if not rec.created else ("accepted" if accepted else "rejected")
-        metrics.count(msg.protocol.name.lower(), msg.direction.value, outcome)
-        if rec.created and accepted:
-            self.kick(rec.message_id, msg, user.id)
-        return IntakeResult(verdict=verdict, message_id=rec.message_id, created=rec.created)
-
-    def kick(self, message_id: int, msg: CombinedMessage, user_id: int) -> None:
+    def kick(self, channel: str, idx: int, message_ids: list[int]) -> None:
         """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
-        channel = outbound_channel(msg.direction, msg.protocol)
-        pool = self.pools.get(channel)
-        if pool is None:
-            return
-        idx = stable_index(f"user:{user_id}", pool.size)
-        if not pool.notify(idx, "deliver", message_id):
-            log.info("message %s queued: %s not up, the sweep will deliver it", message_id, channel)
+        if not self.pools[channel].notify(idx, "deliver_many", message_ids):
+            log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
 
     def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:
         """Store an input that can never be delivered, so that its source may be acknowledged."""
@@ -172,6 +154,7 @@ class UserBase:
 
         from .outbox import record_dead_letter
 
+        refresh_connections()
         device = Device.objects.filter(device_id=device_id).first() if device_id is not None else None
         rec = record_dead_letter(key, sender=sender, raw=raw, reason=reason, device_id=device.id if device else None)
         if rec.created:
@@ -182,7 +165,12 @@ class UserBase:
         return "ok"
 
     def stats(self) -> dict:
-        return {"in_flight": self.in_flight, "handled": self.handled}
+        return {
+            "in_flight": self.in_flight,
+            "handled": self.handled,
+            "cache_hits": self.directory.hits,
+            "cache_misses": self.directory.misses,
+        }
 
     def drain(self) -> dict:
         """User actors have no intake of their own: drained when their callers are and in_flight is 0."""

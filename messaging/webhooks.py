@@ -17,10 +17,11 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request, Response
 from ray import serve
 
+from .batching import CallBatcher
 from .config import Config
 from .hive import HivePacket
-from .intake import intake_hive_packet
-from .pool import NamedPool, PoolUnavailable
+from .intake import by_device, intake_device_packets
+from .pool import NamedPool
 from .smsio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
 
 log = logging.getLogger("messaging.webhooks")
@@ -34,6 +35,7 @@ class Webhooks:
     def __init__(self, config: Config, users: NamedPool, mount_admin: bool = True):
         self.config = config
         self.users = users
+        self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
         if mount_admin:
             from .djangoenv import ensure_django
 
@@ -64,11 +66,9 @@ class Webhooks:
         except BadWebhook as exc:
             return Response(str(exc), status_code=400, media_type="text/plain")
         try:
-            result = await self.users.acall(
-                self.users.index_for(msg.routing_key()), "intake", msg, timeout=self.config.smtp_store_timeout
-            )
-        except PoolUnavailable as exc:
-            log.warning("sms %s not stored: %s", msg.idempotency_key, exc)
+            result = await self.store.submit(self.users.index_for(msg.routing_key()), msg)
+        except Exception as exc:  # pool down, database trouble: Twilio retries on 503
+            log.warning("sms %s not stored: %s: %s", msg.idempotency_key, type(exc).__name__, exc)
             return Response("temporarily unavailable", status_code=503, media_type="text/plain")
         log.info("sms %s -> message %s (%s)", msg.idempotency_key, result.message_id, result.verdict.value)
         return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
@@ -98,10 +98,13 @@ class Webhooks:
         except ValueError as exc:
             return Response(f"bad packet: {exc}", status_code=400, media_type="text/plain")
         try:
-            for packet in packets:
-                if not await intake_hive_packet(packet, self.users, timeout=self.config.smtp_store_timeout):
+            for group in by_device(packets).values():
+                safe = await intake_device_packets(
+                    group, self.users, self.store, timeout=self.config.smtp_store_timeout
+                )
+                if not all(safe):
                     return Response("not stored", status_code=503, media_type="text/plain")
-        except PoolUnavailable as exc:
-            log.warning("swarm webhook: not stored: %s", exc)
+        except Exception as exc:  # pool down, database trouble: the Hive pushes again
+            log.warning("swarm webhook: not stored: %s: %s", type(exc).__name__, exc)
             return Response("temporarily unavailable", status_code=503, media_type="text/plain")
         return Response(json.dumps({"stored": len(packets)}), status_code=200, media_type="application/json")

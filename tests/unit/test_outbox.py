@@ -128,3 +128,42 @@ def test_count_this_month_skips_rejected(make_user):
     outbox.record(combined("m1"), user_id=user.id, device_id=None, accepted=True)
     outbox.record(combined("m2"), user_id=user.id, device_id=None, accepted=False, reason="quota_exceeded")
     assert outbox.count_this_month(user.id) == 1
+
+
+def to_record(user, key, accepted=True):
+    return outbox.ToRecord(combined(key), user_id=user.id, device_id=user.devices.get().id, accepted=accepted)
+
+
+def test_record_many_stores_a_batch_in_order_and_each_key_once(make_user):
+    user = make_user()
+    earlier = outbox.record(combined("seen"), user_id=user.id, device_id=None, accepted=True)
+    batch = [to_record(user, "b1"), to_record(user, "seen"), to_record(user, "b2", accepted=False), to_record(user, "b1")]
+    recs = outbox.record_many(batch)
+    assert [r.created for r in recs] == [True, False, True, False]
+    assert recs[1].message_id == earlier.message_id and recs[3].message_id == recs[0].message_id
+    assert recs[0].message_id < recs[2].message_id, "stored in the batch's order"
+    statuses = dict(Message.objects.values_list("idempotency_key", "status"))
+    assert statuses == {"seen": "received", "b1": "received", "b2": "rejected"}
+    assert Message.objects.get(id=recs[0].message_id).next_attempt_at is not None, "accepted rows are due now"
+    assert outbox.record_many([]) == []
+
+
+def test_claim_many_returns_exactly_what_it_won(make_user):
+    user = make_user()
+    ids = [r.message_id for r in outbox.record_many([to_record(user, f"c{n}") for n in range(4)])]
+    taken = outbox.claim(ids[1])
+    rows = outbox.claim_many(ids + [999_999])
+    assert [r.id for r in rows] == [ids[0], ids[2], ids[3]], "not the one another sender holds, nor a missing id"
+    assert all(r.status == "sending" and r.user_id == user.id for r in rows)
+    assert len({r.lease_token for r in rows} | {Message.objects.get(id=taken.id).lease_token}) == 2
+    assert outbox.claim_many(ids) == [], "all leased now"
+
+
+def test_mark_sent_many_records_each_remote_id(make_user):
+    user = make_user()
+    ids = [r.message_id for r in outbox.record_many([to_record(user, f"s{n}") for n in range(3)])]
+    outbox.claim_many(ids)
+    outbox.mark_sent_many([(ids[0], "p-1"), (ids[2], "p-3,p-4")])
+    rows = {m.id: m for m in Message.objects.filter(id__in=ids)}
+    assert [(rows[i].status, rows[i].remote_id) for i in ids] == [("sent", "p-1"), ("sending", ""), ("sent", "p-3,p-4")]
+    assert rows[ids[0]].sent_at and rows[ids[0]].lease_until is None

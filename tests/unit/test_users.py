@@ -129,3 +129,50 @@ def test_dead_letter(users, make_user):
     message_id = users.dead_letter("hive:77", f"device:{device_id}", "%%%", "bad base64", device_id)
     row = Message.objects.get(id=message_id)
     assert row.status == "dead" and row.device.device_id == device_id and "bad base64" in row.last_error
+
+
+class KickRecorder:
+    """Stands in for a sender pool: records the kicks a user actor sends."""
+
+    def __init__(self, size=2):
+        self.size = size
+        self.kicks = []
+
+    def notify(self, idx, method, *args):
+        self.kicks.append((idx, method, *args))
+        return True
+
+
+def test_a_batch_is_stored_in_order_and_kicked_once_per_sender(make_user):
+    pool = KickRecorder()
+    users = UserBase(CONFIG, pools={"satellite": pool})
+    amy, bob = make_user(), make_user()
+    batch = [
+        to_device(f"{amy.username}@beaver.test", key="m1"),
+        to_device("ghost@beaver.test", key="m2"),
+        to_device(f"{bob.username}@beaver.test", key="m3"),
+        to_device(f"{amy.username}@beaver.test", key="m4"),
+        to_device(f"{amy.username}@beaver.test", key="m1"),
+    ]
+    results = users.intake_many(batch)
+    assert [r.verdict for r in results] == [Verdict.ACCEPT, Verdict.UNKNOWN_RECIPIENT] + [Verdict.ACCEPT] * 3
+    assert [r.created for r in results] == [True, True, True, True, False]
+    ids = [r.message_id for r in results]
+    assert ids[0] < ids[1] < ids[2] < ids[3] and ids[4] == ids[0]
+    kicked = sorted(mid for _, method, mids in pool.kicks for mid in mids)
+    assert kicked == sorted([ids[0], ids[2], ids[3]]), "accepted new messages only, each once"
+    assert all(method == "deliver_many" for _, method, _ in pool.kicks)
+    assert len(pool.kicks) <= 2, "one kick per sender member, not one per message"
+
+
+def test_a_refusal_is_never_decided_on_cached_facts(make_user):
+    from web.accounts.models import BlockedSender
+
+    users = UserBase(Config(email_domain="beaver.test", user_cache_seconds=60))
+    user = make_user(blocked=["amy@example.org"])
+    assert users.intake(to_device(f"{user.username}@beaver.test", key="x1")).verdict is Verdict.BLOCKED_SENDER
+    BlockedSender.objects.filter(user=user).delete()
+    assert users.intake(to_device(f"{user.username}@beaver.test", key="x2")).verdict is Verdict.ACCEPT, (
+        "unblocked a moment ago: accepted at once, though the cached facts still list the block"
+    )
+    assert users.stats()["cache_misses"] >= 2

@@ -1,0 +1,108 @@
+"""SenderBase.deliver_many and the sender shell's queue, without Ray, on the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from messaging import outbox
+from messaging.config import Config
+from messaging.delivery import SenderBase, SenderShell
+from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.types import CombinedMessage, Direction, Protocol
+from web.delivery.models import Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class RecordingSender(SenderBase):
+    channel = "test"
+    direction = "to_device"
+    protocols = ("email",)
+
+    def __init__(self, config=None, outcome=None):
+        super().__init__(config or Config())
+        self.sent: list[tuple[int, int]] = []
+        self.outcome = outcome or {}
+        self.lock = threading.Lock()
+
+    def send(self, row) -> str:
+        if row.text in self.outcome:
+            raise self.outcome[row.text]
+        with self.lock:
+            self.sent.append((row.user_id, row.id))
+        return f"r{row.id}"
+
+
+def store(user, key, text="hello"):
+    msg = CombinedMessage(Direction.TO_DEVICE, Protocol.EMAIL, "amy@example.org", "x@beaver.test", text, key)
+    return outbox.record(msg, user_id=user.id, device_id=user.devices.get().id, accepted=True).message_id
+
+
+def test_deliver_many_sends_each_users_messages_in_order(make_user):
+    amy, bob = make_user(), make_user()
+    ids = [store(user, f"k{n}") for n, user in enumerate([amy, bob, amy, bob, amy])]
+    sender = RecordingSender()
+    outcomes = sender.deliver_many(ids + [ids[0]])
+    assert outcomes == dict.fromkeys(ids, "sent")
+    for user in (amy, bob):
+        assert [mid for uid, mid in sender.sent if uid == user.id] == sorted(
+            mid for mid in ids if Message.objects.get(id=mid).user_id == user.id
+        )
+    assert sorted(mid for _, mid in sender.sent) == sorted(ids), "each sent once"
+    assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {"sent"}
+    assert sender.deliver_many(ids) == dict.fromkeys(ids, "skipped"), "sent is final"
+
+
+def test_deliver_many_records_each_failure_on_its_own(make_user):
+    user = make_user()
+    ok, later, never = store(user, "a"), store(user, "b", text="busy"), store(user, "c", text="bad")
+    sender = RecordingSender(outcome={"busy": TemporaryDeliveryError("503"), "bad": PermanentDeliveryError("400")})
+    assert sender.deliver_many([ok, later, never]) == {ok: "sent", later: "failed", never: "dead"}
+    assert sender.delivered == 1 and sender.in_flight == 0
+
+
+class Shell(SenderShell):
+    def __init__(self, base):
+        self.base = base
+
+
+def test_kicks_coalesce_and_a_drain_leaves_queued_messages_due(make_user):
+    user = make_user()
+    ids = [store(user, f"q{n}") for n in range(6)]
+
+    async def scenario():
+        shell = Shell(RecordingSender())
+        assert await shell.deliver_many(ids[:2]) == "queued"
+        assert await shell.deliver_many(ids[2:4]) == "queued"
+        assert (await shell.stats())["in_flight"] == 4
+        while (await shell.stats())["in_flight"]:
+            await asyncio.sleep(0.01)
+        assert sorted(mid for _, mid in shell.base.sent) == ids[:4]
+        shell._stopping = True  # draining: the next kick is refused, its messages stay due
+        assert await shell.deliver_many(ids[4:]) == "skipped"
+        return shell
+
+    shell = asyncio.run(scenario())
+    assert (shell._accepted, shell.base.in_flight) == (0, 0)
+    assert set(Message.objects.filter(id__in=ids[4:]).values_list("status", flat=True)) == {"received"}
+
+
+def test_drain_drops_the_queue_it_has_not_claimed(make_user):
+    user = make_user()
+    ids = [store(user, f"d{n}") for n in range(3)]
+
+    async def scenario():
+        shell = Shell(RecordingSender())
+        shell._enqueue(ids)  # queued, the runner lingers a moment before claiming
+        stats = await shell.drain()
+        assert stats["in_flight"] == 0 and stats["draining"]
+        while shell._runners:  # the runner wakes from its linger, sees the drain and stops
+            await asyncio.sleep(0.005)
+        return shell
+
+    shell = asyncio.run(scenario())
+    assert shell.base.sent == [], "nothing claimed after the drain"
+    assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {"received"}

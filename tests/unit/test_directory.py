@@ -1,0 +1,74 @@
+"""Directory: user and device facts from the database, kept for USER_CACHE_SECONDS, never for a refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from messaging.directory import Directory, lookup_key
+from messaging.types import CombinedMessage, Direction, Protocol
+from web.accounts.models import BlockedSender
+
+pytestmark = pytest.mark.django_db
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def mail_to(recipient, sender="amy@example.org"):
+    return CombinedMessage(Direction.TO_DEVICE, Protocol.EMAIL, sender, recipient, "hi", "k")
+
+
+def test_lookup_keys():
+    assert lookup_key(mail_to("Bob+trip@Beaver.Test"), "beaver.test") == ("mailbox", "bob")
+    assert lookup_key(mail_to("bob@elsewhere.test"), "beaver.test") is None
+    sms = CombinedMessage(Direction.TO_DEVICE, Protocol.SMS, "+15550001111", "+14155550001", "hi", "k")
+    assert lookup_key(sms, "beaver.test") == ("number", "+14155550001")
+    dev = CombinedMessage(Direction.FROM_DEVICE, Protocol.EMAIL, "device:7", "x@y.test", "hi", "k", device_id=7)
+    assert lookup_key(dev, "beaver.test") == ("device", 7)
+
+
+def test_facts_are_cached_until_they_expire(make_user, django_assert_num_queries):
+    user = make_user()
+    clock = Clock()
+    directory = Directory("beaver.test", ttl=5.0, clock=clock)
+    msg = mail_to(f"{user.username}@beaver.test")
+    first = directory.find(msg)
+    assert not first.cached and first.user.id == user.id and first.device.is_active
+    BlockedSender.objects.create(user=user, address="amy@example.org")
+    with django_assert_num_queries(0):
+        again = directory.find(msg)
+    assert again.cached and again.user.blocked == frozenset(), "within the TTL the cached facts serve"
+    assert directory.find(msg, fresh=True).user.blocked == {"amy@example.org"}, "fresh always asks the database"
+    clock.now += 5.0
+    assert not directory.find(msg).cached, "expired"
+    assert (directory.hits, directory.misses) == (1, 3)
+
+
+def test_nobody_is_never_cached(make_user):
+    directory = Directory("beaver.test", ttl=60.0, clock=Clock())
+    assert directory.find(mail_to("newbie@beaver.test")).user is None
+    make_user("newbie")
+    assert directory.find(mail_to("newbie@beaver.test")).user is not None, "a new user is found at once"
+
+
+def test_quota_count_advances_with_what_this_actor_accepts(make_user):
+    user = make_user(quota=10)
+    directory = Directory("beaver.test", ttl=60.0, clock=Clock())
+    msg = mail_to(f"{user.username}@beaver.test")
+    assert directory.find(msg).user.messages_this_month == 0
+    directory.accepted(directory.find(msg).user)
+    directory.accepted(directory.find(msg).user)
+    assert directory.find(msg).user.messages_this_month == 2
+
+
+def test_ttl_zero_turns_the_cache_off(make_user):
+    user = make_user()
+    directory = Directory("beaver.test", ttl=0, clock=Clock())
+    msg = mail_to(f"{user.username}@beaver.test")
+    directory.find(msg)
+    assert not directory.find(msg).cached
