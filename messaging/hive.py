@@ -235,7 +235,7 @@ class HiveClient:
                 packet_id = item.get("packetId") if isinstance(item, dict) else None
                 logger.error("hive packet malformed, skipped packet_id=%s: %s", packet_id, exc)
                 continue
-            logger.info(
+            logger.debug(
                 "hive packet fetched packet_id=%d message_id=%d device_id=%d len=%d",
                 packet.packet_id,
                 packet.message_id,
@@ -269,7 +269,7 @@ class HiveClient:
             packet_id = _as_int("packetId", answer.get("packetId") if isinstance(answer, dict) else None)
         except ValueError as exc:
             raise TemporaryDeliveryError(f"hive send: answer has no packetId: {answer!r:.200}") from exc
-        logger.info("hive packet sent packet_id=%d device_id=%d", packet_id, device_id)
+        logger.debug("hive packet sent packet_id=%d device_id=%d", packet_id, device_id)  # the message's line says
         return packet_id
 
     # -- plumbing ---------------------------------------------------------------------------------

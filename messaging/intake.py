@@ -50,7 +50,7 @@ async def intake_device_packets(
     safe = [True] * len(packets)
     for n, message, result in zip(owners, messages, results, strict=True):
         safe[n] = safe[n] and result.stored
-        log.info(
+        log.debug(  # the user actor logs the stored message (its key names the packet)
             "packet %s message %s -> %s (%s)",
             packets[n].packet_id,
             result.message_id,

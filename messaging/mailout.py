@@ -12,6 +12,8 @@ import logging
 import re
 import smtplib
 import ssl
+import threading
+import time
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -114,7 +116,7 @@ def send_via_relay(
     starttls: bool = False,
     timeout: float = 30,
 ) -> str:
-    """Send ``msg`` to the From/To addresses in its headers through the relay.
+    """Send ``msg`` to the From/To addresses in its headers through the relay, on a session of its own.
 
     Returns the text of the relay's final reply to DATA (e.g. "2.0.0 Ok: queued as 4Xy7"),
     see ``queue_id_from_reply``. Raises TemporaryDeliveryError (connection problems, timeouts,
@@ -123,24 +125,139 @@ def send_via_relay(
     was sent is temporary, so a retry may duplicate (never lose) the message. Once the relay
     accepted the data, errors on QUIT are ignored.
     """
-    msg_id = str(msg.get("Message-ID", "")).strip()
-    try:
-        mail_from = validate_address(str(msg["From"]))
-        rcpt_to = validate_address(str(msg["To"]))
-    except (ValueError, TypeError) as exc:
-        log.warning("relay rejected locally message_id=%s reason=%s", msg_id, exc)
-        raise PermanentDeliveryError(f"invalid address: {exc}") from None
-    data = msg.as_bytes(policy=policy.SMTP)
-    try:
-        reply = _smtp_transaction(host, port, username, password, starttls, timeout, mail_from, rcpt_to, data)
-    except TemporaryDeliveryError as exc:
-        log.warning("relay send failed temporarily message_id=%s error=%s", msg_id, exc)
-        raise
-    except PermanentDeliveryError as exc:
-        log.warning("relay send failed permanently message_id=%s error=%s", msg_id, exc)
-        raise
-    log.info("relay accepted message_id=%s relay=%s:%s reply=%s", msg_id, host, port, reply)
-    return reply
+    return RelaySessions(host, port, username, password, starttls, timeout, keep=0).send(msg)
+
+
+class _StaleSession(Exception):
+    """A kept session the relay had closed meanwhile; nothing of the message was taken."""
+
+
+class RelaySessions:
+    """SMTP sessions to one relay, kept open from one message to the next (thread-safe).
+
+    A sender sends many messages: a kept session spares a connect, EHLO, STARTTLS and login per message.
+    At most ``keep`` idle sessions stay open, none longer than ``idle_seconds``; a kept session that the
+    relay closed meanwhile fails at MAIL FROM, before anything was accepted, so the message simply goes
+    on a fresh session. Errors mean what they mean for ``send_via_relay``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str = "",
+        password: str = "",
+        starttls: bool = False,
+        timeout: float = 30,
+        *,
+        keep: int = 4,
+        idle_seconds: float = 20.0,
+    ) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._login = (username, password)
+        self._starttls = starttls
+        self.keep, self.idle_seconds = keep, idle_seconds
+        self._idle: list[tuple[float, smtplib.SMTP]] = []
+        self._lock = threading.Lock()
+        self.opened = 0
+
+    def send(self, msg: EmailMessage) -> str:
+        msg_id = str(msg.get("Message-ID", "")).strip()
+        try:
+            mail_from = validate_address(str(msg["From"]))
+            rcpt_to = validate_address(str(msg["To"]))
+        except (ValueError, TypeError) as exc:
+            log.warning("relay rejected locally message_id=%s reason=%s", msg_id, exc)
+            raise PermanentDeliveryError(f"invalid address: {exc}") from None
+        data = msg.as_bytes(policy=policy.SMTP)
+        try:
+            kept = self._take()
+            try:
+                reply = self._send_on(kept, mail_from, rcpt_to, data, reused=True) if kept else None
+            except _StaleSession:
+                reply = None
+            if reply is None:
+                reply = self._send_on(self._open(), mail_from, rcpt_to, data, reused=False)
+        except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
+            kind = "temporarily" if isinstance(exc, TemporaryDeliveryError) else "permanently"
+            log.warning("relay send failed %s message_id=%s error=%s", kind, msg_id, exc)
+            raise
+        log.info("relay accepted message_id=%s relay=%s:%s reply=%s", msg_id, self.host, self.port, reply)
+        return reply
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, smtp in idle:
+            _close(smtp, polite=True)
+
+    def _take(self) -> smtplib.SMTP | None:
+        now = time.monotonic()
+        expired = []
+        with self._lock:
+            while self._idle:
+                since, smtp = self._idle.pop()
+                if now - since < self.idle_seconds:
+                    break
+                expired.append(smtp)
+            else:
+                smtp = None
+        for old in expired:
+            _close(old, polite=True)
+        return smtp
+
+    def _give_back(self, smtp: smtplib.SMTP) -> None:
+        with self._lock:
+            if len(self._idle) < self.keep:
+                self._idle.append((time.monotonic(), smtp))
+                return
+        _close(smtp, polite=True)
+
+    def _open(self) -> smtplib.SMTP:
+        smtp = smtplib.SMTP(timeout=self.timeout)
+        try:
+            _check_session(smtp.connect(self.host, self.port), "greeting")
+            _check_session(smtp.ehlo(), "EHLO")
+            if self._starttls:
+                _check_session(smtp.starttls(context=ssl.create_default_context()), "STARTTLS")
+                _check_session(smtp.ehlo(), "EHLO")
+            if self._login[0]:
+                smtp.login(*self._login)
+        except TemporaryDeliveryError:
+            _close(smtp, polite=False)
+            raise
+        except smtplib.SMTPResponseException as exc:
+            _close(smtp, polite=False)
+            raise TemporaryDeliveryError(f"relay said {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except (smtplib.SMTPException, OSError) as exc:  # includes timeouts and a missing TLS/AUTH extension
+            _close(smtp, polite=False)
+            raise TemporaryDeliveryError(f"relay unreachable or connection lost: {type(exc).__name__}: {exc}") from None
+        self.opened += 1
+        return smtp
+
+    def _send_on(self, smtp: smtplib.SMTP, mail_from: str, rcpt_to: str, data: bytes, *, reused: bool) -> str:
+        accepted = False
+        try:
+            try:
+                _check(smtp.mail(mail_from), "MAIL FROM")
+            except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                if reused:
+                    raise _StaleSession() from exc
+                raise
+            _check(smtp.rcpt(rcpt_to), "RCPT TO")
+            code, reply = smtp.data(data)
+            _check((code, reply), "DATA")
+            accepted = True
+            return _text(reply)
+        except smtplib.SMTPResponseException as exc:
+            raise classify_smtp_code(exc.smtp_code)(f"relay said {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            raise TemporaryDeliveryError(f"relay unreachable or connection lost: {type(exc).__name__}: {exc}") from None
+        finally:
+            if accepted:
+                self._give_back(smtp)
+            else:
+                _close(smtp, polite=False)
 
 
 def queue_id_from_reply(reply: str) -> str | None:
@@ -154,43 +271,6 @@ def classify_smtp_code(code: int) -> type[TemporaryDeliveryError] | type[Permane
     if code in _CONFIG_CODES or code < 500:
         return TemporaryDeliveryError
     return PermanentDeliveryError
-
-
-def _smtp_transaction(
-    host: str,
-    port: int,
-    username: str,
-    password: str,
-    starttls: bool,
-    timeout: float,
-    mail_from: str,
-    rcpt_to: str,
-    data: bytes,
-) -> str:
-    accepted = False
-    smtp = smtplib.SMTP(timeout=timeout)
-    try:
-        _check_session(smtp.connect(host, port), "greeting")
-        _check_session(smtp.ehlo(), "EHLO")
-        if starttls:
-            _check_session(smtp.starttls(context=ssl.create_default_context()), "STARTTLS")
-            _check_session(smtp.ehlo(), "EHLO")
-        if username:
-            smtp.login(username, password)
-        _check(smtp.mail(mail_from), "MAIL FROM")
-        _check(smtp.rcpt(rcpt_to), "RCPT TO")
-        code, reply = smtp.data(data)
-        _check((code, reply), "DATA")
-        accepted = True
-        return _text(reply)
-    except smtplib.SMTPResponseException as exc:
-        raise classify_smtp_code(exc.smtp_code)(f"relay said {exc.smtp_code} {_text(exc.smtp_error)}") from None
-    except smtplib.SMTPNotSupportedError as exc:
-        raise TemporaryDeliveryError(f"relay lacks a needed extension: {exc}") from None
-    except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-        raise TemporaryDeliveryError(f"relay unreachable or connection lost: {type(exc).__name__}: {exc}") from None
-    finally:
-        _close(smtp, polite=accepted)
 
 
 def _check_session(response: tuple[int, bytes | str], stage: str) -> None:

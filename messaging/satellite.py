@@ -135,8 +135,7 @@ class SatelliteActor(SenderShell):
                 except Exception as exc:  # stored already: the next poll sees it again and acks it then
                     log.warning("packet %s stored but not acked (%s); acking it next poll", packet.packet_id, exc)
                     return False
-            log.info("packet %s acked", packet.packet_id)
-            return True
+            return True  # (the Hive client logs the ack)
 
         acked = sum(await asyncio.gather(*(ack(p) for p in acks)))
         self.polled += acked

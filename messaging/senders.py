@@ -8,7 +8,7 @@ from __future__ import annotations
 import ray
 
 from .config import Config
-from .delivery import SenderBase, SenderShell
+from .delivery import SEND_CONCURRENCY, SenderBase, SenderShell
 
 
 class MailOutSender(SenderBase):
@@ -16,8 +16,21 @@ class MailOutSender(SenderBase):
     direction = "from_device"
     protocols = ("email",)
 
+    def __init__(self, config: Config, policy=None):
+        super().__init__(config, policy)
+        from .mailout import RelaySessions
+
+        self.relay = RelaySessions(
+            config.email_relay_host,
+            config.email_relay_port,
+            config.email_relay_username,
+            config.email_relay_password,
+            config.email_relay_starttls,
+            keep=SEND_CONCURRENCY,
+        )
+
     def send(self, row) -> str:
-        from .mailout import build_outbound, send_via_relay
+        from .mailout import build_outbound
 
         cfg = self.config
         email = build_outbound(
@@ -27,14 +40,7 @@ class MailOutSender(SenderBase):
             domain=cfg.email_domain,
             message_id_hint=row.idempotency_key,
         )
-        return send_via_relay(
-            email,
-            host=cfg.email_relay_host,
-            port=cfg.email_relay_port,
-            username=cfg.email_relay_username,
-            password=cfg.email_relay_password,
-            starttls=cfg.email_relay_starttls,
-        )
+        return self.relay.send(email)
 
 
 class SmsSender(SenderBase):

@@ -246,3 +246,38 @@ def test_relay_sink_runs_as_a_module(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+# --- kept sessions ---------------------------------------------------------------------------------
+
+
+def test_kept_session_carries_many_messages(sink):
+    from messaging.mailout import RelaySessions
+
+    relay = RelaySessions("127.0.0.1", sink.port, timeout=10)
+    for n in range(3):
+        assert "queued as" in relay.send(outbound(f"message {n}"))
+    assert relay.opened == 1, "one connect and EHLO for all three"
+    assert len(sink.messages) == 3
+    relay.close()
+
+
+def test_a_session_the_relay_dropped_is_replaced_without_losing_the_message(sink):
+    from messaging.mailout import RelaySessions
+
+    relay = RelaySessions("127.0.0.1", sink.port, timeout=10)
+    relay.send(outbound("before the relay restarts"))
+    sink.down = True  # closes the kept session's connection
+    sink.down = False
+    relay.send(outbound("after the relay restarts"))
+    assert relay.opened == 2
+    assert sink.messages[-1]["headers"]["Subject"] == "after the relay restarts"
+
+
+def test_idle_sessions_expire(sink):
+    from messaging.mailout import RelaySessions
+
+    relay = RelaySessions("127.0.0.1", sink.port, timeout=10, idle_seconds=0)
+    relay.send(outbound("one"))
+    relay.send(outbound("two"))
+    assert relay.opened == 2, "a session idle longer than idle_seconds is closed, not reused"
