@@ -15,6 +15,8 @@ Sandbox control API (no auth, so tests in another process can drive the fake):
 
 * ``POST /hive/_sandbox/device_send`` JSON ``{"deviceId": int, "data": base64, "deviceType": int?,
   "userApplicationId": int?}`` -> queues a packet as if the device sent it; returns the packet JSON.
+* ``POST /hive/_sandbox/device_send_many`` JSON list of such bodies -> queues them in order (a benchmark
+  fills the Hive in one request); returns the list of packets.
 * ``GET /hive/_sandbox/to_device[?deviceId=N]`` -> JSON list of packets the cloud sent (to that device).
 * ``GET /hive/_sandbox/state`` -> ``{"pending", "acked", "sent", "duplicate_acks", "logins", ...}``.
 * ``POST /hive/_sandbox/faults`` JSON ``{"error_rate": 0..1, "status": 503, "timeout_rate": 0..1,
@@ -374,6 +376,17 @@ class FakeHive:
             if method == "POST" and name == "device_send":
                 kind, app = int(body.get("deviceType", 1)), int(body.get("userApplicationId", 0))
                 return 200, self.device_send(int(body["deviceId"]), body["data"], kind, app), {}
+            if method == "POST" and name == "device_send_many":  # a list of device_send bodies, queued in order
+                sent = [
+                    self.device_send(
+                        int(item["deviceId"]),
+                        item["data"],
+                        int(item.get("deviceType", 1)),
+                        int(item.get("userApplicationId", 0)),
+                    )
+                    for item in body
+                ]
+                return 200, sent, {}
             if method == "GET" and name == "to_device":
                 device = int(query["deviceId"][0]) if "deviceId" in query else None
                 return 200, self.to_device(device), {}
