@@ -23,7 +23,7 @@ log = logging.getLogger("messaging.delivery")
 SEND_CONCURRENCY = 8  # users whose messages a sender sends side by side (each user's in order)
 RUNNERS = 2  # batches a sender actor delivers at once
 BATCH = 64  # messages per claim
-LINGER = 0.02  # seconds a sender lets a small batch grow before claiming it
+LINGER = 0.2  # seconds a sender lets a small batch grow before claiming it (a satellite hop takes minutes)
 
 
 class SenderBase:

@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import threading
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -195,6 +196,11 @@ class HiveClient:
         self._timeout = timeout
         self._session = requests.Session()
         self._session.headers["Accept"] = "application/json"
+        # Proxy and CA settings from the environment, read once here rather than on every request.
+        self._session.trust_env = False
+        self._session.proxies.update(requests.utils.get_environ_proxies(self._base_url))
+        if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+            self._session.verify = bundle
         self._login_lock = threading.Lock()
         self._generation = 0  # bumped on every successful login
 
