@@ -137,7 +137,12 @@ def to_record(user, key, accepted=True):
 def test_record_many_stores_a_batch_in_order_and_each_key_once(make_user):
     user = make_user()
     earlier = outbox.record(combined("seen"), user_id=user.id, device_id=None, accepted=True)
-    batch = [to_record(user, "b1"), to_record(user, "seen"), to_record(user, "b2", accepted=False), to_record(user, "b1")]
+    batch = [
+        to_record(user, "b1"),
+        to_record(user, "seen"),
+        to_record(user, "b2", accepted=False),
+        to_record(user, "b1"),
+    ]
     recs = outbox.record_many(batch)
     assert [r.created for r in recs] == [True, False, True, False]
     assert recs[1].message_id == earlier.message_id and recs[3].message_id == recs[0].message_id
