@@ -46,7 +46,15 @@ def main() -> int:
     from ray.util.state import list_actors
 
     from messaging.config import Config
-    from messaging.launch import KINDS, connect_ray, start_actors, start_serve, stop_stack, worker_env
+    from messaging.launch import (
+        KINDS,
+        connect_ray,
+        private_ingress_ports,
+        start_actors,
+        start_serve,
+        stop_stack,
+        worker_env,
+    )
     from messaging.lifecycle import drain_all, upgrade
     from messaging.pool import member_name
     from messaging.sandbox.stack import start_sandbox
@@ -73,6 +81,7 @@ def main() -> int:
         outbox_base_delay=0.2,
         outbox_max_delay=2.0,
         ray_namespace="chaos",
+        ray_dashboard=True,  # the kill -9 scenario finds actor pids through the state API, a dashboard module
         ray_dashboard_port=free_port(),
     )
     config, box = start_sandbox(config, ephemeral_ports=True)
@@ -84,6 +93,7 @@ def main() -> int:
         people.append(Person(user.username, user.twilio_number, device.device_id))
     db = Path(os.environ["DATA_DIR"]) / "spacebeaver.sqlite3"
     env = worker_env({"DATABASE_URL": os.environ.get("DATABASE_URL") or f"sqlite:///{db}"})
+    private_ingress_ports(free_port)
     connect_ray(config, env)
     results = []
     try:

@@ -14,7 +14,7 @@ import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .config import Config
+from .config import RAY_SERVE_DEFAULTS, Config
 from .pool import NamedPool, member_name
 
 KINDS = ("user", "satellite", "mailout", "sms", "mailserver")
@@ -37,40 +37,48 @@ class Stack:
     actors: dict[str, list] = field(default_factory=dict)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
-class StackRecord:
-    """Holds the config the running stack was started with, for drain/upgrade from another process."""
-
-    def __init__(self, config: Config):
-        self.config = config
-
-    def get(self) -> Config:
-        return self.config
+# The running stack's Config, for drain/upgrade from another process: a value in the GCS key-value store
+# (it lives as long as the cluster, survives the driver, and costs no process).
+CONFIG_KV_NAMESPACE = "spacebeaver"
+# Before the KV store, a detached actor of this name held the config: still read, and retired, for a stack
+# started by an older version (so its `manage.py upgrade` works).
+LEGACY_RECORD_NAME = "stack_config"
 
 
-RECORD_NAME = "stack_config"
+def _config_key(namespace: str) -> str:
+    return f"stack_config:{namespace}"
 
 
 def publish_config(config: Config) -> None:
-    try:
-        old = ray.get_actor(RECORD_NAME, namespace=config.ray_namespace)
-        ray.kill(old, no_restart=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(RECORD_NAME, namespace=config.ray_namespace)
-            except ValueError:
-                break
-            time.sleep(0.1)
-    except ValueError:
-        pass
-    record = StackRecord.options(name=RECORD_NAME, namespace=config.ray_namespace, lifetime="detached").remote(config)
-    ray.get(record.get.remote(), timeout=60)
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(_config_key(config.ray_namespace), config.to_json(), overwrite=True, namespace=CONFIG_KV_NAMESPACE)
+    _kill_legacy_record(config.ray_namespace)
 
 
 def running_config(namespace: str) -> Config:
     """The config of the stack running in ``namespace`` (raises ValueError when none runs)."""
-    return ray.get(ray.get_actor(RECORD_NAME, namespace=namespace).get.remote(), timeout=30)
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
+    if raw is not None:
+        return Config.from_json(raw)
+    legacy = ray.get_actor(LEGACY_RECORD_NAME, namespace=namespace)  # ValueError when there is none either
+    return ray.get(legacy.get.remote(), timeout=30)
+
+
+def forget_config(namespace: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
+    _kill_legacy_record(namespace)
+
+
+def _kill_legacy_record(namespace: str) -> None:
+    try:
+        ray.kill(ray.get_actor(LEGACY_RECORD_NAME, namespace=namespace), no_restart=True)
+    except ValueError:
+        pass
 
 
 def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -89,10 +97,20 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
     kwargs = {}
     if not address:
         kwargs = {
+            # Off (RAY_DASHBOARD=0): Ray still runs its dashboard process, with one small module, and the
+            # dashboard agent, which exports the metrics; the nine dashboard module processes do not start.
             "include_dashboard": config.ray_dashboard,
             "dashboard_host": "127.0.0.1",
             "dashboard_port": config.ray_dashboard_port,
         }
+        # No idle worker prestarted for the driver (every actor gets a worker process of its own anyway).
+        # An environment override of Ray's system config, read by the raylet we start; unlike _system_config
+        # it is harmless when ray.init joins a local Ray that is already running.
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+        # Serve behind HAProxy, on its throughput-optimised path (config.RAY_SERVE_DEFAULTS), unless set:
+        # read by the Serve processes of the Ray we start (on Kubernetes the ConfigMap sets them).
+        for name, value in RAY_SERVE_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     ray.init(
         address=address,
         namespace=config.ray_namespace,
@@ -101,6 +119,13 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
         **kwargs,
     )
     echo(f"Ray: up ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
+
+
+def private_ingress_ports(pick_port: Callable[[], int]) -> None:
+    """For a stack sharing its host with others (tests, benchmarks): Serve's HAProxy stats and metrics ports,
+    fixed by default (8404, 9101 on all interfaces), on free ports instead, so two stacks do not collide."""
+    for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+        os.environ.setdefault(name, str(pick_port()))
 
 
 def make_pools(config: Config) -> dict[str, NamedPool]:
@@ -191,13 +216,30 @@ def start_actors(config: Config, echo: Callable[[str], None] = print, timeout: f
     return stack
 
 
-def start_serve(config: Config, stack: Stack, echo: Callable[[str], None] = print, mount_admin: bool = True) -> str:
+# Serve's client library (``ray.serve``, ~50 MB resident) is used in a task, on a worker that exits
+# afterwards (max_calls=1), so that it never stays in the long-running driver (runbackend).
+@ray.remote(num_cpus=0, max_calls=1)
+def _run_serve_app(config: Config, users: NamedPool, mount_admin: bool) -> None:
     from ray import serve
 
     from .webhooks import Webhooks
 
     serve.start(http_options={"host": config.serve_http_host, "port": config.serve_http_port})
-    serve.run(Webhooks.bind(config, stack.pools["user"], mount_admin), name=SERVE_APP, route_prefix="/")
+    serve.run(Webhooks.bind(config, users, mount_admin), name=SERVE_APP, route_prefix="/")
+
+
+@ray.remote(num_cpus=0, max_calls=1)
+def _shutdown_serve() -> None:
+    """Serve and everything of it (controller, ingress, replicas). Not ``serve.delete`` first: behind HAProxy that
+    waits ~30 s for routes to drain, and intake is safe without it (nothing is acknowledged before it is stored;
+    a webhook cut off here is retried by its sender)."""
+    from ray import serve
+
+    serve.shutdown()
+
+
+def start_serve(config: Config, stack: Stack, echo: Callable[[str], None] = print, mount_admin: bool = True) -> str:
+    ray.get(_run_serve_app.remote(config, stack.pools["user"], mount_admin))
     url = f"http://{config.serve_http_host}:{config.serve_http_port}"
     echo(f"  serve      up at {url}")
     return url
@@ -205,8 +247,6 @@ def start_serve(config: Config, stack: Stack, echo: Callable[[str], None] = prin
 
 def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
     """Stop intake first (mail servers, Serve), then kill every named actor."""
-    from ray import serve
-
     for kind in reversed(KINDS):
         for idx in range(config.pool_size):
             try:
@@ -222,13 +262,10 @@ def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
         echo(f"  {kind:<10} stopped")
         if kind == "user":  # the last kind: the stack is gone
             remove_placements(config)
-            try:
-                ray.kill(ray.get_actor(RECORD_NAME, namespace=config.ray_namespace), no_restart=True)
-            except ValueError:
-                pass
+            forget_config(config.ray_namespace)
         if kind == "mailserver":
             try:
-                serve.delete(SERVE_APP)
+                ray.get(_shutdown_serve.remote(), timeout=120)
                 echo("  serve      stopped")
             except Exception as exc:
                 echo(f"  serve: {exc}")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import ray
 
 from .config import Config
-from .launch import KINDS, _create, make_pools
+from .launch import KINDS, _create, make_pools, publish_config
 from .pool import member_name
 
 # Order of draining: intake first, then the user actors it feeds, then the senders they kick.
@@ -136,6 +136,7 @@ def replace_member(config: Config, kind: str, idx: int, echo: Echo = print, drai
 def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> dict[str, float]:
     """Rolling replacement of every member of every pool; then Serve redeploys its app itself."""
     started = time.monotonic()
+    publish_config(config)  # the same config; moves a record kept by an older version into the KV store
     gaps: dict[str, float] = {}
     for kind in KINDS:
         for idx in range(config.pool_size):

@@ -26,15 +26,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.config.incluster_config import (
-    SERVICE_CERT_FILENAME,
-    SERVICE_TOKEN_FILENAME,
-    InClusterConfigLoader,
-)
+if TYPE_CHECKING:
+    from kubernetes import client as k8s_client
+
+# The kubernetes client (~15 MB resident) is imported only where a pod is labelled: outside Kubernetes
+# (the local stack) every mail server actor would carry it for nothing.
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +78,18 @@ def backoff_delays(attempts: int, base: float, cap: float) -> list[float]:
 
 def is_retryable(error: Exception) -> bool:
     """True for failures worth another try: transport errors and 409/429/5xx answers."""
-    if isinstance(error, k8s_client.ApiException):
+    from kubernetes.client import ApiException
+
+    if isinstance(error, ApiException):
         return error.status in RETRYABLE_STATUSES
     return True  # urllib3 / socket errors: the API server may be back in a moment
 
 
 def describe_error(error: Exception) -> str:
     """A one-line, secret-free description of a failed call."""
-    if isinstance(error, k8s_client.ApiException):
+    from kubernetes.client import ApiException
+
+    if isinstance(error, ApiException):
         return f"HTTP {error.status} {error.reason}"
     return type(error).__name__
 
@@ -111,7 +113,11 @@ class PodLabeler:
         disabled_reason: str = "not running in a Kubernetes pod",
     ) -> None:
         self.pod = pod if api_client is not None else None
-        self._api = k8s_client.CoreV1Api(api_client) if (api_client is not None and pod) else None
+        self._api = None
+        if api_client is not None and pod:
+            from kubernetes.client import CoreV1Api
+
+            self._api = CoreV1Api(api_client)
         self._api_client = api_client
         self._delays = backoff_delays(attempts, base_delay, max_delay)
         self._timeout = request_timeout
@@ -130,6 +136,14 @@ class PodLabeler:
         pod = pod_from_env(env)
         if pod is None:
             return cls(None, None, **options)
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+        from kubernetes.config.incluster_config import (
+            SERVICE_CERT_FILENAME,
+            SERVICE_TOKEN_FILENAME,
+            InClusterConfigLoader,
+        )
+
         configuration = k8s_client.Configuration()
         try:
             # What load_incluster_config() does, reading the same environ as pod_from_env.
@@ -143,6 +157,8 @@ class PodLabeler:
     @classmethod
     def with_token(cls, host: str, token: str, pod: PodRef, **options: Any) -> PodLabeler:
         """Talk to the API server at ``host`` with a bearer ``token`` (tests, out-of-cluster)."""
+        from kubernetes import client as k8s_client
+
         configuration = k8s_client.Configuration(
             host=host, api_key={"BearerToken": token}, api_key_prefix={"BearerToken": "Bearer"}
         )

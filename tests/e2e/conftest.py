@@ -80,7 +80,7 @@ def e2e(django_db_setup, django_db_blocker):
     from ray import serve
 
     from messaging.config import Config
-    from messaging.launch import connect_ray, start_actors, start_serve, stop_stack, worker_env
+    from messaging.launch import connect_ray, private_ingress_ports, start_actors, start_serve, stop_stack, worker_env
     from messaging.sandbox.stack import start_sandbox
 
     serve_port = free_port()
@@ -95,6 +95,7 @@ def e2e(django_db_setup, django_db_blocker):
         smtp_store_timeout=15.0,
         sandbox="1",
         ray_namespace="e2e",
+        ray_dashboard=True,  # test_zero_loss finds actor pids (kill -9) through the state API, a dashboard module
         ray_dashboard_port=free_port(),
         swarm_user_application_id=65002,
         outbox_base_delay=0.2,
@@ -104,6 +105,7 @@ def e2e(django_db_setup, django_db_blocker):
     config, box = start_sandbox(config, ephemeral_ports=True)
     with django_db_blocker.unblock():
         env = worker_env({"DATABASE_URL": database_url(connection.settings_dict)})
+        private_ingress_ports(free_port)
         connect_ray(config, env)
         try:
             stack = start_actors(config)
