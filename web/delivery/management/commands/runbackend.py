@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -70,6 +71,8 @@ class Command(BaseCommand):
         echo(f"  Twilio webhook   {base}/sms   (signed against {config.twilio_webhook_public_url or 'UNSET'})")
         echo(f"  Hive webhook     {base}/swarm (header X-Swarm-Secret)")
         echo(f"  Admin            {base}/admin/  (create a login: python manage.py createsuperuser)")
+        haproxy = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+        echo(f"  HTTP ingress     {'HAProxy' if haproxy else 'Serve proxy'} (RAY_SERVE_ENABLE_HA_PROXY)")
         if box.hive is not None:
             echo(
                 "  Try it:          python manage.py device_send --device 1234 --to friend@example.org "
