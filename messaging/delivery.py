@@ -191,16 +191,6 @@ class SenderShell:
         finally:
             self._runners -= 1
 
-    async def deliver(self, message_id: int) -> str:
-        """Deliver one message now (and say how it went). While draining, refuse: it stays due."""
-        if self._stopping:
-            return "skipped"
-        self._accepted += 1
-        try:
-            return await asyncio.to_thread(self.base.deliver, message_id)
-        finally:
-            self._accepted -= 1
-
     async def deliver_many(self, message_ids: list[int]) -> str:
         """Kick from a user actor: queue these for delivery. While draining, refuse: they stay due."""
         if self._stopping:

@@ -74,10 +74,6 @@ class Directory:
             if user.id in self._month_counts:
                 self._month_counts[user.id] += 1
 
-    def forget(self) -> None:
-        self._entries.clear()
-        self._month_counts.clear()
-
     def _with_count(self, user: UserFacts) -> UserFacts:
         count = self._month_counts.get(user.id, user.messages_this_month)
         return user if count == user.messages_this_month else replace(user, messages_this_month=count)
