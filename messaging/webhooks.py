@@ -53,12 +53,7 @@ class Webhooks:
         body = (await request.body()).decode("utf-8", "replace")
         params = dict(parse_qsl(body, keep_blank_values=True))
         signature = request.headers.get("x-twilio-signature", "")
-        if not validate_signature(
-            auth_token=self.config.twilio_auth_token,
-            public_url=self.config.twilio_webhook_public_url,
-            params=params,
-            signature=signature,
-        ):
+        if not self._signed_by_twilio(params, signature):
             log.warning("sms webhook: bad signature from %s", request.client.host if request.client else "?")
             return Response("invalid signature", status_code=403, media_type="text/plain")
         try:
