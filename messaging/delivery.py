@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from . import metrics
 from .config import Config
 from .djangoenv import ensure_django, refresh_connections
-from .errors import PermanentDeliveryError, TemporaryDeliveryError
+from .errors import LeaseLost, PermanentDeliveryError, TemporaryDeliveryError
 
 log = logging.getLogger("messaging.delivery")
 
@@ -24,6 +25,62 @@ SEND_CONCURRENCY = 8  # users whose messages a sender sends side by side (each u
 RUNNERS = 2  # batches a sender actor delivers at once
 BATCH = 64  # messages per claim
 LINGER = 0.2  # seconds a sender lets a small batch grow before claiming it (a satellite hop takes minutes)
+
+
+class Lease:
+    """One claim's lease while its sends go on (shared by the send threads of one ``deliver_many``).
+
+    ``holds`` is asked before each send: once a third of the lease has passed it records the sends done so
+    far and renews the lease of the rows still unfinished; a row whose lease was lost (another sender
+    re-claimed it) is not sent. ``flush`` records the remaining sends at the end.
+    """
+
+    def __init__(self, token: str, ids: list[int], policy, clock=time.monotonic):
+        self.token = token
+        self.policy = policy
+        self.clock = clock
+        self._open = set(ids)  # neither sent nor failed yet
+        self._sent: list[tuple[int, str]] = []  # sent, not yet recorded
+        self._renewed = clock()
+        self._lock = threading.Lock()
+
+    def holds(self, message_id: int) -> bool:
+        with self._lock:
+            if self.clock() - self._renewed >= self.policy.lease.total_seconds() / 3:
+                from .outbox import renew_lease
+
+                self._record_sent()
+                held = renew_lease(sorted(self._open), self.token, self.policy)
+                self._renewed = self.clock()
+                for lost in self._open - held:
+                    log.warning("message %s: lease lost to another sender; not sending it", lost)
+                self._open &= held
+            return message_id in self._open
+
+    def sent(self, message_id: int, remote_id: str) -> None:
+        with self._lock:
+            self._open.discard(message_id)
+            self._sent.append((message_id, remote_id))
+
+    def finished(self, message_id: int, status: str) -> str:
+        with self._lock:
+            self._open.discard(message_id)
+        return status
+
+    def flush(self) -> int:
+        """Record the sends not recorded yet; returns how many messages this claim recorded as sent."""
+        with self._lock:
+            self._record_sent()
+            return self.recorded
+
+    recorded = 0
+
+    def _record_sent(self) -> None:
+        from .outbox import mark_sent_many
+
+        if self._sent:
+            self.recorded += mark_sent_many(self.token, self._sent)
+            self._sent = []
 
 
 class SenderBase:
@@ -54,60 +111,66 @@ class SenderBase:
         """Deliver those of ``message_ids`` that are due and free: one claim, the sends (each user's in
         order, users side by side), then one write for all that were sent. Returns id -> new status.
 
-        A crash between a send and that write resends the message after its lease (at least once)."""
-        from .outbox import claim_many, mark_sent_many
+        Every outcome is fenced on the claim's lease token, and the lease is renewed before a send once a
+        third of it has passed (sends done by then are recorded at that moment), so a slow remote never
+        lets the sweep re-claim and resend a message this sender is still working through. A crash
+        between a send and its write resends the message after its lease (at least once)."""
+        from .outbox import claim_many
 
         refresh_connections()
         outcomes = dict.fromkeys(message_ids, "skipped")
         rows = claim_many(list(message_ids), self.policy)
         if not rows:
             return outcomes
+        lease = Lease(rows[0].lease_token, [row.id for row in rows], self.policy)
         with self._count_lock:
             self.in_flight += len(rows)
         try:
             per_user: dict[object, list] = {}
             for row in rows:
                 per_user.setdefault(row.user_id, []).append(row)
-            sent: list[tuple[int, str]] = []
             if len(per_user) == 1:
-                sent = self._send_in_order(rows, outcomes)
+                self._send_in_order(rows, outcomes, lease)
             else:
-                for part in self._sends.map(lambda group: self._send_in_order(group, outcomes), per_user.values()):
-                    sent.extend(part)
-            mark_sent_many(sent)
+                list(self._sends.map(lambda group: self._send_in_order(group, outcomes, lease), per_user.values()))
+            recorded = lease.flush()
             with self._count_lock:
-                self.delivered += len(sent)
+                self.delivered += recorded
             return outcomes
         finally:
             with self._count_lock:
                 self.in_flight -= len(rows)
 
-    def _send_in_order(self, rows: list, outcomes: dict[int, str]) -> list[tuple[int, str]]:
-        """Send claimed rows one after another; failures are recorded at once, successes returned."""
+    def _send_in_order(self, rows: list, outcomes: dict[int, str], lease: Lease) -> None:
+        """Send claimed rows one after another; failures are recorded at once, successes handed to the lease."""
         from .outbox import mark_dead, mark_retry
 
         refresh_connections()  # this may be one of the send threads, with a connection of its own
-        sent = []
         for row in rows:
+            if not lease.holds(row.id):
+                continue  # another sender took it over; it records the outcome
             try:
                 remote_id = self.send(row)
+            except LeaseLost as exc:
+                log.warning("%s; the sender holding it now carries on", exc)
+                outcomes[row.id] = lease.finished(row.id, "stale")
             except PermanentDeliveryError as exc:
                 metrics.count(row.protocol, row.direction, "dead")
-                outcomes[row.id] = mark_dead(row.id, f"permanent: {exc}")
+                outcomes[row.id] = lease.finished(row.id, mark_dead(row.id, lease.token, f"permanent: {exc}"))
             except TemporaryDeliveryError as exc:
                 metrics.count(row.protocol, row.direction, "failed")
-                outcomes[row.id] = mark_retry(
-                    row.id, f"temporary: {exc}", retry_after=exc.retry_after, policy=self.policy
-                )
+                error = f"temporary: {exc}"
+                status = mark_retry(row.id, lease.token, error, retry_after=exc.retry_after, policy=self.policy)
+                outcomes[row.id] = lease.finished(row.id, status)
             except Exception as exc:  # a bug or an unexpected library error: retry, do not crash the actor
                 log.exception("message %s: unexpected error in %s sender", row.id, self.channel)
                 metrics.count(row.protocol, row.direction, "failed")
-                outcomes[row.id] = mark_retry(row.id, f"unexpected: {type(exc).__name__}: {exc}", policy=self.policy)
+                error = f"unexpected: {type(exc).__name__}: {exc}"
+                outcomes[row.id] = lease.finished(row.id, mark_retry(row.id, lease.token, error, policy=self.policy))
             else:
                 metrics.count(row.protocol, row.direction, "forwarded")
                 outcomes[row.id] = "sent"
-                sent.append((row.id, remote_id))
-        return sent
+                lease.sent(row.id, remote_id)
 
     def due_ids(self, limit: int = 100) -> list[int]:
         from .outbox import due

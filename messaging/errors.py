@@ -25,6 +25,10 @@ class PermanentDeliveryError(DeliveryError):
     """Will never succeed as it is (bad recipient, unknown device, 4xx that is not about load)."""
 
 
+class LeaseLost(Exception):
+    """Another sender re-claimed the message mid-send (our lease ran out): stop, record nothing."""
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or bad."""
     if value is None or not value.strip():

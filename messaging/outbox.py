@@ -244,30 +244,64 @@ def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: dateti
     return rows
 
 
-def save_progress(message_id: int, remote_id: str) -> None:
+def _held(message_id: int, token: str):
+    """The row while the claim ``token`` still holds its lease: every outcome a sender records is fenced on
+    it, so a sender whose lease ran out (and whose message another sender re-claimed) changes nothing."""
+    return Message.objects.filter(id=message_id, status=Message.Status.SENDING, lease_token=token)
+
+
+def _lost_lease(message_id: int, outcome: str) -> str:
+    log.warning("message %s %s not recorded: its lease was lost to another sender", message_id, outcome)
+    return "stale"
+
+
+def save_progress(message_id: int, token: str, remote_id: str) -> bool:
     """Record partial progress (e.g. packets already handed to the Hive) without ending the lease."""
-    Message.objects.filter(id=message_id).update(remote_id=remote_id[:255])
+    return bool(_held(message_id, token).update(remote_id=remote_id[:255]))
 
 
-def mark_sent(message_id: int, remote_id: str) -> None:
-    mark_sent_many([(message_id, remote_id)])
+def renew_lease(ids: list[int], token: str, policy: RetryPolicy = DEFAULT_POLICY) -> set[int]:
+    """Extend the lease of those of ``ids`` this claim still holds; returns their ids (the rest were lost)."""
+    if not ids:
+        return set()
+    held = Message.objects.filter(id__in=ids, status=Message.Status.SENDING, lease_token=token)
+    held.update(lease_until=timezone.now() + policy.lease)
+    return set(held.values_list("id", flat=True))
 
 
-def mark_sent_many(sent: list[tuple[int, str]]) -> None:
-    """Record ``(message id, remote id)`` pairs as sent, in one transaction (one statement, many rows)."""
+def mark_sent(message_id: int, token: str, remote_id: str) -> str:
+    return "sent" if mark_sent_many(token, [(message_id, remote_id)]) else _lost_lease(message_id, "sent")
+
+
+def mark_sent_many(token: str, sent: list[tuple[int, str]]) -> int:
+    """Record ``(message id, remote id)`` pairs of the claim ``token`` as sent, in one transaction (one
+    statement, many rows). Rows whose lease was lost are left alone. Returns how many were recorded."""
     if not sent:
-        return
+        return 0
     now = timezone.now()
     stamp = connection.ops.adapt_datetimefield_value(now)
     table = connection.ops.quote_name(Message._meta.db_table)
     sql = (
         f"UPDATE {table} SET status = %s, remote_id = %s, sent_at = %s, updated_at = %s, "
-        "lease_until = NULL, next_attempt_at = NULL, last_error = '' WHERE id = %s"
+        "lease_until = NULL, next_attempt_at = NULL, last_error = '' "
+        "WHERE id = %s AND status = %s AND lease_token = %s"
     )
+    sending = Message.Status.SENDING.value
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(sql, [(Message.Status.SENT.value, rid[:255], stamp, stamp, mid) for mid, rid in sent])
+        cursor.executemany(
+            sql, [(Message.Status.SENT.value, rid[:255], stamp, stamp, mid, sending, token) for mid, rid in sent]
+        )
+        recorded = set(
+            Message.objects.filter(
+                id__in=[mid for mid, _ in sent], status=Message.Status.SENT, lease_token=token
+            ).values_list("id", flat=True)
+        )
     for message_id, remote_id in sent:
-        log.info("message %s sent remote_id=%s", message_id, remote_id)
+        if message_id in recorded:
+            log.info("message %s sent remote_id=%s", message_id, remote_id)
+        else:
+            _lost_lease(message_id, "sent")
+    return len(recorded)
 
 
 def _history(row: Message, error: str, now: datetime) -> list:
@@ -276,41 +310,49 @@ def _history(row: Message, error: str, now: datetime) -> list:
 
 def mark_retry(
     message_id: int,
+    token: str,
     error: str,
     *,
     retry_after: float | None = None,
     policy: RetryPolicy = DEFAULT_POLICY,
     now: datetime | None = None,
 ) -> str:
-    """A temporary failure: back off and try again, or dead when out of attempts/age. Returns the new status."""
+    """A temporary failure: back off and try again, or dead when out of attempts/age. Returns the new status
+    (``stale`` when the lease was lost: the sender that holds it now records the outcome)."""
     now = now or timezone.now()
-    row = Message.objects.get(id=message_id)
+    row = _held(message_id, token).only("attempts", "created_at", "error_history").first()
+    if row is None:
+        return _lost_lease(message_id, "failed")
     too_old = now - row.created_at > policy.max_age
     if row.attempts >= policy.max_attempts or too_old:
         why = "too old" if too_old else f"{row.attempts} attempts"
-        return mark_dead(message_id, f"gave up after {why}: {error}", now=now)
+        return mark_dead(message_id, token, f"gave up after {why}: {error}", now=now)
     delay = max(policy.delay(row.attempts), retry_after or 0.0)
-    Message.objects.filter(id=message_id).update(
+    updated = _held(message_id, token).update(
         status=Message.Status.FAILED,
         last_error=error[:2000],
         error_history=_history(row, error, now),
         next_attempt_at=now + timedelta(seconds=delay),
         lease_until=None,
     )
+    if not updated:
+        return _lost_lease(message_id, "failed")
     log.info("message %s failed attempt=%s retry_in=%.1fs error=%s", message_id, row.attempts, delay, error[:200])
     return Message.Status.FAILED
 
 
-def mark_dead(message_id: int, error: str, now: datetime | None = None) -> str:
+def mark_dead(message_id: int, token: str, error: str, now: datetime | None = None) -> str:
     now = now or timezone.now()
-    row = Message.objects.get(id=message_id)
-    Message.objects.filter(id=message_id).update(
+    row = _held(message_id, token).only("attempts", "error_history").first()
+    updated = row is not None and _held(message_id, token).update(
         status=Message.Status.DEAD,
         last_error=error[:2000],
         error_history=_history(row, error, now),
         lease_until=None,
         next_attempt_at=None,
     )
+    if not updated:
+        return _lost_lease(message_id, "dead")
     log.warning("message %s dead error=%s", message_id, error[:200])
     return Message.Status.DEAD
 

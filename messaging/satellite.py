@@ -57,7 +57,7 @@ class SatelliteBase(SenderBase):
 
     def send(self, row) -> str:
         """Send each packet once; progress is saved so a retry resumes after the last packet sent."""
-        from .errors import PermanentDeliveryError
+        from .errors import LeaseLost, PermanentDeliveryError
         from .outbox import save_progress
 
         if row.device is None or not row.device.is_active:
@@ -72,8 +72,8 @@ class SatelliteBase(SenderBase):
                 data_b64=data,
             )
             sent.append(str(packet_id))
-            if len(sent) < len(packets):
-                save_progress(row.id, ",".join(sent))
+            if len(sent) < len(packets) and not save_progress(row.id, row.lease_token, ",".join(sent)):
+                raise LeaseLost(f"message {row.id}: lease lost after packet {len(sent)} of {len(packets)}")
         return ",".join(sent)
 
 

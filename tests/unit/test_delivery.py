@@ -106,3 +106,54 @@ def test_drain_drops_the_queue_it_has_not_claimed(make_user):
     shell = asyncio.run(scenario())
     assert shell.base.sent == [], "nothing claimed after the drain"
     assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {"received"}
+
+
+class SlowRemote(RecordingSender):
+    """A remote that takes ``seconds`` per send (it stands for a slow relay or API, not a wait for sync)."""
+
+    def __init__(self, seconds: float, policy):
+        super().__init__(Config(), outcome=None)
+        self.policy = policy
+        self.seconds = seconds
+
+    def send(self, row) -> str:
+        import time
+
+        time.sleep(self.seconds)
+        return super().send(row)
+
+
+def test_a_slow_remote_never_gets_a_message_twice(make_user):
+    """Sends take 1.5 s each against a 2.5 s lease: a batch of four outlives the first lease several times
+    over, while a second sender sweeps as fast as it can. Each message goes out exactly once and ends sent."""
+    from datetime import timedelta
+
+    from messaging.outbox import RetryPolicy
+
+    policy = RetryPolicy(lease=timedelta(seconds=2.5))
+    user = make_user()
+    ids = [store(user, f"slow{n}") for n in range(4)]
+    first, second = SlowRemote(1.5, policy), SlowRemote(1.5, policy)
+    done = threading.Event()
+
+    def sweep_meanwhile():
+        from django.db import connection
+
+        try:
+            while not done.is_set():
+                second.deliver_many(ids)
+                done.wait(0.1)
+        finally:
+            connection.close()
+
+    sweeper = threading.Thread(target=sweep_meanwhile)
+    sweeper.start()
+    try:
+        outcomes = first.deliver_many(ids)
+    finally:
+        done.set()
+        sweeper.join()
+    sent = [mid for _, mid in first.sent + second.sent]
+    assert sorted(sent) == sorted(ids), f"each message sent exactly once, got {sent}"
+    assert outcomes == dict.fromkeys(ids, "sent")
+    assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {"sent"}

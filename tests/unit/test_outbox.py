@@ -62,8 +62,8 @@ def test_claim_is_exclusive_until_the_lease_runs_out(make_user):
 
 def test_sent_is_final(make_user):
     rec = stored(make_user)
-    outbox.claim(rec.message_id)
-    outbox.mark_sent(rec.message_id, "pkt-1")
+    row = outbox.claim(rec.message_id)
+    outbox.mark_sent(rec.message_id, row.lease_token, "pkt-1")
     row = Message.objects.get(id=rec.message_id)
     assert (row.status, row.remote_id) == ("sent", "pkt-1") and row.sent_at
     assert outbox.claim(rec.message_id, now=timezone.now() + timedelta(days=1)) is None
@@ -74,14 +74,19 @@ def test_retry_backs_off_then_dies_after_max_attempts(make_user):
     rec = stored(make_user)
     now = timezone.now()
     for attempt in (1, 2):
-        assert outbox.claim(rec.message_id, policy, now=now) is not None
-        assert outbox.mark_retry(rec.message_id, f"boom {attempt}", policy=policy, now=now) == "failed"
+        claimed = outbox.claim(rec.message_id, policy, now=now)
+        assert claimed is not None
+        assert (
+            outbox.mark_retry(rec.message_id, claimed.lease_token, f"boom {attempt}", policy=policy, now=now)
+            == "failed"
+        )
         row = Message.objects.get(id=rec.message_id)
         assert row.next_attempt_at > now, "not due again immediately"
         assert outbox.claim(rec.message_id, policy, now=now) is None
         now = row.next_attempt_at
-    assert outbox.claim(rec.message_id, policy, now=now) is not None
-    assert outbox.mark_retry(rec.message_id, "boom 3", policy=policy, now=now) == "dead"
+    claimed = outbox.claim(rec.message_id, policy, now=now)
+    assert claimed is not None
+    assert outbox.mark_retry(rec.message_id, claimed.lease_token, "boom 3", policy=policy, now=now) == "dead"
     row = Message.objects.get(id=rec.message_id)
     assert row.status == "dead" and "3 attempts" in row.last_error
     assert [h["error"] for h in row.error_history] == ["boom 1", "boom 2", row.last_error]
@@ -89,9 +94,9 @@ def test_retry_backs_off_then_dies_after_max_attempts(make_user):
 
 def test_retry_after_is_honoured(make_user):
     rec = stored(make_user)
-    outbox.claim(rec.message_id)
+    claimed = outbox.claim(rec.message_id)
     now = timezone.now()
-    outbox.mark_retry(rec.message_id, "429", retry_after=600, now=now)
+    outbox.mark_retry(rec.message_id, claimed.lease_token, "429", retry_after=600, now=now)
     assert Message.objects.get(id=rec.message_id).next_attempt_at >= now + timedelta(seconds=600)
 
 
@@ -167,8 +172,36 @@ def test_claim_many_returns_exactly_what_it_won(make_user):
 def test_mark_sent_many_records_each_remote_id(make_user):
     user = make_user()
     ids = [r.message_id for r in outbox.record_many([to_record(user, f"s{n}") for n in range(3)])]
-    outbox.claim_many(ids)
-    outbox.mark_sent_many([(ids[0], "p-1"), (ids[2], "p-3,p-4")])
+    token = outbox.claim_many(ids)[0].lease_token
+    outbox.mark_sent_many(token, [(ids[0], "p-1"), (ids[2], "p-3,p-4")])
     rows = {m.id: m for m in Message.objects.filter(id__in=ids)}
     assert [(rows[i].status, rows[i].remote_id) for i in ids] == [("sent", "p-1"), ("sending", ""), ("sent", "p-3,p-4")]
     assert rows[ids[0]].sent_at and rows[ids[0]].lease_until is None
+
+
+def test_a_stale_sender_changes_nothing_once_its_lease_was_lost(make_user):
+    """Every state change is fenced on the lease token: the sender whose lease ran out cannot turn a message
+    another sender re-claimed (and sent) back to failed or dead, nor record its own send or progress."""
+    rec = stored(make_user)
+    stale = outbox.claim(rec.message_id)
+    later = timezone.now() + RetryPolicy().lease + timedelta(seconds=1)
+    fresh = outbox.claim(rec.message_id, now=later)
+    assert fresh is not None and fresh.lease_token != stale.lease_token
+    assert outbox.save_progress(rec.message_id, stale.lease_token, "p-stale") is False
+    outbox.mark_sent(rec.message_id, fresh.lease_token, "p-fresh")
+    assert outbox.mark_retry(rec.message_id, stale.lease_token, "timeout") == "stale"
+    assert outbox.mark_dead(rec.message_id, stale.lease_token, "refused") == "stale"
+    assert outbox.mark_sent(rec.message_id, stale.lease_token, "p-stale") == "stale"
+    row = Message.objects.get(id=rec.message_id)
+    assert (row.status, row.remote_id, row.last_error) == ("sent", "p-fresh", "")
+
+
+def test_renew_lease_extends_only_what_the_claim_still_holds(make_user):
+    user = make_user()
+    ids = [r.message_id for r in outbox.record_many([to_record(user, f"r{n}") for n in range(2)])]
+    policy = RetryPolicy(lease=timedelta(seconds=5))
+    token = outbox.claim_many(ids, policy)[0].lease_token
+    other = outbox.claim(ids[1], policy, now=timezone.now() + timedelta(seconds=6))
+    assert other is not None
+    assert outbox.renew_lease(ids, token, policy) == {ids[0]}
+    assert Message.objects.get(id=ids[0]).lease_until > timezone.now() + timedelta(seconds=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -86,11 +87,13 @@ def test_satellite_resumes_after_a_partial_send(hive, make_user):
     mid = stored(user, direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL, text="word " * 100)
     sender = satellite(hive)
     first_packets = sender.packets_for(Message.objects.get(id=mid))
-    # an earlier attempt got the first packet out, recorded it, then died
+    # an earlier attempt got the first packet out, recorded it, then died (its lease ran out)
+    earlier = outbox.claim(mid)
     sender.hive.send(
         device_type=1, device_id=user.devices.get().device_id, user_application_id=65002, data_b64=first_packets[0]
     )
-    outbox.save_progress(mid, str(hive.to_device()[0]["packetId"]))
+    assert outbox.save_progress(mid, earlier.lease_token, str(hive.to_device()[0]["packetId"]))
+    Message.objects.filter(id=mid).update(lease_until=timezone.now() - timedelta(seconds=1))
     assert sender.deliver(mid) == "sent"
     sent = hive.to_device(user.devices.get().device_id)
     assert [p["data"] for p in sent] == first_packets, "no packet twice, none missing, in order"
