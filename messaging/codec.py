@@ -24,7 +24,8 @@ from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from messaging.pb.MessageDataPB_pb2 import MessageDataPB
-from messaging.types import CombinedMessage, Direction, Protocol
+from messaging.types import CombinedMessage, Direction, Protocol, storable_text
+from messaging.types import utf8_text as clean_text
 
 WIRE_VERSION = 1
 SWARM_PACKET_LIMIT = 192
@@ -136,7 +137,7 @@ def decode_hive_packet(
         protocol = Protocol(message.protocol)
         if protocol not in DELIVERABLE_PROTOCOLS:
             raise UnknownProtocol(f"message[{index}] has protocol {protocol.name}", packet_id=packet_id)
-        recipient = _as_text(message.to).strip()
+        recipient = storable_text(_as_text(message.to)).strip()
         if not recipient:
             raise EmptyRecipient(f"message[{index}] has an empty 'to'", packet_id=packet_id)
         out.append(
@@ -156,15 +157,6 @@ def decode_hive_packet(
 
 
 # --------------------------------------------------------------------------- encoding
-
-
-def clean_text(text: str) -> str:
-    """Make ``text`` encodable as UTF-8: join surrogate pairs, replace lone surrogates with U+FFFD."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _packet(text: str, to: str, protocol: Protocol, *, from_device: bool) -> bytes:

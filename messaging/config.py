@@ -45,6 +45,7 @@ class Config:
     smtp_listen_port: int = 2525
     smtp_max_message_size: int = 1_048_576
     smtp_store_timeout: float = 20.0
+    smtp_max_recipients: int = 20  # distinct mailboxes per SMTP transaction; more get 452 4.5.3 (sent again later)
     user_cache_seconds: float = 5.0  # how long a user actor may accept on looked-up user/device facts
     # Email out
     email_relay_host: str = ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -141,6 +142,34 @@ class HivePacket:
             return None
 
 
+@dataclass(frozen=True)
+class MalformedPacket:
+    """An item of a Hive answer that is not a packet we can read: its raw JSON, why, and its packet id when
+    that at least is readable (then it can be acked)."""
+
+    packet_id: int | None
+    device_id: int | None
+    raw: str
+    reason: str
+
+    @classmethod
+    def of(cls, item: Any, reason: str) -> MalformedPacket:
+        ids = {}
+        for key in ("packetId", "deviceId"):
+            try:
+                ids[key] = _as_int(key, item.get(key)) if isinstance(item, dict) else None
+            except ValueError:
+                ids[key] = None
+        raw = json.dumps(item, sort_keys=True, ensure_ascii=True, default=str)[:20_000]
+        return cls(packet_id=ids["packetId"], device_id=ids["deviceId"], raw=raw, reason=reason)
+
+    def key(self) -> str:
+        """The dead letter's idempotency key: the packet's, or a digest of the item when it has no usable id."""
+        if self.packet_id is not None:
+            return f"hive:{self.packet_id}"
+        return "hive-malformed:" + hashlib.sha256(self.raw.encode()).hexdigest()
+
+
 def hive_error_message(text: str) -> str:
     """The human-readable reason from a Hive error body (JSON ``message``/``error`` or raw text)."""
     try:
@@ -228,18 +257,24 @@ class HiveClient:
             self._login_locked()
 
     def fetch(self, count: int = 100) -> list[HivePacket]:
-        """Device->cloud packets not yet acked (at most ``count``); malformed ones are logged and skipped."""
+        """Device->cloud packets not yet acked (at most ``count``); malformed ones are left out (see fetch_batch)."""
+        return self.fetch_batch(count)[0]
+
+    def fetch_batch(self, count: int = 100) -> tuple[list[HivePacket], list[MalformedPacket]]:
+        """Device->cloud packets not yet acked (at most ``count``), and the items among them that are not
+        packets we can read (kept, so the caller can store them as dead letters and ack them)."""
         resp = self._call("fetch", "GET", "/api/v1/messages", params={"count": count, "status": STATUS_NEW})
         items = _json_body(resp, "fetch")
         if not isinstance(items, list):
             raise TemporaryDeliveryError(f"hive fetch: expected a JSON list, got {type(items).__name__}")
-        packets = []
+        packets, malformed = [], []
         for item in items:
             try:
                 packet = HivePacket.from_json(item)
             except ValueError as exc:
-                packet_id = item.get("packetId") if isinstance(item, dict) else None
-                logger.error("hive packet malformed, skipped packet_id=%s: %s", packet_id, exc)
+                bad = MalformedPacket.of(item, str(exc))
+                logger.error("hive packet malformed packet_id=%s: %s", bad.packet_id, exc)
+                malformed.append(bad)
                 continue
             logger.debug(
                 "hive packet fetched packet_id=%d message_id=%d device_id=%d len=%d",
@@ -249,7 +284,7 @@ class HiveClient:
                 packet.len,
             )
             packets.append(packet)
-        return packets
+        return packets, malformed
 
     def ack(self, packet_id: int) -> None:
         """Acknowledge a fetched packet so the Hive stops returning it."""

@@ -6,11 +6,12 @@ packet is stored as a dead letter because it can never be decoded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from .batching import CallBatcher
 from .codec import PacketDecodeError, decode_hive_packet
-from .hive import HivePacket
+from .hive import HivePacket, MalformedPacket
 from .pool import NamedPool
 
 log = logging.getLogger("messaging.intake")
@@ -58,6 +59,32 @@ async def intake_device_packets(
             message.idempotency_key,
         )
     return safe
+
+
+async def dead_letter_malformed(items: list[MalformedPacket], users: NamedPool, *, timeout: float = 20.0) -> list[int]:
+    """Store Hive items that are not readable packets as dead letters, each on its own (one failing never
+    holds back another). Returns the packet ids now safe to ack (items without a usable id cannot be acked:
+    the Hive shows them again, and storing them again stores nothing new)."""
+
+    async def store(item: MalformedPacket) -> int | None:
+        try:
+            await users.acall(
+                users.index_for(item.key()),
+                "dead_letter",
+                item.key(),
+                f"device:{item.device_id}" if item.device_id is not None else "hive",
+                item.raw,
+                f"malformed Hive item: {item.reason}",
+                item.device_id,
+                timeout=timeout,
+            )
+        except Exception as exc:  # stays at the Hive for the next poll
+            log.warning("malformed packet %s not stored: %s: %s", item.packet_id, type(exc).__name__, exc)
+            return None
+        return item.packet_id
+
+    stored = await asyncio.gather(*(store(item) for item in items))
+    return [packet_id for packet_id in stored if packet_id is not None]
 
 
 def by_device(packets: list[HivePacket]) -> dict[int, list[HivePacket]]:

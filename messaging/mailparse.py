@@ -18,6 +18,8 @@ from email.utils import parseaddr
 import html2text
 from mailparser_reply.parser import EmailMessage as ReplyMessage
 
+# What a mailbox name (a user's username) may look like; web.accounts validates usernames with it too.
+MAILBOX_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 REPLY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl")
 MAX_LISTED_ATTACHMENTS = 3
 MAX_ATTACHMENT_NAME = 40

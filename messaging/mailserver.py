@@ -18,9 +18,11 @@ import ray
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .batching import CallBatcher
+from .codec import SWARM_PACKET_LIMIT
 from .config import Config
-from .mailparse import device_text, mailbox_username, parse_inbound
+from .mailparse import MAILBOX_NAME, device_text, mailbox_username, parse_inbound
 from .pool import NamedPool
+from .redact import mask_email
 from .routing import SMTP_REPLIES, Verdict
 from .types import CombinedMessage, Direction, Protocol
 
@@ -36,10 +38,44 @@ def reply_for(verdict: Verdict) -> str:
     return f"{code} {text}"
 
 
-def idempotency_key(raw: bytes, message_id: str, rcpt: str) -> str:
-    """``smtp:<Message-ID or digest>:<rcpt>``: a retried delivery of the same mail stores nothing new."""
-    ident = message_id.strip() or "sha256:" + hashlib.sha256(raw).hexdigest()
-    return f"smtp:{ident}:{rcpt.lower()}"[:255]
+def temporary_reply(verdict: Verdict) -> str:
+    """The reply for a recipient whose copy was not stored: its verdict's own 4xx, else a plain 451."""
+    code, _ = SMTP_REPLIES.get(verdict, (451, ""))
+    return reply_for(verdict) if 400 <= code < 500 else TEMPFAIL
+
+
+MESSAGE_ID_IN_KEY = 128  # longer Message-IDs are hashed into the key (the column holds 255 characters)
+KEY_LENGTH = 255
+
+
+def idempotency_key(raw: bytes, message_id: str, mailbox: str) -> str:
+    """``smtp:<Message-ID or digest>:<mailbox>``: a retried delivery of the same mail to the same mailbox stores
+    nothing new. ``mailbox`` is the resolved one (``username@domain``: tags and case removed). Nothing is ever
+    cut off: a long Message-ID, or a whole key too long for the column, is hashed, so two different
+    (message, mailbox) pairs never share a key."""
+    ident = message_id.strip()
+    if not ident:
+        ident = "sha256:" + hashlib.sha256(raw).hexdigest()
+    elif len(ident) > MESSAGE_ID_IN_KEY:
+        ident = "sha256:" + _digest(ident)
+    key = f"smtp:{ident}:{mailbox.lower()}"
+    return key if len(key) <= KEY_LENGTH else "smtp:sha256:" + _digest(key)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def store_limit(max_packets: int) -> int:
+    """How much of a mail's text is worth storing: what at most ``max_packets`` packets carry to a device
+    (the codec trims anything longer anyway), not the whole body of a 1 MB mail."""
+    return max_packets * SWARM_PACKET_LIMIT
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes, on a character boundary."""
+    data = text.encode("utf-8", "surrogatepass")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
 
 
 class MailHandler:
@@ -67,9 +103,23 @@ class MailHandler:
             self._recipients_ok.clear()
         self._recipients_ok[(address, sender)] = self.clock()
 
+    def _mailbox(self, address: str) -> str | None:
+        """The resolved mailbox (``username@domain``) of a recipient of ours, else None."""
+        username = mailbox_username(address, self.config.email_domain)
+        return f"{username}@{self.config.email_domain}".lower() if username else None
+
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options) -> str:
-        if mailbox_username(address, self.config.email_domain) is None:
+        mailbox = self._mailbox(address)
+        if mailbox is None:
             return "550 5.7.1 Relaying denied: we only accept mail for our own domain"
+        if not MAILBOX_NAME.fullmatch(mailbox.partition("@")[0]):
+            return reply_for(Verdict.UNKNOWN_RECIPIENT)  # no mailbox of ours can have that name
+        # One copy per mailbox: demo+1@, DEMO@ and demo@ are one device, and each copy costs packets.
+        taken = {self._mailbox(rcpt) for rcpt in envelope.rcpt_tos}
+        if mailbox in taken:
+            return "250 2.1.5 OK (already a recipient)"
+        if len(taken) >= self.config.smtp_max_recipients:
+            return "452 4.5.3 Too many recipients; send the rest in another transaction"
         rcpt, sender = address.lower(), (envelope.mail_from or "").lower()
         if not self._known_good(rcpt, sender):
             try:
@@ -81,7 +131,7 @@ class MailHandler:
                     timeout=self.config.smtp_store_timeout,
                 )
             except Exception as exc:  # pool down, or the lookup failed (e.g. the database): a temporary answer
-                log.warning("RCPT %s: lookup failed: %s: %s", address, type(exc).__name__, exc)
+                log.warning("RCPT %s: lookup failed: %s: %s", mask_email(address), type(exc).__name__, exc)
                 return "451 4.3.0 Temporary failure looking up the mailbox, please try again later"
             if verdict is not Verdict.ACCEPT:
                 return reply_for(verdict)
@@ -97,27 +147,31 @@ class MailHandler:
         try:
             mail = parse_inbound(raw)
             sender = mail.sender or (envelope.mail_from or "").lower()
-            text = device_text(mail)
+            text = clip(device_text(mail), store_limit(self.config.max_packets))
             messages = [
                 CombinedMessage(
                     direction=Direction.TO_DEVICE,
                     protocol=Protocol.EMAIL,
                     sender=sender,
-                    recipient=rcpt.lower(),
+                    recipient=mailbox,
                     text=text,
                     subject=mail.subject,
-                    idempotency_key=idempotency_key(raw, mail.message_id, rcpt),
+                    idempotency_key=idempotency_key(raw, mail.message_id, mailbox),
                     external_id=mail.message_id,
                 )
-                for rcpt in envelope.rcpt_tos
+                for mailbox in dict.fromkeys(self._mailbox(rcpt) or rcpt.lower() for rcpt in envelope.rcpt_tos)
             ]
             try:
                 results = await asyncio.gather(
                     *(self.store.submit(self.users.index_for(m.routing_key()), m) for m in messages)
                 )
             except Exception as exc:  # not stored (pool down, database trouble): the sender must retry
-                log.warning("DATA from %s: not stored (%s: %s): answering 451", sender, type(exc).__name__, exc)
+                why = f"{type(exc).__name__}: {exc}"
+                log.warning("DATA from %s: not stored (%s): answering 451", mask_email(sender), why)
                 return TEMPFAIL
+            unstored = [r for r in results if not r.stored]
+            if unstored:  # e.g. a rate limit: the sender tries again later (the stored copies dedupe by key)
+                return temporary_reply(unstored[0].verdict)
             accepted = [r for r in results if r.verdict is Verdict.ACCEPT]
             if not accepted:  # every recipient refused it at DATA time (blocked sender, quota)
                 return reply_for(results[0].verdict)

@@ -7,22 +7,25 @@ messages that are due, or whose lease ran out because their sender died mid-send
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from web.delivery.models import Message
 
+from .redact import mask_key
 from .types import CombinedMessage, Direction, Protocol
 
 log = logging.getLogger("messaging.outbox")
 
+KEY_LENGTH = Message._meta.get_field("idempotency_key").max_length
 PROTOCOL_NAMES = {Protocol.EMAIL: Message.Protocol.EMAIL, Protocol.SMS: Message.Protocol.SMS}
 DUE_STATUSES = (Message.Status.RECEIVED, Message.Status.QUEUED, Message.Status.FAILED)
 
@@ -97,7 +100,7 @@ def record(
     except IntegrityError:  # another actor stored the same key just now
         row = Message.objects.get(idempotency_key=msg.idempotency_key)
         return Recorded(row.id, row.status, created=False)
-    log.info("message %s %s key=%s %s", row.id, status, msg.idempotency_key, reason)
+    log.info("message %s %s key=%s %s", row.id, status, mask_key(msg.idempotency_key), reason)
     return Recorded(row.id, status, created=True, reason=reason)
 
 
@@ -137,9 +140,10 @@ def record_many(items: list[ToRecord]) -> list[Recorded]:
             Message.objects.bulk_create(list(fresh.values()))
     except IntegrityError:
         log.info("batch of %d raced another writer on a key; recording one by one", len(items))
-        return [
-            record(i.msg, user_id=i.user_id, device_id=i.device_id, accepted=i.accepted, reason=i.reason) for i in items
-        ]
+        return [_record_one(item) for item in items]
+    except ITEM_ERRORS as exc:  # one item the database refuses must not fail its neighbours
+        log.warning("batch of %d not stored (%s); recording one by one", len(items), type(exc).__name__)
+        return [_record_one(item) for item in items]
     results = []
     for item in items:
         key = item.msg.idempotency_key
@@ -148,9 +152,42 @@ def record_many(items: list[ToRecord]) -> list[Recorded]:
             continue
         row = fresh[key]
         known[key] = Recorded(row.id, row.status, created=False)
-        log.info("message %s %s key=%s %s", row.id, row.status, key, item.reason)
+        log.info("message %s %s key=%s %s", row.id, row.status, mask_key(key), item.reason)
         results.append(Recorded(row.id, row.status, created=True, reason=item.reason))
     return results
+
+
+# What one item's data can make a write raise (a value the column or the driver refuses). Anything else - the
+# database away, locked, out of connections - is the database's trouble: it is raised, and the caller answers
+# "try again later".
+ITEM_ERRORS = (DataError, ValueError)
+
+
+def _record_one(item: ToRecord) -> Recorded:
+    """``record`` for one item of a batch; an item that cannot be stored as it is becomes a dead letter."""
+    try:
+        return record(
+            item.msg, user_id=item.user_id, device_id=item.device_id, accepted=item.accepted, reason=item.reason
+        )
+    except ITEM_ERRORS as exc:
+        msg = item.msg
+        return record_dead_letter(
+            _fits_key(msg.idempotency_key),
+            sender=msg.sender,
+            raw=msg.text,
+            reason=f"could not be stored: {type(exc).__name__}: {str(exc)[:300]}",
+            device_id=item.device_id,
+            user_id=item.user_id,
+            direction=msg.direction,
+            protocol=msg.protocol,
+        )
+
+
+def _fits_key(key: str) -> str:
+    """The key as stored: itself when it fits the column, else a digest of it (stable, so a retry finds it)."""
+    if len(key) <= KEY_LENGTH and key.isascii():
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _new_row(item: ToRecord) -> Message:
@@ -166,33 +203,52 @@ def _new_row(item: ToRecord) -> Message:
     )
 
 
-def record_dead_letter(key: str, *, sender: str, raw: str, reason: str, device_id: int | None = None) -> Recorded:
-    """Store input that can never be delivered (e.g. an undecodable Hive packet), so it can be acked."""
-    msg = CombinedMessage(
-        direction=Direction.FROM_DEVICE,
-        protocol=Protocol.UNKNOWN,
-        sender=sender,
-        recipient="",
-        text=raw,
-        idempotency_key=key,
-    )
+def record_dead_letter(
+    key: str,
+    *,
+    sender: str,
+    raw: str,
+    reason: str,
+    device_id: int | None = None,
+    user_id: int | None = None,
+    direction: Direction = Direction.FROM_DEVICE,
+    protocol: Protocol = Protocol.UNKNOWN,
+) -> Recorded:
+    """Store input that can never be delivered (an undecodable Hive packet, text the database refuses), so its
+    source can be acknowledged. Everything is stored in a form any database takes (ASCII escapes)."""
+    key = _fits_key(key)
     existing = Message.objects.filter(idempotency_key=key).values("id", "status").first()
     if existing:
         return Recorded(existing["id"], existing["status"], created=False)
+    safe = CombinedMessage(
+        direction=direction,
+        protocol=protocol,
+        sender=_ascii(sender, 320),
+        recipient="",
+        text=raw if raw.isascii() and "\x00" not in raw else _ascii(raw, 20_000),
+        idempotency_key=key,
+    )
     try:
         row = Message.objects.create(
             idempotency_key=key,
             device_id=device_id,
+            user_id=user_id,
             status=Message.Status.DEAD,
-            last_error=reason,
-            error_history=[{"at": timezone.now().isoformat(), "error": reason}],
-            **_row_fields(msg),
+            last_error=_ascii(reason, 2000),
+            error_history=[{"at": timezone.now().isoformat(), "error": _ascii(reason, 500)}],
+            **_row_fields(safe),
         )
     except IntegrityError:
         row = Message.objects.get(idempotency_key=key)
         return Recorded(row.id, row.status, created=False)
-    log.warning("message %s dead key=%s %s", row.id, key, reason)
+    log.warning("message %s dead key=%s %s", row.id, mask_key(key), reason)
     return Recorded(row.id, row.status, created=True, reason=reason)
+
+
+def _ascii(text: str, limit: int) -> str:
+    """``text`` with everything outside printable ASCII escaped (``\\x00``, ``\\udcff``), cut to ``limit``."""
+    escaped = text if text.isascii() and text.isprintable() else text.encode("ascii", "backslashreplace").decode()
+    return escaped.replace("\x00", "\\x00")[:limit]
 
 
 def claim(message_id: int, policy: RetryPolicy = DEFAULT_POLICY, now: datetime | None = None) -> Message | None:

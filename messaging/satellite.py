@@ -17,7 +17,7 @@ from .batching import CallBatcher
 from .config import Config
 from .delivery import SenderBase, SenderShell
 from .hive import HiveClient
-from .intake import by_device, intake_device_packets
+from .intake import by_device, dead_letter_malformed, intake_device_packets
 from .pool import NamedPool
 from .types import Protocol
 
@@ -114,26 +114,34 @@ class SatelliteActor(SenderShell):
 
     async def _poll_batch(self) -> int:
         """One batch: this member's share of the pending packets, stored (each device's in order), then acked."""
-        packets = await asyncio.to_thread(self.base.hive.fetch, self.config.swarm_poll_count)
-        self.full_batch = len(packets) >= self.config.swarm_poll_count
+        packets, malformed = await asyncio.to_thread(self.base.hive.fetch_batch, self.config.swarm_poll_count)
+        self.full_batch = len(packets) + len(malformed) >= self.config.swarm_poll_count
         now = time.monotonic()
-        self._first_seen = {p.packet_id: self._first_seen.get(p.packet_id, now) for p in packets}
-        share = [
-            p
-            for p in packets
-            if takes_packet(p.packet_id, self.index, self.config.pool_size, now - self._first_seen[p.packet_id])
-        ]
+        ids = [p.packet_id for p in packets] + [m.packet_id for m in malformed if m.packet_id is not None]
+        self._first_seen = {i: self._first_seen.get(i, now) for i in ids}
+
+        def mine(packet_id: int | None) -> bool:
+            if packet_id is None:  # no id to share by: the first poller stores it
+                return self.index == 0
+            return takes_packet(packet_id, self.index, self.config.pool_size, now - self._first_seen[packet_id])
+
+        share = [p for p in packets if mine(p.packet_id)]
         groups = list(by_device(share).values())
-        stored = await asyncio.gather(*(self._store(device_packets) for device_packets in groups))
-        acks = [packet for group in stored for packet in group]
+        stored, dead = await asyncio.gather(
+            asyncio.gather(*(self._store(device_packets) for device_packets in groups)),
+            dead_letter_malformed(
+                [m for m in malformed if mine(m.packet_id)], self.users, timeout=self.config.smtp_store_timeout
+            ),
+        )
+        acks = [packet.packet_id for group in stored for packet in group] + dead
         limit = asyncio.Semaphore(ACK_CONCURRENCY)
 
-        async def ack(packet) -> bool:
+        async def ack(packet_id: int) -> bool:
             async with limit:
                 try:
-                    await asyncio.to_thread(self.base.hive.ack, packet.packet_id)
+                    await asyncio.to_thread(self.base.hive.ack, packet_id)
                 except Exception as exc:  # stored already: the next poll sees it again and acks it then
-                    log.warning("packet %s stored but not acked (%s); acking it next poll", packet.packet_id, exc)
+                    log.warning("packet %s stored but not acked (%s); acking it next poll", packet_id, exc)
                     return False
             return True  # (the Hive client logs the ack)
 

@@ -21,6 +21,24 @@ class Direction(enum.StrEnum):
     FROM_DEVICE = "from_device"
 
 
+def utf8_text(value: str) -> str:
+    """``value`` encodable as UTF-8: surrogate pairs joined into their character, lone surrogates (from bytes
+    that were not UTF-8, e.g. an SMTP envelope) replaced with U+FFFD. Well-formed text comes back unchanged."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def storable_text(value: str) -> str:
+    """Text any database stores: UTF-8 (see ``utf8_text``) without NUL (PostgreSQL refuses it in text)."""
+    return utf8_text(value.replace("\x00", "") if "\x00" in value else value)
+
+
+_TEXT_FIELDS = ("sender", "recipient", "text", "idempotency_key", "subject", "external_id")
+
+
 @dataclass(frozen=True)
 class CombinedMessage:
     """A message on its way through the system, in either direction.
@@ -44,6 +62,15 @@ class CombinedMessage:
     subject: str = ""
     external_id: str = ""
     received_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        # Every intake builds one of these, so this is the boundary where text enters: one bad character
+        # must never make the batch it is stored with fail.
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            clean = storable_text(value)
+            if clean is not value:
+                object.__setattr__(self, name, clean)
 
     def routing_key(self) -> str:
         """Key that keeps one user's stream on one user actor (sticky hashing)."""

@@ -19,12 +19,24 @@ from ray import serve
 
 from .batching import CallBatcher
 from .config import Config
-from .hive import HivePacket
-from .intake import by_device, intake_device_packets
+from .hive import HivePacket, MalformedPacket
+from .intake import by_device, dead_letter_malformed, intake_device_packets
 from .pool import NamedPool
 from .smsio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
 
 log = logging.getLogger("messaging.webhooks")
+
+
+def read_packets(payload: object) -> tuple[list[HivePacket], list[MalformedPacket]]:
+    """A push body (one packet object, or a list) as readable packets and the items that are not."""
+    packets, malformed = [], []
+    for item in payload if isinstance(payload, list) else [payload]:
+        try:
+            packets.append(HivePacket.from_json(item))
+        except ValueError as exc:
+            malformed.append(MalformedPacket.of(item, str(exc)))
+    return packets, malformed
+
 
 app = FastAPI(title="Space Beaver webhooks", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -88,10 +100,9 @@ class Webhooks:
             return Response("forbidden", status_code=403, media_type="text/plain")
         try:
             payload = json.loads(await request.body())
-            items = payload if isinstance(payload, list) else [payload]
-            packets = [HivePacket.from_json(item) for item in items]
         except ValueError as exc:
-            return Response(f"bad packet: {exc}", status_code=400, media_type="text/plain")
+            return Response(f"bad request: body is not JSON: {exc}", status_code=400, media_type="text/plain")
+        packets, malformed = read_packets(payload)
         try:
             for group in by_device(packets).values():
                 safe = await intake_device_packets(
@@ -99,7 +110,11 @@ class Webhooks:
                 )
                 if not all(safe):
                     return Response("not stored", status_code=503, media_type="text/plain")
+            dead = await dead_letter_malformed(malformed, self.users, timeout=self.config.smtp_store_timeout)
         except Exception as exc:  # pool down, database trouble: the Hive pushes again
             log.warning("swarm webhook: not stored: %s: %s", type(exc).__name__, exc)
             return Response("temporarily unavailable", status_code=503, media_type="text/plain")
-        return Response(json.dumps({"stored": len(packets)}), status_code=200, media_type="application/json")
+        if len(dead) < sum(1 for m in malformed if m.packet_id is not None):
+            return Response("not stored", status_code=503, media_type="text/plain")
+        answer = {"stored": len(packets), "dead_lettered": len(malformed)}
+        return Response(json.dumps(answer), status_code=200, media_type="application/json")

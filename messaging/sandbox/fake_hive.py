@@ -197,8 +197,27 @@ class FakeHive:
     def device_send(self, device_id: int, data_b64: str, device_type: int = 1, app_id: int = 0) -> Packet:
         """Queue a packet as if device ``device_id`` had sent it; returns its JSON."""
         size = _decoded_len(data_b64)
+        return self._queue(self._packet(device_id, data_b64, size, device_type, app_id))
+
+    def device_send_malformed(self, device_id: int, **fields: Any) -> Packet:
+        """Queue an item as a buggy Hive might list it: a packet of ``device_id`` whose fields are then
+        overridden by ``fields`` (e.g. ``data=12345``); it keeps its fresh ``packetId`` for the ack."""
+        packet = self._packet(device_id, "", 0, 1, 0)
+        packet_id = packet["packetId"]
+        packet.update(fields)
+        return self._queue(packet, key=packet_id)
+
+    def _queue(self, packet: Packet, key: int | None = None) -> Packet:
         with self._cond:
-            packet = {
+            self._packets[packet["packetId"] if key is None else key] = packet
+            if self.push_url:
+                self._push_queue.put(dict(packet))  # under the lock: pushes keep packetId order
+            self._cond.notify_all()
+        return dict(packet)
+
+    def _packet(self, device_id: int, data_b64: Any, size: int, device_type: int, app_id: int) -> Packet:
+        with self._cond:
+            return {
                 "packetId": next(self._packet_ids),
                 "messageId": next(self._message_ids),
                 "deviceType": int(device_type),
@@ -214,11 +233,6 @@ class FakeHive:
                 "status": 0,
                 "hiveRxTime": _now_iso(),
             }
-            self._packets[packet["packetId"]] = packet
-            if self.push_url:
-                self._push_queue.put(dict(packet))  # under the lock: pushes keep packetId order
-            self._cond.notify_all()
-        return dict(packet)
 
     def pending(self) -> list[Packet]:
         """Device->cloud packets not acked yet, oldest first."""

@@ -27,6 +27,22 @@ def test_undecodable_packet_is_dead_lettered_then_acked(e2e, new_user):
     assert row.status == "dead" and "undecodable" in row.last_error and row.device.device_id == device_id
 
 
+def test_malformed_hive_item_is_dead_lettered_and_acked_beside_a_good_packet(e2e, new_user):
+    """An item whose fields cannot be read (``data`` not a string) never holds back its neighbour, and is not
+    fetched again forever: stored as a dead letter with the raw item, then acked."""
+    from web.delivery.models import Message
+
+    user = new_user()
+    device_id = user.devices.get().device_id
+    bad = e2e.box.hive.device_send_malformed(device_id, data=12345)
+    data = encode_from_device([("beside the bad one", Protocol.EMAIL, "friend@example.org")])
+    good = e2e.box.hive.device_send(device_id, base64.b64encode(data).decode())
+    wait_until(lambda: {bad["packetId"], good["packetId"]} <= e2e.box.hive.acked_ids(), what="both acked")
+    dead = Message.objects.get(idempotency_key=f"hive:{bad['packetId']}")
+    assert dead.status == "dead" and "malformed" in dead.last_error and "12345" in dead.text
+    assert Message.objects.get(idempotency_key=f"hive:{good['packetId']}:0").status in ("received", "sending", "sent")
+
+
 def test_two_pollers_store_each_packet_once(e2e, new_user):
     from web.delivery.models import Message
 
@@ -75,6 +91,13 @@ def test_hive_push_webhook(e2e, new_user):
         r = requests.post(url, data=json.dumps(packet), headers=secret, timeout=30)
         assert r.status_code == 200
     assert Message.objects.filter(idempotency_key="hive:88000001:0", user=user).count() == 1
+    # one unreadable item in a push is stored as a dead letter; its neighbour is stored as usual
+    broken = dict(packet, packetId=88000002, data=None)
+    neighbour = dict(packet, packetId=88000003)
+    r = requests.post(url, data=json.dumps([broken, neighbour]), headers=secret, timeout=30)
+    assert r.status_code == 200 and r.json() == {"stored": 1, "dead_lettered": 1}
+    assert Message.objects.get(idempotency_key="hive:88000002").status == "dead"
+    assert Message.objects.filter(idempotency_key="hive:88000003:0", user=user).count() == 1
 
 
 def test_admin_is_served(e2e):

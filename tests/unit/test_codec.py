@@ -28,7 +28,7 @@ from messaging.codec import (
     text_capacity,
 )
 from messaging.pb import MessageDataPB
-from messaging.types import Direction, Protocol
+from messaging.types import Direction, Protocol, storable_text
 
 MARKER = re.compile(r"\((\d+)/(\d+)\) ")
 
@@ -341,5 +341,5 @@ def test_fitting_properties(text: str, to: str, protocol: Protocol, max_packets:
 def test_device_round_trip_properties(entries: list[tuple[str, Protocol, str]]) -> None:
     messages = decode_hive_packet(b64(encode_from_device(entries)), device_id=9, packet_id=1)
     assert [(m.text, m.protocol, m.recipient) for m in messages] == [
-        (clean_text(text), protocol, clean_text(to).strip()) for text, protocol, to in entries
+        (storable_text(text), protocol, storable_text(to).strip()) for text, protocol, to in entries
     ]

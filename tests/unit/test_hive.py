@@ -325,3 +325,21 @@ def test_push_mode_posts_each_packet_with_secret() -> None:
         receiver.shutdown()
         receiver.server_close()
     assert _PushReceiver.received == [("s3cret", first), ("s3cret", second)]
+
+
+def test_malformed_items_are_kept_with_their_ids_for_a_dead_letter(hive: FakeHive, client: HiveClient) -> None:
+    bad = hive.device_send_malformed(42, data=12345)
+    good = hive.device_send(42, "aGk=")
+    packets, malformed = client.fetch_batch()
+    assert [p.packet_id for p in packets] == [good["packetId"]]
+    [item] = malformed
+    assert (item.packet_id, item.device_id, item.key()) == (bad["packetId"], 42, f"hive:{bad['packetId']}")
+    assert "12345" in item.raw and "data" in item.reason
+
+
+def test_an_item_without_a_usable_id_gets_a_stable_digest_key() -> None:
+    from messaging.hive import MalformedPacket
+
+    a, b = MalformedPacket.of({"packetId": "x"}, "bad"), MalformedPacket.of({"packetId": "x"}, "bad")
+    assert a.packet_id is None and a.key() == b.key() and a.key().startswith("hive-malformed:")
+    assert MalformedPacket.of(["not", "an", "object"], "bad").packet_id is None

@@ -51,7 +51,9 @@ def server():
 
     async def serve():
         holder["server"] = await loop.create_server(
-            lambda: DrainableSMTP(handler, data_size_limit=config.smtp_max_message_size, hostname="beaver.test"),
+            lambda: DrainableSMTP(
+                handler, data_size_limit=config.smtp_max_message_size, hostname="beaver.test", enable_SMTPUTF8=True
+            ),
             host="127.0.0.1",
             port=0,
         )
@@ -156,3 +158,99 @@ def test_idempotency_key():
     assert idempotency_key(b"x", "<a@b>", "Bob@X") == "smtp:<a@b>:bob@x"
     assert idempotency_key(b"x", "", "bob@x") != idempotency_key(b"y", "", "bob@x")
     assert idempotency_key(b"x", "", "bob@x") == idempotency_key(b"x", "", "bob@x")
+
+
+def test_idempotency_key_never_cuts_a_long_message_id():
+    long_id = "<" + "x" * 300 + "@example.org>"
+    keys = {idempotency_key(b"x", long_id, mailbox) for mailbox in ("ann@beaver.test", "bob@beaver.test")}
+    assert len(keys) == 2 and all(len(k) <= 255 for k in keys)
+    assert idempotency_key(b"x", long_id, "ann@beaver.test") == idempotency_key(b"y", long_id, "ann@beaver.test")
+    assert len(idempotency_key(b"x", "<a@b>", "a" * 64 + "@" + "d" * 250)) <= 255
+
+
+def test_a_long_message_id_reaches_every_recipient(server, make_user):
+    port, _, _ = server
+    ann, bob = make_user(), make_user()
+    to = f"{ann.username}@beaver.test, {bob.username}@beaver.test"
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        assert s.send_message(mail(to, message_id="<" + "x" * 300 + "@example.org>")) == {}
+    assert Message.objects.filter(user=ann).count() == 1
+    assert Message.objects.filter(user=bob).count() == 1
+
+
+def test_one_copy_per_mailbox_however_it_is_spelled(server, make_user):
+    port, _, _ = server
+    user = make_user()
+    name = user.username
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo()
+        s.mail("amy@example.org")
+        for n in range(60):
+            assert s.rcpt(f"{name}+{n}@beaver.test")[0] == 250
+        assert s.rcpt(f"{name.upper()}@BEAVER.test")[0] == 250
+        assert s.data(mail(f"{name}@beaver.test").as_bytes())[0] == 250
+    assert Message.objects.filter(user=user).count() == 1
+
+
+def test_recipients_past_the_cap_get_452(server, make_user):
+    port, handler, _ = server
+    cap = handler.config.smtp_max_recipients
+    users = [make_user() for _ in range(cap + 1)]
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo()
+        s.mail("amy@example.org")
+        for user in users[:cap]:
+            assert s.rcpt(f"{user.username}@beaver.test")[0] == 250
+        code, text = s.rcpt(f"{users[cap].username}@beaver.test")
+        assert code == 452 and b"4.5.3" in text
+        assert s.data(mail("many@beaver.test").as_bytes())[0] == 250
+    assert Message.objects.count() == cap
+
+
+def test_only_what_a_device_can_receive_is_stored(server, make_user):
+    port, handler, _ = server
+    user = make_user()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.send_message(mail(f"{user.username}@beaver.test", body="word " * 3_000))
+    text = Message.objects.get(user=user).text
+    assert 0 < len(text.encode()) <= handler.config.max_packets * 192
+
+
+def raw_session(port: int, lines: list[bytes]) -> list[bytes]:
+    """Speak SMTP line by line with bytes smtplib would not send; returns each reply's first line."""
+    import socket
+
+    replies = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        replies.append(reader.readline())
+        for line in lines:
+            sock.sendall(line + b"\r\n")
+            reply = reader.readline()
+            while reply[3:4] == b"-":
+                reply = reader.readline()
+            replies.append(reply)
+    return replies
+
+
+def test_undecodable_and_nul_bytes_never_fail_the_mail(server, make_user):
+    """A lone surrogate from a non-UTF-8 MAIL FROM is stored as U+FFFD; a NUL in a recipient is no mailbox."""
+    port, _, _ = server
+    user = make_user()
+    body = f"To: {user.username}@beaver.test\r\nSubject: hi\r\n\r\nSnow.\r\n.".encode()
+    replies = raw_session(
+        port,
+        [
+            b"EHLO client.test",
+            b"MAIL FROM:<\xff@example.org> SMTPUTF8",
+            b"RCPT TO:<de\x00mo@beaver.test>",
+            f"RCPT TO:<{user.username}@beaver.test>".encode(),
+            b"DATA",
+            body,
+            b"QUIT",
+        ],
+    )
+    codes = [r[:3] for r in replies]
+    assert codes[2:7] == [b"250", b"550", b"250", b"354", b"250"], replies
+    row = Message.objects.get(user=user)
+    assert (row.status, row.sender) == ("received", "\ufffd@example.org")

@@ -205,3 +205,42 @@ def test_renew_lease_extends_only_what_the_claim_still_holds(make_user):
     assert other is not None
     assert outbox.renew_lease(ids, token, policy) == {ids[0]}
     assert Message.objects.get(id=ids[0]).lease_until > timezone.now() + timedelta(seconds=4)
+
+
+def test_text_is_made_storable_where_it_enters():
+    msg = CombinedMessage(Direction.TO_DEVICE, Protocol.EMAIL, "\udcff@x.org", "bob@x.test", "a\x00b \ud83d\ude00", "k")
+    assert (msg.sender, msg.text) == ("\ufffd@x.org", "ab \U0001f600")
+    plain = combined()
+    assert plain.text == "hello"
+
+
+def test_nul_in_device_text_is_stored_not_refused(make_user):
+    user = make_user()
+    item = outbox.ToRecord(
+        CombinedMessage(Direction.FROM_DEVICE, Protocol.SMS, "device:1", "+14155550100", "SOS\x00 at camp", "n1"),
+        user_id=user.id,
+        device_id=user.devices.get().id,
+        accepted=True,
+    )
+    [rec] = outbox.record_many([item])
+    assert Message.objects.get(id=rec.message_id).text == "SOS at camp"
+
+
+def test_one_item_the_database_refuses_is_dead_lettered_and_its_neighbours_stored(make_user):
+    """Should an item still carry what the database refuses (here a lone surrogate slipped past the cleaning),
+    the batch is stored item by item: the others are stored as usual, the bad one as a dead letter."""
+    user = make_user()
+    bad = combined("bad")
+    object.__setattr__(bad, "text", "broken \udcff text")
+    batch = [
+        to_record(user, "good1"),
+        outbox.ToRecord(bad, user.id, user.devices.get().id, True),
+        to_record(user, "good2"),
+    ]
+    recs = outbox.record_many(batch)
+    assert all(r.created for r in recs)
+    rows = {r.idempotency_key: r for r in Message.objects.filter(id__in=[r.message_id for r in recs])}
+    assert rows["good1"].status == rows["good2"].status == "received"
+    assert rows["bad"].status == "dead" and "could not be stored" in rows["bad"].last_error
+    assert rows["bad"].text == "broken \\udcff text" and rows["bad"].user_id == user.id
+    assert outbox.record_many(batch)[1].message_id == rows["bad"].id, "a retry finds the dead letter"
