@@ -46,6 +46,11 @@ class Config:
     smtp_max_message_size: int = 1_048_576
     smtp_store_timeout: float = 20.0
     smtp_max_recipients: int = 20  # distinct mailboxes per SMTP transaction; more get 452 4.5.3 (sent again later)
+    smtp_max_sessions: int = 200  # concurrent SMTP sessions per mail server actor; more get 421
+    smtp_max_sessions_per_client: int = 20  # concurrent sessions from one client address; more get 421
+    smtp_idle_timeout: float = 60.0  # seconds a session may wait between commands (aiosmtpd's default is 300)
+    smtp_command_limit: int = 100  # times one command may be sent per session (0: no limit); past it 421
+    smtp_max_mime_parts: int = 500  # a message declaring more MIME parts is refused (554 5.6.0) before parsing
     user_cache_seconds: float = 5.0  # how long a user actor may accept on looked-up user/device facts
     # Email out
     email_relay_host: str = ""

@@ -23,6 +23,7 @@ MAILBOX_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 REPLY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl")
 MAX_LISTED_ATTACHMENTS = 3
 MAX_ATTACHMENT_NAME = 40
+MAX_MIME_DEPTH = 20  # multiparts nested deeper are not read
 PROBE_CHARS = 64_000  # reply headers further down than this are not looked for
 PROBE_LINE = 240  # longer lines are shortened for the reply parser (its regexes backtrack)
 _KEEP = 100
@@ -73,6 +74,20 @@ class InboundMail:
     message_id: str
     dropped_attachments: list[str] = field(default_factory=list)
     reply_to: str = ""
+
+
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+_DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+
+
+def count_mime_parts(raw: bytes) -> int:
+    """An upper bound on the MIME parts of a raw message (delimiter lines of its declared boundaries, closing
+    ones included), found with two regular-expression scans and no parsing, so an oversized tree can be
+    refused before it costs a parse."""
+    boundaries = {a or b for a, b in _BOUNDARY.findall(raw)}
+    if not boundaries:
+        return 1
+    return sum(1 for token in _DELIMITER_LINE.findall(raw) if token in boundaries or token[:-2] in boundaries)
 
 
 def parse_inbound(raw: bytes) -> InboundMail:
@@ -268,8 +283,12 @@ def _tidy(lines: list[str]) -> str:
     return "\n".join(out).strip()
 
 
-def _extract(part: Message, dropped: list[str], *, top: bool = False) -> str:
-    """Text of one MIME part (recursively); non-text parts are added to ``dropped``."""
+def _extract(part: Message, dropped: list[str], *, top: bool = False, depth: int = 0) -> str:
+    """Text of one MIME part (recursively); non-text parts are added to ``dropped``. Parts nested deeper than
+    ``MAX_MIME_DEPTH`` are not read (noted as dropped)."""
+    if depth > MAX_MIME_DEPTH:
+        dropped.append("deeply nested part")
+        return ""
     ctype = part.get_content_type()
     maintype = ctype.partition("/")[0]  # (get_content_maintype would parse the header again)
     if ctype in _SILENT_TYPES:
@@ -278,7 +297,7 @@ def _extract(part: Message, dropped: list[str], *, top: bool = False) -> str:
         dropped.append(_attachment_name(part, "attached message"))
         return ""
     if part.is_multipart() and maintype == "multipart":
-        return _extract_multipart(part, dropped)
+        return _extract_multipart(part, dropped, depth + 1)
     disposition = part.get_content_disposition()
     if not top and disposition == "attachment":
         dropped.append(_attachment_name(part, ctype))
@@ -291,27 +310,27 @@ def _extract(part: Message, dropped: list[str], *, top: bool = False) -> str:
     return ""
 
 
-def _extract_multipart(part: Message, dropped: list[str]) -> str:
+def _extract_multipart(part: Message, dropped: list[str], depth: int) -> str:
     children = list(part.iter_parts())
     subtype = part.get_content_subtype()
     if not children:
         return ""
     if subtype == "alternative":
-        return _pick_alternative(children, dropped)
+        return _pick_alternative(children, dropped, depth)
     if subtype == "related":
         for resource in children[1:]:  # inline images of the HTML root: skipped silently
             if resource.get_content_disposition() == "attachment":
                 dropped.append(_attachment_name(resource, resource.get_content_type()))
-        return _extract(children[0], dropped)
+        return _extract(children[0], dropped, depth=depth)
     if subtype == "signed":  # content first, then the signature
         children = children[:1]
-    texts = [_extract(child, dropped) for child in children]
+    texts = [_extract(child, dropped, depth=depth) for child in children]
     return "\n\n".join(text.strip() for text in texts if text.strip())
 
 
-def _pick_alternative(children: list[Message], dropped: list[str]) -> str:
+def _pick_alternative(children: list[Message], dropped: list[str], depth: int) -> str:
     """Prefer a non-empty text/plain alternative, else the richest (last) non-empty one."""
-    extracted = [(child, _extract(child, dropped)) for child in children]
+    extracted = [(child, _extract(child, dropped, depth=depth)) for child in children]
     for child, text in extracted:
         if child.get_content_type() == "text/plain" and text.strip():
             return text

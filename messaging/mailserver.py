@@ -20,7 +20,15 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from .batching import CallBatcher
 from .codec import SWARM_PACKET_LIMIT
 from .config import Config
-from .mailparse import MAILBOX_NAME, device_text, mailbox_username, parse_inbound
+from .mailparse import (
+    MAILBOX_NAME,
+    InboundMail,
+    MailParseError,
+    count_mime_parts,
+    device_text,
+    mailbox_username,
+    parse_inbound,
+)
 from .pool import NamedPool
 from .redact import mask_email
 from .routing import SMTP_REPLIES, Verdict
@@ -78,6 +86,12 @@ def clip(text: str, limit: int) -> str:
     return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
 
 
+def read_mail(raw: bytes, limit: int) -> tuple[InboundMail, str]:
+    """The parsed mail and the text stored for the device (at most ``limit`` bytes). Raises MailParseError."""
+    mail = parse_inbound(raw)
+    return mail, clip(device_text(mail), limit)
+
+
 class MailHandler:
     """aiosmtpd handler: RCPT and DATA decisions; storing goes through the user pool."""
 
@@ -88,9 +102,38 @@ class MailHandler:
         self.clock = clock
         self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when a user actor said yes
         self.sessions = 0
+        self.sessions_by_client: dict[str, int] = {}
         self.in_flight = 0
         self.accepted = 0
         self.draining = False
+
+    # -- sessions -----------------------------------------------------------------------------------
+    def session_refusal(self, client: str) -> str | None:
+        """The reply that turns a new session away (draining, too many sessions), or None to take it."""
+        if self.draining:
+            return SHUTTING_DOWN
+        if self.sessions >= self.config.smtp_max_sessions:
+            return "421 4.7.0 Too many connections; try again later"
+        if self.sessions_by_client.get(client, 0) >= self.config.smtp_max_sessions_per_client:
+            return "421 4.7.0 Too many connections from your address; try again later"
+        return None
+
+    def session_opened(self, client: str) -> None:
+        self.sessions += 1
+        self.sessions_by_client[client] = self.sessions_by_client.get(client, 0) + 1
+
+    def session_closed(self, client: str) -> None:
+        self.sessions -= 1
+        left = self.sessions_by_client.get(client, 1) - 1
+        if left > 0:
+            self.sessions_by_client[client] = left
+        else:
+            self.sessions_by_client.pop(client, None)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's hook for an error in any command: a temporary answer, never one naming the exception."""
+        log.error("SMTP session error: %s: %s", type(error).__name__, error, exc_info=error)
+        return "451 4.3.0 Temporary error; please try again later"
 
     def _known_good(self, address: str, sender: str) -> bool:
         """Did a user actor accept this recipient for this sender within USER_CACHE_SECONDS? (RCPT is
@@ -145,9 +188,14 @@ class MailHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         self.in_flight += 1
         try:
-            mail = parse_inbound(raw)
+            parts, most = count_mime_parts(raw), self.config.smtp_max_mime_parts
+            if parts > most:
+                return f"554 5.6.0 Message has too many MIME parts ({parts}; the limit is {most})"
+            try:  # parsing is CPU work: off the event loop, so other sessions go on meanwhile
+                mail, text = await asyncio.to_thread(read_mail, raw, store_limit(self.config.max_packets))
+            except MailParseError as exc:
+                return f"554 5.6.0 Message could not be read: {exc}"
             sender = mail.sender or (envelope.mail_from or "").lower()
-            text = clip(device_text(mail), store_limit(self.config.max_packets))
             messages = [
                 CombinedMessage(
                     direction=Direction.TO_DEVICE,
@@ -183,24 +231,47 @@ class MailHandler:
 
 
 class DrainableSMTP(SMTP):
-    """aiosmtpd's SMTP protocol that counts sessions and turns new ones away while draining."""
+    """aiosmtpd's SMTP protocol that counts sessions (in all and per client address), turns new ones away
+    while draining or past the session limits (``421``, so the sender tries again later), and takes lines
+    as long as the message size limit allows (long generated HTML lines are common; RFC 5321's 1,000 would
+    bounce them)."""
+
+    def __init__(self, handler: MailHandler, **kwargs) -> None:
+        self.line_length_limit = max(SMTP.line_length_limit, kwargs.get("data_size_limit") or 0)
+        super().__init__(handler, **kwargs)
 
     def connection_made(self, transport) -> None:
         handler: MailHandler = self.event_handler
-        if handler.draining:
+        peer = transport.get_extra_info("peername")
+        self._client = peer[0] if isinstance(peer, tuple) and peer else "?"
+        refusal = handler.session_refusal(self._client)
+        if refusal:
             self._refused = True
-            transport.write(f"{SHUTTING_DOWN}\r\n".encode())
+            transport.write(f"{refusal}\r\n".encode())
             transport.close()
             return
         self._refused = False
-        handler.sessions += 1
+        handler.session_opened(self._client)
         super().connection_made(transport)
 
     def connection_lost(self, exc) -> None:
         if getattr(self, "_refused", False):
             return
-        self.event_handler.sessions -= 1
+        self.event_handler.session_closed(self._client)
         super().connection_lost(exc)
+
+
+def smtp_protocol(handler: MailHandler, config: Config) -> DrainableSMTP:
+    """One SMTP session's protocol object, with the limits from the config."""
+    return DrainableSMTP(
+        handler,
+        data_size_limit=config.smtp_max_message_size,
+        enable_SMTPUTF8=True,
+        hostname=config.email_domain,
+        ident="Space Beaver ESMTP",
+        timeout=config.smtp_idle_timeout,
+        command_call_limit=config.smtp_command_limit or None,
+    )
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -243,13 +314,7 @@ class MailServerActor:
             cfg = self.config
             loop = asyncio.get_running_loop()
             self.server = await loop.create_server(
-                lambda: DrainableSMTP(
-                    self.handler,
-                    data_size_limit=cfg.smtp_max_message_size,
-                    enable_SMTPUTF8=True,
-                    hostname=cfg.email_domain,
-                    ident="Space Beaver ESMTP",
-                ),
+                lambda: smtp_protocol(self.handler, cfg),
                 host=cfg.smtp_listen_host,
                 port=cfg.smtp_listen_port,
                 reuse_port=True,

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 import pytest
 
 from messaging.config import Config
-from messaging.mailserver import DrainableSMTP, MailHandler, idempotency_key
+from messaging.mailserver import MailHandler, idempotency_key, smtp_protocol
 from messaging.pool import PoolUnavailable
 from messaging.users import UserBase
 from web.delivery.models import Message
@@ -41,33 +41,33 @@ class LocalPool:
 
 
 @pytest.fixture
-def server():
-    config = Config(email_domain="beaver.test", smtp_max_message_size=20_000)
-    pool = LocalPool(UserBase(config))
-    handler = MailHandler(config, pool)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder = {}
+def serve():
+    """Start a mail server (real socket, real handler) with config overrides; returns (port, handler, pool)."""
+    started = []
 
-    async def serve():
-        holder["server"] = await loop.create_server(
-            lambda: DrainableSMTP(
-                handler, data_size_limit=config.smtp_max_message_size, hostname="beaver.test", enable_SMTPUTF8=True
-            ),
-            host="127.0.0.1",
-            port=0,
-        )
-        ready.set()
+    def start(**overrides):
+        config = Config(email_domain="beaver.test", smtp_max_message_size=20_000, **overrides)
+        pool = LocalPool(UserBase(config))
+        handler = MailHandler(config, pool)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        listening = asyncio.run_coroutine_threadsafe(
+            loop.create_server(lambda: smtp_protocol(handler, config), host="127.0.0.1", port=0), loop
+        ).result(10)
+        started.append((loop, thread, listening))
+        return listening.sockets[0].getsockname()[1], handler, pool
 
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(serve(), loop)
-    ready.wait(10)
-    port = holder["server"].sockets[0].getsockname()[1]
-    yield port, handler, pool
-    loop.call_soon_threadsafe(holder["server"].close)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    yield start
+    for loop, thread, listening in started:
+        loop.call_soon_threadsafe(listening.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+@pytest.fixture
+def server(serve):
+    return serve()
 
 
 def mail(to, body="Snow at the pass.", subject="Trail", sender="amy@example.org", message_id=None):
@@ -254,3 +254,119 @@ def test_undecodable_and_nul_bytes_never_fail_the_mail(server, make_user):
     assert codes[2:7] == [b"250", b"550", b"250", b"354", b"250"], replies
     row = Message.objects.get(user=user)
     assert (row.status, row.sender) == ("received", "\ufffd@example.org")
+
+
+def test_a_7000_byte_line_is_taken_not_bounced(server, make_user):
+    port, _, _ = server
+    user = make_user()
+    html = "<p>" + "Trail report " * 540 + "</p>"  # one line of about 7,000 bytes, as generated HTML mail has
+    assert len(html) > 7000
+    raw = (
+        f"From: amy@example.org\r\nTo: {user.username}@beaver.test\r\nSubject: Long\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n"
+    )
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo()
+        s.mail("amy@example.org")
+        s.rcpt(f"{user.username}@beaver.test")
+        code, _ = s.data(raw.encode())
+    assert code == 250
+    assert "Trail report" in Message.objects.get(user=user).text
+
+
+def test_bare_lf_and_8bit_bodies_are_taken(server, make_user):
+    port, _, _ = server
+    user = make_user()
+    raw = f"From: amy@example.org\nTo: {user.username}@beaver.test\nSubject: 8bit\n\nSchnee am Pass, Grüße\n".encode()
+    replies = raw_session(
+        port,
+        [
+            b"EHLO client.test",
+            b"MAIL FROM:<amy@example.org> BODY=8BITMIME",
+            f"RCPT TO:<{user.username}@beaver.test>".encode(),
+            b"DATA",
+            raw + b"\r\n.",
+            b"QUIT",
+        ],
+    )
+    assert [r[:3] for r in replies[2:6]] == [b"250", b"250", b"354", b"250"], replies
+    assert "Grüße" in Message.objects.get(user=user).text
+
+
+def test_empty_data_is_a_clear_554_not_a_python_error(server, make_user):
+    port, _, _ = server
+    user = make_user()
+    replies = raw_session(
+        port,
+        [b"EHLO client.test", b"MAIL FROM:<amy@example.org>", f"RCPT TO:<{user.username}@beaver.test>".encode()]
+        + [b"DATA", b"."],
+    )
+    assert replies[-1].startswith(b"554 5.6.0") and b"Error" not in replies[-1], replies
+    assert not Message.objects.filter(user=user).exists()
+
+
+def test_an_unexpected_handler_error_is_a_temporary_451(server):
+    _, handler, _ = server
+    reply = asyncio.run(handler.handle_exception(KeyError("boom")))
+    assert reply.startswith("451 4.3.0") and "KeyError" not in reply
+
+
+def test_too_many_mime_parts_are_refused_before_parsing(server, make_user):
+    port, handler, _ = server
+    user = make_user()
+    parts = "".join("--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(handler.config.smtp_max_mime_parts))
+    raw = f"To: {user.username}@beaver.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n{parts}--b--\r\n"
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo()
+        s.mail("amy@example.org")
+        s.rcpt(f"{user.username}@beaver.test")
+        code, text = s.data(raw.encode())
+    assert code == 554 and b"MIME parts" in text
+    assert not Message.objects.filter(user=user).exists()
+
+
+def test_deep_nesting_is_read_up_to_the_cap():
+    from messaging.mailparse import MAX_MIME_DEPTH, parse_inbound
+
+    raw = "Subject: deep\r\n"
+    for level in range(MAX_MIME_DEPTH + 10):
+        raw += f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'
+    raw += "Content-Type: text/plain\r\n\r\nburied\r\n"
+    mail = parse_inbound(raw.encode())
+    assert "deeply nested part" in mail.dropped_attachments
+
+
+def connect_from(address: str, port: int):
+    import socket
+
+    sock = socket.socket()
+    sock.settimeout(10)
+    sock.bind((address, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_slow_sessions_from_one_client_never_shut_out_another(serve, make_user):
+    """Slowloris: a client holds as many sessions as it may, dribbling bytes and never finishing a command.
+    Its next session gets 421; a normal sender from another address still delivers; the slow sessions are
+    closed by the idle timeout."""
+    port, _, _ = serve(smtp_max_sessions_per_client=5, smtp_idle_timeout=2.0)
+    user = make_user()
+    slow = [connect_from("127.0.0.2", port) for _ in range(5)]
+    try:
+        for sock in slow:
+            assert sock.recv(1024).startswith(b"220")
+            sock.sendall(b"EHL")  # never finishes the line
+        extra = connect_from("127.0.0.2", port)
+        assert extra.recv(1024).startswith(b"421 4.7.0")
+        extra.close()
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+            assert s.send_message(mail(f"{user.username}@beaver.test")) == {}
+        assert Message.objects.filter(user=user).count() == 1
+        for sock in slow:  # each is closed by the idle timeout: recv returns b""
+            data = b"x"
+            while data:
+                data = sock.recv(1024)
+    finally:
+        for sock in slow:
+            sock.close()
