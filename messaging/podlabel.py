@@ -1,8 +1,10 @@
 """Pod label ``mail-ingress=present``: tells Kubernetes which pods take SMTP traffic.
 
 The SMTP ``LoadBalancer`` Service selects pods carrying this label. A mail server actor
-calls :meth:`PodLabeler.add` once it listens and :meth:`PodLabeler.remove` first thing on
-drain, so the load balancer stops sending new connections before the listener closes.
+starts :meth:`PodLabeler.keep_added` in the background once it listens (also after Ray
+restarts it) and calls :meth:`PodLabeler.remove_async` first thing on drain, so the load
+balancer stops sending new connections before the listener closes. The only API call is a
+``patch`` of a pod: all the Role in k8s/rbac.yaml grants.
 
 The label is changed with the official ``kubernetes`` client, as a JSON merge patch
 (RFC 7386, ``Content-Type: application/merge-patch+json``): ``{"metadata": {"labels":
