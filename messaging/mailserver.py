@@ -278,13 +278,17 @@ def smtp_protocol(handler: MailHandler, config: Config) -> DrainableSMTP:
 class MailServerActor:
     """Owns the SMTP listening socket (SO_REUSEPORT, so several actors on one node share the port)."""
 
-    def __init__(self, config: Config, users: NamedPool):
+    def __init__(self, config: Config, users: NamedPool, service_account_dir: str | None = None):
+        """``service_account_dir``: where the pod's ServiceAccount token and CA are (default: where
+        the kubelet mounts them); the end-to-end test points it at a local fake API server's."""
         from .podlabel import PodLabeler
 
         self.config = config
         self.handler = MailHandler(config, users)
         self.server: asyncio.base_events.Server | None = None
-        self.labeler = PodLabeler.from_env()
+        self.labeler = PodLabeler.from_env(service_account_dir=service_account_dir)
+        self._labelling: asyncio.Task | None = None
+        self._ingress_wanted = True  # until drain: take SMTP traffic from the Service once listening
         # Ray runs __init__ on the actor's event loop: listen at once, also after a crash-restart.
         self._ready = asyncio.get_running_loop().create_task(self._listen())
 
@@ -308,6 +312,17 @@ class MailServerActor:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+        if self._ingress_wanted and self._labelling is None:
+            # Listening: ask the Service for traffic. In the background, retried until the API server
+            # confirms it, so neither SMTP nor start() waits for Kubernetes.
+            self._labelling = asyncio.get_running_loop().create_task(self.labeler.keep_added())
+
+    async def _unlabel(self) -> None:
+        """Take the ingress label off for good: no add still retrying may put it back afterwards."""
+        self._ingress_wanted = False
+        if self._labelling is not None:
+            self._labelling.cancel()
+        await self.labeler.remove_async()  # a later request: an add in flight gives way to it
 
     async def _bind(self) -> None:
         if self.server is None:
@@ -334,13 +349,15 @@ class MailServerActor:
         that still arrive get ``421``; with ``close_listener`` (other mail servers share the port) the
         listening socket is closed instead, so the kernel hands new connections to the others.
         """
-        await self.labeler.remove_async()
+        await self._unlabel()
         self.handler.draining = True
         if close_listener and self.server is not None:
             self.server.close()
         return await self.stats()
 
     async def stop(self) -> None:
+        if self._ingress_wanted:  # stopped without a drain: no label on a pod that stops listening
+            await self._unlabel()
         if self.server is not None:
             self.server.close()
             self.server = None

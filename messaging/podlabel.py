@@ -1,8 +1,10 @@
 """Pod label ``mail-ingress=present``: tells Kubernetes which pods take SMTP traffic.
 
 The SMTP ``LoadBalancer`` Service selects pods carrying this label. A mail server actor
-calls :meth:`PodLabeler.add` once it listens and :meth:`PodLabeler.remove` first thing on
-drain, so the load balancer stops sending new connections before the listener closes.
+starts :meth:`PodLabeler.keep_added` in the background once it listens (also after Ray
+restarts it) and calls :meth:`PodLabeler.remove_async` first thing on drain, so the load
+balancer stops sending new connections before the listener closes. The only API call is a
+``patch`` of a pod: all the Role in k8s/rbac.yaml grants.
 
 The label is changed with the official ``kubernetes`` client, as a JSON merge patch
 (RFC 7386, ``Content-Type: application/merge-patch+json``): ``{"metadata": {"labels":
@@ -14,7 +16,14 @@ strategic merge patch for dict bodies.
 
 Errors never reach the caller: retryable failures (connection errors, 409, 429, 5xx) are
 retried with capped exponential backoff, then logged; other API errors (403 missing RBAC,
-404 pod gone) are logged at once.
+404 pod gone) are logged at once. :meth:`PodLabeler.keep_added` goes on trying (rounds of
+the above, with a longer capped backoff in between) until the label is confirmed, so an API
+server that is down while the mail server starts does not leave the pod out of the Service.
+
+The last request wins: every add or remove takes a ticket when it is asked for (on the
+caller's thread, so the order is the order of the calls), and a request that a later one has
+superseded stops before its next attempt and wakes from its backoff pause at once. So a
+drain's remove that comes while the add is still retrying always ends with the label gone.
 """
 
 from __future__ import annotations
@@ -23,8 +32,7 @@ import asyncio
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +48,8 @@ LABEL_KEY = "mail-ingress"
 LABEL_VALUE = "present"
 MERGE_PATCH = "application/merge-patch+json"
 RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+# Where the kubelet mounts the pod's ServiceAccount token and the cluster CA.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,8 @@ class PodLabeler:
     """Adds and removes this pod's ``mail-ingress=present`` label; never raises.
 
     Without a pod (``pod=None``) or an ``api_client`` it is a no-op that logs once.
+    ``sleep`` replaces the pause between retries (tests); by default the pause ends early when
+    a later request supersedes the one pausing.
     """
 
     def __init__(
@@ -109,7 +121,7 @@ class PodLabeler:
         base_delay: float = 0.5,
         max_delay: float = 4.0,
         request_timeout: float = 5.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         disabled_reason: str = "not running in a Kubernetes pod",
     ) -> None:
         self.pod = pod if api_client is not None else None
@@ -124,13 +136,22 @@ class PodLabeler:
         self._sleep = sleep
         self._disabled_reason = disabled_reason
         self._logged_disabled = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one request talks to the API server at a time
+        self._tickets = threading.Condition()
+        self._latest = 0  # the ticket of the newest request; older ones give way
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> PodLabeler:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        service_account_dir: str | None = None,
+        **options: Any,
+    ) -> PodLabeler:
         """In a pod: in-cluster config (mounted service-account token, CA, KUBERNETES_SERVICE_*).
 
-        Elsewhere, or without a mounted token, a no-op labeler.
+        Elsewhere, or without a mounted token, a no-op labeler. ``service_account_dir`` (holding
+        ``token`` and ``ca.crt``) defaults to where the kubelet mounts them; tests point it at the
+        files of a local fake API server.
         """
         env = os.environ if environ is None else environ
         pod = pod_from_env(env)
@@ -138,17 +159,16 @@ class PodLabeler:
             return cls(None, None, **options)
         from kubernetes import client as k8s_client
         from kubernetes import config as k8s_config
-        from kubernetes.config.incluster_config import (
-            SERVICE_CERT_FILENAME,
-            SERVICE_TOKEN_FILENAME,
-            InClusterConfigLoader,
-        )
+        from kubernetes.config.incluster_config import InClusterConfigLoader
 
+        directory = service_account_dir or SERVICE_ACCOUNT_DIR
         configuration = k8s_client.Configuration()
         try:
             # What load_incluster_config() does, reading the same environ as pod_from_env.
             InClusterConfigLoader(
-                token_filename=SERVICE_TOKEN_FILENAME, cert_filename=SERVICE_CERT_FILENAME, environ=env
+                token_filename=os.path.join(directory, "token"),
+                cert_filename=os.path.join(directory, "ca.crt"),
+                environ=env,
             ).load_and_set(configuration)
         except k8s_config.ConfigException as exc:
             return cls(None, None, disabled_reason=f"no in-cluster config ({exc})", **options)
@@ -170,25 +190,66 @@ class PodLabeler:
 
     def add(self) -> bool:
         """Put the label on this pod. True when the API server confirmed it."""
-        return self._set(present=True)
+        return self._set(True, self._ticket())
 
     def remove(self) -> bool:
         """Take the label off this pod. True when the API server confirmed it."""
-        return self._set(present=False)
+        return self._set(False, self._ticket())
 
-    async def add_async(self) -> bool:
-        """:meth:`add` off the event loop (the SMTP server runs on asyncio)."""
-        return await asyncio.to_thread(self.add)
+    def add_async(self) -> Awaitable[bool]:
+        """:meth:`add` off the event loop (the SMTP server runs on asyncio).
 
-    async def remove_async(self) -> bool:
-        """:meth:`remove` off the event loop."""
-        return await asyncio.to_thread(self.remove)
+        The ticket is taken at the call, not when the awaitable first runs: a ``remove_async``
+        called later wins even if its thread reaches the API server first."""
+        return asyncio.to_thread(self._set, True, self._ticket())
+
+    def remove_async(self) -> Awaitable[bool]:
+        """:meth:`remove` off the event loop; supersedes any add asked for before it."""
+        return asyncio.to_thread(self._set, False, self._ticket())
+
+    def keep_added(self, base_delay: float = 1.0, max_delay: float = 60.0) -> Awaitable[bool]:
+        """Add the label; after a failed round (one :meth:`add` with its retries) try again,
+        pausing ``base_delay``, doubling up to ``max_delay``, until the API server confirms it.
+
+        One request (one ticket, taken at the call): it ends with False, without another round,
+        when labelling is disabled (not in a pod) or a later request (a drain's remove)
+        superseded it. Never raises, except CancelledError.
+        """
+        return self._keep_added(self._ticket(), base_delay, max_delay)
+
+    async def _keep_added(self, ticket: int, base_delay: float, max_delay: float) -> bool:
+        pause = base_delay
+        while True:
+            if await asyncio.to_thread(self._set, True, ticket):
+                return True
+            if not self.enabled or self._superseded(ticket):
+                return False
+            log.warning("pod label %s=%s not added yet pod=%s retry_in=%.1fs", LABEL_KEY, LABEL_VALUE, self.pod, pause)
+            await asyncio.sleep(pause)
+            pause = min(max_delay, pause * 2)
 
     def close(self) -> None:
         if self._api_client is not None:
             self._api_client.close()
 
-    def _set(self, present: bool) -> bool:
+    def _ticket(self) -> int:
+        with self._tickets:
+            self._latest += 1
+            self._tickets.notify_all()
+            return self._latest
+
+    def _superseded(self, ticket: int) -> bool:
+        with self._tickets:
+            return self._latest != ticket
+
+    def _pause(self, delay: float, ticket: int) -> None:
+        if self._sleep is not None:
+            self._sleep(delay)
+            return
+        with self._tickets:
+            self._tickets.wait_for(lambda: self._latest != ticket, timeout=delay)
+
+    def _set(self, present: bool, ticket: int) -> bool:
         if self._api is None or self.pod is None:
             self._log_disabled_once()
             return False
@@ -196,6 +257,11 @@ class PodLabeler:
         body = label_patch(present)
         with self._lock:  # add and remove must not interleave their retries
             for attempt, delay in enumerate([*self._delays, None], start=1):
+                if self._superseded(ticket):
+                    log.info(
+                        "pod label %s superseded by a later request pod=%s attempts=%d", action, self.pod, attempt - 1
+                    )
+                    return False
                 try:
                     pod = self._api.patch_namespaced_pod(
                         self.pod.name,
@@ -224,7 +290,7 @@ class PodLabeler:
                         describe_error(exc),
                         delay,
                     )
-                    self._sleep(delay)
+                    self._pause(delay, ticket)
                     continue
                 labels = (pod.metadata.labels if pod.metadata else None) or {}
                 confirmed = (labels.get(LABEL_KEY) == LABEL_VALUE) is present

@@ -12,18 +12,31 @@ Speaks the real wire format for what :mod:`messaging.podlabel` uses:
 
 Every request is recorded; ``fail_next(n, status)`` answers the next ``n`` requests with an
 error ``Status`` (500, 409, ...). With ``token`` set, requests must carry
-``Authorization: Bearer <token>`` or get 401.
+``Authorization: Bearer <token>`` (the scheme in any case, like the real server) or get 401.
+
+With ``tls=True`` it serves HTTPS with a throwaway self-signed certificate for 127.0.0.1, as
+the in-cluster configuration of the kubernetes client insists on (``https://`` +
+KUBERNETES_SERVICE_HOST:PORT, verified against the mounted ``ca.crt``).
+:meth:`FakeKubeApi.write_service_account` writes what the kubelet mounts into a pod
+(``token``, ``ca.crt``, ``namespace``) and :meth:`FakeKubeApi.pod_env` gives the environment
+the kubelet and the downward API set, so code under test finds this server exactly the way
+it finds the real one.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
+import ipaddress
 import json
 import re
+import ssl
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -79,6 +92,56 @@ def status_body(code: int, message: str, name: str = "") -> dict[str, Any]:
     return body
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A CA-capable self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-apiserver")])
+    now = datetime.datetime.now(datetime.UTC)
+    public = key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
 def make_pod(name: str, namespace: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A minimal but well-formed Pod object."""
     return {
@@ -121,7 +184,7 @@ class _State:
 class FakeKubeApi:
     """Run with ``with FakeKubeApi() as api:``; point a client at ``api.url``."""
 
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, tls: bool = False) -> None:
         self._state = _State(token=token)
         state = self._state
 
@@ -130,23 +193,60 @@ class FakeKubeApi:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._files = tempfile.TemporaryDirectory(prefix="fake-kube-api-")
+        self.ca_cert: Path | None = None
+        if tls:
+            self.ca_cert, key = self_signed_certificate(Path(self._files.name))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.ca_cert, key)
+            # Handshake in the request thread, not in the accept loop.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube-api", daemon=True
         )
 
     @property
+    def host(self) -> str:
+        return self._server.server_address[0]
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.ca_cert else 'http'}://{self.host}:{self.port}"
+
+    def write_service_account(self, directory: Path, namespace: str) -> Path:
+        """What the kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount (needs tls)."""
+        assert self.ca_cert is not None and self._state.token is not None, "needs tls=True and a token"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "token").write_text(self._state.token)
+        (directory / "ca.crt").write_bytes(self.ca_cert.read_bytes())
+        (directory / "namespace").write_text(namespace)
+        return directory
+
+    def pod_env(self, name: str, namespace: str) -> dict[str, str]:
+        """The environment of a container in pod ``namespace/name``: kubelet plus downward API."""
+        return {
+            "KUBERNETES_SERVICE_HOST": self.host,
+            "KUBERNETES_SERVICE_PORT": str(self.port),
+            "POD_NAME": name,
+            "POD_NAMESPACE": namespace,
+        }
 
     def start(self) -> FakeKubeApi:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
         self._server.server_close()
-        self._thread.join(timeout=5)
+        self._files.cleanup()
 
     def __enter__(self) -> FakeKubeApi:
         return self.start()
@@ -176,12 +276,33 @@ class FakeKubeApi:
             return list(self._state.requests)
 
 
+def _bearer_matches(header: str | None, token: str) -> bool:
+    """``Bearer <token>``, the scheme compared case-insensitively (the client's in-cluster
+    configuration sends ``bearer``)."""
+    scheme, _, value = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and value.strip() == token
+
+
 class _Handler(BaseHTTPRequestHandler):
     shared: _State
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the recorded requests are the log."""
+
+    def setup(self) -> None:
+        super().setup()
+        self._secure = True
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError):
+                self._secure = False  # a client that gave up or did not trust us: nothing to answer
+
+    def handle(self) -> None:
+        if self._secure:
+            super().handle()
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -199,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
             fault = state.faults.pop(0) if state.faults else None
             if fault is not None:
                 return self._reply(fault, status_body(fault, f"injected fault {fault}"))
-            if state.token is not None and self.headers.get("Authorization") != f"Bearer {state.token}":
+            if state.token is not None and not _bearer_matches(self.headers.get("Authorization"), state.token):
                 return self._reply(401, status_body(401, "Unauthorized"))
             match = POD_PATH.match(self.path.split("?", 1)[0])
             if match is None:

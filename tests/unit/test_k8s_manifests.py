@@ -285,10 +285,46 @@ def test_every_container_has_requests_and_limits() -> None:
                 assert {"cpu", "memory"} <= set(container["resources"][kind]), container["name"]
 
 
-def test_rbac_lets_the_ray_pods_get_and_patch_pods() -> None:
+# CoreV1Api method prefix -> RBAC verb (the ones a labeller could plausibly use).
+API_VERBS = {"read": "get", "list": "list", "watch": "watch", "patch": "patch", "replace": "update"}
+API_VERBS |= {"create": "create", "delete": "delete"}
+
+
+def kube_api_calls(path: Path) -> set[tuple[str, str]]:
+    """(verb, resource) of every ``CoreV1Api`` call in a module: methods called on ``self._api``."""
+    import ast
+
+    calls = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        target = node.func.value
+        if isinstance(target, ast.Attribute) and target.attr == "_api":
+            match = re.fullmatch(r"([a-z]+)_namespaced_([a-z_]+)", node.func.attr)
+            assert match, f"unexpected Kubernetes API call {node.func.attr}"
+            verb, kind = match.groups()
+            calls.add((API_VERBS[verb], kind.replace("_", "") + "s"))
+    return calls
+
+
+def test_role_grants_exactly_the_api_calls_the_pod_labeler_makes() -> None:
+    calls = kube_api_calls(ROOT / "messaging" / "podlabel.py")
+    assert calls == {("patch", "pods")}
     role, binding = one("Role"), one("RoleBinding")
-    assert any("pods" in r["resources"] and {"get", "patch"} <= set(r["verbs"]) for r in role["rules"])
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    granted = set()
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""], "core API group only"
+        # Not narrowable to our own pod: KubeRay names pods with a random suffix (see rbac.yaml).
+        assert "resourceNames" not in rule
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        granted |= {(verb, resource) for verb in rule["verbs"] for resource in rule["resources"]}
+    assert granted == calls
+    assert of_kind("ClusterRole") == [] and of_kind("ClusterRoleBinding") == []
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     (subject,) = binding["subjects"]
     assert subject["name"] == one("ServiceAccount")["metadata"]["name"]
     assert subject["namespace"] == KUSTOMIZATION["namespace"]
@@ -309,6 +345,178 @@ def test_worker_group_has_a_node_per_mail_server() -> None:
     (group,) = WORKER_GROUPS
     assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
     assert group["minReplicas"] >= CONFIG.pool_size
+
+
+# --- network policy ----------------------------------------------------------------------------
+
+NAMESPACE = KUSTOMIZATION["namespace"]
+RAY_CLUSTER = RAYCLUSTER["metadata"]["name"]
+# Ray's ports that run code for whoever reaches them: GCS, Ray Client, dashboard (job API), and a sample of
+# the rest (dashboard agent, raylet / object manager / worker ports, which Ray picks at random).
+RAY_PORTS = (6379, 10001, 8265, 52365, 20000, 45678)
+RAY_CLIENT_PORT = 10001
+METRICS_PORT = 8080
+
+
+def ray_pod_labels(template: dict[str, Any], node_type: str, group: str) -> dict[str, str]:
+    """The labels KubeRay gives a Ray pod: the template's, plus ones a template cannot override."""
+    kuberay = {"ray.io/cluster": RAY_CLUSTER, "ray.io/node-type": node_type, "ray.io/group": group}
+    return {"ray.io/is-ray-node": "yes", **template["metadata"]["labels"], **kuberay}
+
+
+HEAD_LABELS = ray_pod_labels(HEAD_POD, "head", "headgroup")
+WORKER_LABELS = [ray_pod_labels(g["template"], "worker", g["groupName"]) for g in WORKER_GROUPS]
+# KubeRay's Redis cleanup Job (GCS fault tolerance) runs a pod built from the head pod's template.
+CLEANUP_LABELS = {**HEAD_LABELS, "ray.io/node-type": "redis-cleanup"}
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions)."""
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def peer_matches(peer: dict[str, Any], source: dict[str, Any]) -> bool:
+    """``source``: {"namespace": ns or None (outside the cluster), "labels": pod labels or None}."""
+    if "ipBlock" in peer:
+        return True  # an address range: assume it covers the source (it covers everyone's traffic)
+    if source["namespace"] is None:
+        return False
+    if "namespaceSelector" in peer:
+        if peer["namespaceSelector"] != {} and source["namespace"] != NAMESPACE:
+            return False  # a namespace label selector: none of ours would name other namespaces
+    elif source["namespace"] != NAMESPACE:
+        return False  # a bare podSelector means pods of the policy's own namespace
+    return selector_matches(peer.get("podSelector", {}), source["labels"])
+
+
+def ingress_allowed(pod_labels: dict[str, str], port: int, source: dict[str, Any]) -> bool:
+    """Whether the NetworkPolicies let ``source`` connect to TCP ``port`` of a pod in our namespace."""
+    policies = [
+        p
+        for p in of_kind("NetworkPolicy")
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and selector_matches(p["spec"]["podSelector"], pod_labels)
+    ]
+    if not policies:
+        return True  # no policy selects the pod: all traffic allowed
+    for policy in policies:
+        for rule in policy["spec"].get("ingress") or []:
+            ports = rule.get("ports")
+            if ports and not any(p.get("protocol", "TCP") == "TCP" and p.get("port") == port for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers or any(peer_matches(peer, source) for peer in peers):
+                return True
+    return False
+
+
+def pod(labels: dict[str, str], namespace: str | None = NAMESPACE) -> dict[str, Any]:
+    return {"namespace": namespace, "labels": labels}
+
+
+INTERNET = {"namespace": None, "labels": None}
+OTHER_NAMESPACE = pod({"app.kubernetes.io/name": "spacebeaver-backend", "ray.io/cluster": RAY_CLUSTER}, "elsewhere")
+BACKEND = pod(BACKEND_POD["metadata"]["labels"])
+ADMIN = pod(ADMIN_POD["metadata"]["labels"])
+REDIS = pod(REDIS_POD["metadata"]["labels"])
+STRANGER = pod({"app": "something-else"})
+
+
+def docs_job_labels() -> dict[str, str]:
+    """The pod labels of the maintenance Job that docs/deploy.md shows (manage.py upgrade)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    (job,) = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Job"]
+    kubernetes_validate.validate(job, K8S_VERSIONS[-1], strict=True)
+    return job["spec"]["template"]["metadata"]["labels"]
+
+
+def test_network_policies_validate_and_are_applied() -> None:
+    policies = {p["metadata"]["name"]: p for p in of_kind("NetworkPolicy")}
+    assert set(policies) == {"spacebeaver-ray", "spacebeaver-redis"}
+    for policy in policies.values():
+        assert policy["apiVersion"] == "networking.k8s.io/v1"
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(policy, version, strict=True)
+    # The evaluator the tests below use is strict, so they mean something: an open rule would be caught.
+    assert not selector_matches({"matchExpressions": [{"key": "a", "operator": "In", "values": ["x"]}]}, {})
+    assert peer_matches({"ipBlock": {"cidr": "0.0.0.0/0"}}, INTERNET)
+    assert not peer_matches({"podSelector": {}}, INTERNET)
+    assert not peer_matches({"podSelector": {}}, OTHER_NAMESPACE)
+    assert peer_matches({"namespaceSelector": {}}, OTHER_NAMESPACE)
+    assert ingress_allowed({"no": "policy"}, 6379, INTERNET)
+
+
+def test_network_policy_selects_every_ray_pod_and_no_other() -> None:
+    (ray_policy,) = [p for p in of_kind("NetworkPolicy") if p["metadata"]["name"] == "spacebeaver-ray"]
+    selector = ray_policy["spec"]["podSelector"]
+    for labels in [HEAD_LABELS, *WORKER_LABELS]:
+        assert selector_matches(selector, labels)
+    for other in (BACKEND, ADMIN, REDIS):
+        assert not selector_matches(selector, other["labels"])
+    assert ray_policy["spec"]["policyTypes"] == ["Ingress"]
+
+
+@pytest.mark.parametrize("port", RAY_PORTS)
+def test_ray_ports_are_reached_by_our_ray_pods_only(port: int) -> None:
+    for target in [HEAD_LABELS, *WORKER_LABELS]:
+        for ray_pod in [HEAD_LABELS, *WORKER_LABELS]:
+            assert ingress_allowed(target, port, pod(ray_pod))
+        for outsider in (INTERNET, OTHER_NAMESPACE, ADMIN, REDIS, STRANGER):
+            assert not ingress_allowed(target, port, outsider), (port, outsider)
+        # The driver and the maintenance Jobs: Ray Client, nothing else.
+        for client in (BACKEND, pod(docs_job_labels())):
+            assert ingress_allowed(target, port, client) is (port == RAY_CLIENT_PORT), (port, client)
+
+
+def test_no_everyone_rule_covers_a_ray_port() -> None:
+    public = {CONFIG.smtp_listen_port, CONFIG.serve_http_port, METRICS_PORT}
+    assert of_kind("NetworkPolicy")
+    for policy in of_kind("NetworkPolicy"):
+        for rule in policy["spec"]["ingress"]:
+            peers = rule.get("from") or []
+            open_to_all = not peers or any(
+                "ipBlock" in peer or peer.get("namespaceSelector") is not None for peer in peers
+            )
+            if open_to_all:
+                ports = {p["port"] for p in rule.get("ports") or []}
+                assert ports and ports <= public, f"{policy['metadata']['name']}: {rule}"
+
+
+def test_mail_webhooks_and_metrics_still_arrive_from_outside() -> None:
+    smtp = one("Service", "spacebeaver-smtp")["spec"]["ports"][0]["targetPort"]
+    serve = one("Service", "spacebeaver-serve")["spec"]["ports"][0]["targetPort"]
+    assert (smtp, serve) == (CONFIG.smtp_listen_port, CONFIG.serve_http_port)
+    labelled = {**WORKER_LABELS[0], LABEL_KEY: LABEL_VALUE}
+    assert any(selector_matches(p["spec"]["podSelector"], labelled) for p in of_kind("NetworkPolicy"))
+    for source in (INTERNET, OTHER_NAMESPACE, STRANGER):
+        for target in (labelled, {**HEAD_LABELS, LABEL_KEY: LABEL_VALUE}):
+            assert ingress_allowed(target, smtp, source)
+            assert ingress_allowed(target, serve, source)  # the ingress controller, in its own namespace
+            assert ingress_allowed(target, METRICS_PORT, source)  # Prometheus
+    # The admin (behind the same Ingress) is not restricted.
+    assert ingress_allowed(ADMIN["labels"], 8000, INTERNET)
+
+
+def test_redis_is_reached_by_the_ray_pods_only() -> None:
+    port = one("Service", "spacebeaver-redis")["spec"]["ports"][0]["port"]
+    redis = REDIS["labels"]
+    for ray_pod in (HEAD_LABELS, CLEANUP_LABELS, *WORKER_LABELS):
+        assert ingress_allowed(redis, port, pod(ray_pod))
+    for outsider in (INTERNET, OTHER_NAMESPACE, ADMIN, BACKEND, STRANGER, pod(docs_job_labels())):
+        assert not ingress_allowed(redis, port, outsider)
 
 
 # --- image and versions ------------------------------------------------------------------------

@@ -223,3 +223,113 @@ def test_pod_env_without_service_account_files_is_a_noop(caplog: pytest.LogCaptu
         assert labeler.add() is False
     assert not labeler.enabled
     assert "no in-cluster config" in caplog.text and "token file does not exist" in caplog.text
+
+
+# --- last request wins -------------------------------------------------------------------------
+
+
+def test_remove_supersedes_an_add_pausing_between_retries(kube: FakeKubeApi) -> None:
+    """A drain's remove while the add waits to retry: the add stops, no retry puts the label back."""
+    import threading
+    import time
+
+    labeler = PodLabeler.with_token(kube.url, TOKEN, POD, attempts=4, base_delay=30.0, max_delay=30.0)
+    kube.fail_next(1, status=503)
+    added: list[bool] = []
+    adder = threading.Thread(target=lambda: added.append(labeler.add()))
+    adder.start()
+    deadline = time.monotonic() + 10
+    while len(kube.requests) < 1 and time.monotonic() < deadline:  # the add's first attempt
+        time.sleep(0.01)
+
+    assert labeler.remove() is True
+    adder.join(timeout=10)
+    assert added == [False]
+    assert [r.json()["metadata"]["labels"][LABEL_KEY] for r in kube.requests] == [LABEL_VALUE, None]
+    assert LABEL_KEY not in kube.labels(POD.name, POD.namespace)
+
+
+def test_async_requests_count_in_the_order_they_were_made(kube: FakeKubeApi) -> None:
+    """An add asked for before a remove never runs after it, even if its thread starts later."""
+    import asyncio
+
+    labeler = labeler_for(kube)
+
+    async def add_then_remove() -> tuple[bool, bool]:
+        add = labeler.add_async()  # asked for first, awaited (so run) only after the remove
+        removed = await labeler.remove_async()
+        return await add, removed
+
+    assert asyncio.run(add_then_remove()) == (False, True)
+    assert [r.json()["metadata"]["labels"][LABEL_KEY] for r in kube.requests] == [None]
+    assert LABEL_KEY not in kube.labels(POD.name, POD.namespace)
+
+
+def test_keep_added_tries_again_until_the_api_server_confirms(kube: FakeKubeApi) -> None:
+    import asyncio
+
+    sleep = RecordingSleep()
+    labeler = labeler_for(kube, attempts=2, sleep=sleep)
+    kube.fail_next(5, status=503)  # two rounds of two attempts fail, the third round's first try too
+    assert asyncio.run(labeler.keep_added(base_delay=0.01, max_delay=0.02)) is True
+    assert len(kube.requests) == 6
+    assert kube.labels(POD.name, POD.namespace)[LABEL_KEY] == LABEL_VALUE
+
+
+def test_keep_added_gives_way_to_a_later_remove(kube: FakeKubeApi) -> None:
+    import asyncio
+
+    labeler = labeler_for(kube, attempts=1)
+    kube.fail_next(1, status=503)
+
+    async def drain_while_adding() -> tuple[bool, bool]:
+        adding = asyncio.ensure_future(labeler.keep_added(base_delay=0.05, max_delay=0.05))
+        while not kube.requests:
+            await asyncio.sleep(0.01)
+        removed = await labeler.remove_async()
+        return await asyncio.wait_for(adding, timeout=10), removed
+
+    assert asyncio.run(drain_while_adding()) == (False, True)
+    assert [r.json()["metadata"]["labels"][LABEL_KEY] for r in kube.requests] == [LABEL_VALUE, None]
+    assert LABEL_KEY not in kube.labels(POD.name, POD.namespace)
+
+
+def test_keep_added_outside_a_pod_returns_at_once() -> None:
+    import asyncio
+
+    labeler = PodLabeler.from_env({"PATH": "/usr/bin"})
+    assert asyncio.run(asyncio.wait_for(labeler.keep_added(base_delay=60), timeout=10)) is False
+
+
+# --- in-cluster configuration, the way a pod finds the API server ---------------------------------
+
+
+@pytest.fixture
+def tls_kube() -> Iterator[FakeKubeApi]:
+    with FakeKubeApi(token=TOKEN, tls=True) as api:
+        api.add_pod(POD.name, POD.namespace, labels={"ray.io/cluster": "spacebeaver"})
+        yield api
+
+
+def test_in_cluster_config_reaches_the_api_server_over_tls(tls_kube: FakeKubeApi, tmp_path: Any) -> None:
+    """from_env with KUBERNETES_SERVICE_HOST/PORT and a mounted token + CA, as in a pod."""
+    account = tls_kube.write_service_account(tmp_path / "serviceaccount", POD.namespace)
+    labeler = PodLabeler.from_env(tls_kube.pod_env(POD.name, POD.namespace), service_account_dir=str(account))
+    assert labeler.enabled
+    assert labeler.add() is True
+    assert tls_kube.labels(POD.name, POD.namespace)[LABEL_KEY] == LABEL_VALUE
+    assert tls_kube.requests[0].headers["authorization"].lower() == f"bearer {TOKEN}"
+    assert labeler.remove() is True
+    assert LABEL_KEY not in tls_kube.labels(POD.name, POD.namespace)
+
+
+def test_in_cluster_config_refuses_a_server_it_does_not_trust(tls_kube: FakeKubeApi, tmp_path: Any) -> None:
+    account = tls_kube.write_service_account(tmp_path / "serviceaccount", POD.namespace)
+    with FakeKubeApi(token=TOKEN, tls=True) as stranger:  # another CA
+        (account / "ca.crt").write_bytes(stranger.ca_cert.read_bytes())
+    labeler = PodLabeler.from_env(
+        tls_kube.pod_env(POD.name, POD.namespace), service_account_dir=str(account), attempts=1
+    )
+    assert labeler.add() is False
+    assert tls_kube.requests == []
+    assert LABEL_KEY not in tls_kube.labels(POD.name, POD.namespace)

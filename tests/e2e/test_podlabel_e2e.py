@@ -1,0 +1,92 @@
+"""The mail server actor labels its pod ``mail-ingress=present``, which the SMTP Service selects.
+
+A real ``MailServerActor`` (its own Ray namespace and port, not the shared stack's) runs as if in
+a pod: the kubelet's environment (KUBERNETES_SERVICE_HOST/PORT), the downward API's POD_NAME and
+POD_NAMESPACE, and a mounted ServiceAccount token and CA, all pointing at the local fake API
+server (HTTPS on 127.0.0.1). The actor finds it with the same in-cluster configuration it uses
+on Kubernetes, over a real socket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import smtplib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from messaging.podlabel import LABEL_KEY, LABEL_VALUE
+from messaging.pool import NamedPool
+from tests.fakes.fake_kube_api import FakeKubeApi
+
+from .conftest import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "e2e-token-not-a-secret"
+NAMESPACE = "spacebeaver"
+POD = "spacebeaver-workers-e2e01"
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKubeApi]:
+    with FakeKubeApi(token=TOKEN, tls=True) as api:
+        api.add_pod(POD, NAMESPACE, labels={"ray.io/cluster": "spacebeaver", "ray.io/group": "workers"})
+        yield api
+
+
+def smtp_greets(port: int) -> bool:
+    """True once a real SMTP session opens with 220 (not 421) on the port."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
+            return client.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
+        return False
+
+
+def labelled(kube: FakeKubeApi) -> bool:
+    return kube.labels(POD, NAMESPACE).get(LABEL_KEY) == LABEL_VALUE
+
+
+@pytest.fixture
+def mail_server(e2e, kube: FakeKubeApi, tmp_path: Path):
+    """A MailServerActor in pod ``NAMESPACE/POD`` as far as it can tell; killed afterwards."""
+    from messaging.mailserver import MailServerActor
+
+    namespace = f"podlabel-{uuid.uuid4().hex[:8]}"
+    config = dataclasses.replace(e2e.config, smtp_listen_port=free_port(), ray_namespace=namespace)
+    account = kube.write_service_account(tmp_path / "serviceaccount", NAMESPACE)
+    actor = MailServerActor.options(
+        name="mailserver_podlabel",
+        namespace=namespace,
+        num_cpus=0,
+        runtime_env={"env_vars": kube.pod_env(POD, NAMESPACE)},
+    ).remote(config, NamedPool("user", 1, namespace), service_account_dir=str(account))
+    try:
+        yield actor, config
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+def test_label_follows_the_listening_socket_through_drain_and_crash_restart(kube: FakeKubeApi, mail_server) -> None:
+    actor, config = mail_server
+    port = config.smtp_listen_port
+
+    wait_until(lambda: smtp_greets(port), timeout=60, what="the SMTP greeting")
+    wait_until(lambda: labelled(kube), timeout=30, what=f"{LABEL_KEY}={LABEL_VALUE} on the pod")
+    patches = [r for r in kube.requests if r.method == "PATCH"]
+    assert patches and patches[0].headers["content-type"] == "application/merge-patch+json"
+
+    stats = ray.get(actor.drain.remote(), timeout=30)
+    assert stats["draining"] is True
+    wait_until(lambda: not labelled(kube), timeout=30, what="the label gone after drain")
+    assert not smtp_greets(port)  # still listening, but new sessions get 421
+
+    # A crash: Ray restarts the actor (max_restarts=-1); the new one listens and labels the pod again.
+    ray.kill(actor, no_restart=False)
+    wait_until(lambda: smtp_greets(port), timeout=60, what="the SMTP greeting after the restart")
+    wait_until(lambda: labelled(kube), timeout=30, what="the label back after the restart")
+    assert kube.labels(POD, NAMESPACE)["ray.io/cluster"] == "spacebeaver"  # the other labels untouched
