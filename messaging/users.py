@@ -19,7 +19,7 @@ from .config import Config
 from .directory import Directory, Found, count_keys
 from .djangoenv import ensure_django, refresh_connections
 from .pool import NamedPool
-from .redact import mask_address
+from .redact import mask_address, mask_key
 from .routing import NOT_STORED, Policy, Verdict, decide, outbound_channel, refusal_reason, stable_index
 from .types import CombinedMessage, Direction, Protocol
 
@@ -153,8 +153,9 @@ class UserBase:
             if verdict in NOT_STORED:
                 metrics.count(msg.protocol.name.lower(), msg.direction.value, verdict.value)
                 log.info(
-                    "%s from %s to user %s not stored: %s (%d in the last hour), sender to retry later",
+                    "%s key=%s from %s to user %s not stored: %s (%d in the last hour), sender to retry later",
                     msg.protocol.name.lower(),
+                    mask_key(msg.idempotency_key),
                     mask_address(msg.sender),
                     found.user.id if found.user else "?",
                     verdict.value,
