@@ -81,6 +81,8 @@ def main() -> int:
         outbox_base_delay=0.2,
         outbox_max_delay=2.0,
         ray_namespace="chaos",
+        device_outbound_per_hour=0,  # steady load from few devices and senders: the abuse limits would refuse it
+        inbound_per_sender_per_hour=0,
         ray_dashboard=True,  # the kill -9 scenario finds actor pids through the state API, a dashboard module
         ray_dashboard_port=free_port(),
     )

@@ -75,11 +75,25 @@ class Config:
     outbox_base_delay: float = 2.0
     outbox_max_delay: float = 900.0
     outbox_lease_seconds: float = 120.0
+    # Abuse limits (0 turns an hourly limit off): the countries devices may text (ISO 3166 codes, comma-separated;
+    # only mobile and fixed-line numbers, never premium-rate), messages a device may send per hour, and messages
+    # one sender may send one user per hour (more is answered "try again later", not stored).
+    sms_allowed_countries: str = "US,CA"
+    device_outbound_per_hour: int = 60
+    inbound_per_sender_per_hour: int = 20
     # Sandbox: local fakes for the remote services that have no credentials ("auto"), all ("1") or none ("0").
     sandbox: str = "auto"
     sandbox_hive_port: int = 8790
     sandbox_twilio_port: int = 8791
     sandbox_relay_port: int = 2526
+
+    def __post_init__(self) -> None:
+        from .phones import parse_countries
+
+        parse_countries(self.sms_allowed_countries)  # a typo refuses to start, naming the bad code
+        for name in ("device_outbound_per_hour", "inbound_per_sender_per_hour"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.upper()} must be 0 (no limit) or more")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:

@@ -434,9 +434,33 @@ def due(
     return list(query.order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
 
 
-def count_this_month(user_id: int, now: datetime | None = None) -> int:
+def count_this_month(user_id: int, now: datetime | None = None, *, direction: str | None = None) -> int:
+    """Messages stored (not refused) for ``user_id`` this calendar month; only ``direction`` when given."""
     now = now or timezone.now()
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    query = Message.objects.filter(user_id=user_id, created_at__gte=start)
+    if direction is not None:
+        query = query.filter(direction=direction)
+    return query.exclude(status=Message.Status.REJECTED).count()
+
+
+def count_last_hour_from_device(device_pk: int, now: datetime | None = None) -> int:
+    """Messages from the device (its row id) stored, not refused, in the last hour: its outbound rate."""
+    since = (now or timezone.now()) - timedelta(hours=1)
     return (
-        Message.objects.filter(user_id=user_id, created_at__gte=start).exclude(status=Message.Status.REJECTED).count()
+        Message.objects.filter(device_id=device_pk, direction=Direction.FROM_DEVICE.value, created_at__gte=since)
+        .exclude(status=Message.Status.REJECTED)
+        .count()
+    )
+
+
+def count_last_hour_from_sender(user_id: int, sender: str, now: datetime | None = None) -> int:
+    """Messages from ``sender`` (any case) to the user's device stored, not refused, in the last hour."""
+    since = (now or timezone.now()) - timedelta(hours=1)
+    return (
+        Message.objects.filter(
+            user_id=user_id, direction=Direction.TO_DEVICE.value, sender__iexact=sender, created_at__gte=since
+        )
+        .exclude(status=Message.Status.REJECTED)
+        .count()
     )

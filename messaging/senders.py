@@ -50,15 +50,22 @@ class SmsSender(SenderBase):
 
     def __init__(self, config: Config, policy=None):
         super().__init__(config, policy)
+        from .phones import parse_countries
         from .smsio import TwilioSender
 
         self.twilio = TwilioSender(config.twilio_account_sid, config.twilio_auth_token, config.twilio_api_base_url)
+        self.allowed_countries = parse_countries(config.sms_allowed_countries)
 
     def send(self, row) -> str:
         from .errors import PermanentDeliveryError
+        from .phones import sms_destination_refusal
 
         if not row.user.twilio_number:
             raise PermanentDeliveryError(f"user {row.user.username} has no Twilio number to send from")
+        # Intake refuses these already; this catches a row stored before the rule (or the countries) changed.
+        refusal = sms_destination_refusal(row.recipient, self.allowed_countries)
+        if refusal is not None:
+            raise PermanentDeliveryError(refusal)
         return self.twilio.send(from_=row.user.twilio_number, to=row.recipient, body=row.text)
 
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 import ray
 
 from . import metrics
 from .config import Config
-from .directory import Directory, Found
+from .directory import Directory, Found, count_keys
 from .djangoenv import ensure_django, refresh_connections
 from .pool import NamedPool
-from .routing import Verdict, decide, outbound_channel, stable_index
+from .redact import mask_address, mask_key
+from .routing import NOT_STORED, Policy, Verdict, decide, outbound_channel, refusal_reason, stable_index
 from .types import CombinedMessage, Direction, Protocol
 
 log = logging.getLogger("messaging.users")
@@ -32,7 +34,8 @@ class IntakeResult:
 
     @property
     def stored(self) -> bool:
-        """True when the message is durably recorded (accepted, rejected or duplicate)."""
+        """True when the message is durably recorded (accepted, rejected or duplicate). False for a temporary
+        refusal (``RATE_LIMITED``): nothing was stored, the sender must be told to try again later."""
         return self.message_id is not None
 
 
@@ -41,7 +44,8 @@ class UserBase:
         ensure_django()
         self.config = config
         self.pools = pools or {}
-        self.directory = Directory(config.email_domain, ttl=config.user_cache_seconds)
+        self.policy = Policy.from_config(config)
+        self.directory = Directory(config.email_domain, ttl=config.user_cache_seconds, policy=self.policy)
         self._lock = threading.Lock()
         self.in_flight = 0
         self.handled = 0
@@ -65,18 +69,33 @@ class UserBase:
             return msg, False
         return msg, True
 
-    def _decide(self, msg: CombinedMessage, destination_ok: bool = True) -> tuple[Verdict, Found]:
-        """The verdict for one message; a refusal is always decided on fresh facts, never on cached ones."""
-        found = self.directory.find(msg)
-        verdict = decide(msg, found.user, found.device, destination_ok=destination_ok)
+    def _decide(
+        self, msg: CombinedMessage, destination_ok: bool = True, pending: Counter | None = None
+    ) -> tuple[Verdict, Found]:
+        """The verdict for one message; a refusal is always decided on fresh facts, never on cached ones.
+        ``pending``: what this batch accepted so far (not stored yet), added to the counts."""
+
+        def verdict_on(found: Found) -> Verdict:
+            return decide(
+                msg,
+                found.user,
+                found.device,
+                destination_ok=destination_ok,
+                policy=self.policy,
+                last_hour=found.last_hour,
+            )
+
+        found = self.directory.find(msg, pending=pending)
+        verdict = verdict_on(found)
         if verdict is not Verdict.ACCEPT and found.cached:
-            found = self.directory.find(msg, fresh=True)
-            verdict = decide(msg, found.user, found.device, destination_ok=destination_ok)
+            found = self.directory.find(msg, fresh=True, pending=pending)
+            verdict = verdict_on(found)
         return verdict, found
 
     # -- the actor's methods ---------------------------------------------------------------------
     def check_recipient(self, address: str, sender: str) -> Verdict:
-        """For SMTP RCPT: would mail from ``sender`` to ``address`` be accepted (quota aside)?"""
+        """For SMTP RCPT: would mail from ``sender`` to ``address`` be accepted (quota aside)? A sender over
+        its hourly limit for this mailbox hears ``RATE_LIMITED`` (a 4xx: try again later) already here."""
         probe = CombinedMessage(
             direction=Direction.TO_DEVICE,
             protocol=Protocol.EMAIL,
@@ -108,36 +127,53 @@ class UserBase:
         from .outbox import ToRecord, record_many
 
         refresh_connections()
-        items, verdicts, users = [], [], []
+        decided: list[tuple[CombinedMessage, Verdict, Found]] = []
+        pending: Counter = Counter()  # counts of what this batch accepted, before it is stored
         for original in msgs:
             msg, destination_ok = self._normalise_destination(original)
-            verdict, found = self._decide(msg, destination_ok)
-            accepted = verdict is Verdict.ACCEPT
-            if accepted:
-                self.directory.accepted(found.user)
-            items.append(
-                ToRecord(
-                    msg,
-                    user_id=found.user.id if found.user else None,
-                    device_id=found.device.id if found.device else None,
-                    accepted=accepted,
-                    reason="" if accepted else verdict.value,
-                )
+            verdict, found = self._decide(msg, destination_ok, pending)
+            if verdict is Verdict.ACCEPT:
+                pending.update(count_keys(msg, found.user, found.device))
+            decided.append((msg, verdict, found))
+        items = [
+            ToRecord(
+                msg,
+                user_id=found.user.id if found.user else None,
+                device_id=found.device.id if found.device else None,
+                accepted=verdict is Verdict.ACCEPT,
+                reason=refusal_reason(verdict, msg, found.user, policy=self.policy, last_hour=found.last_hour),
             )
-            verdicts.append(verdict)
-            users.append(found.user)
-        recs = record_many(items)
+            for msg, verdict, found in decided
+            if verdict not in NOT_STORED
+        ]
+        recs = iter(record_many(items))
         kicks: dict[tuple[str, int], list[int]] = {}
         results = []
-        for item, verdict, user, rec in zip(items, verdicts, users, recs, strict=True):
-            msg = item.msg
-            outcome = "duplicate" if not rec.created else ("accepted" if item.accepted else "rejected")
+        for msg, verdict, found in decided:
+            if verdict in NOT_STORED:
+                metrics.count(msg.protocol.name.lower(), msg.direction.value, verdict.value)
+                log.info(
+                    "%s key=%s from %s to user %s not stored: %s (%d in the last hour), sender to retry later",
+                    msg.protocol.name.lower(),
+                    mask_key(msg.idempotency_key),
+                    mask_address(msg.sender),
+                    found.user.id if found.user else "?",
+                    verdict.value,
+                    found.last_hour,
+                )
+                results.append(IntakeResult(verdict=verdict, message_id=None, created=False))
+                continue
+            rec = next(recs)
+            accepted = verdict is Verdict.ACCEPT
+            outcome = "duplicate" if not rec.created else ("accepted" if accepted else "rejected")
             metrics.count(msg.protocol.name.lower(), msg.direction.value, outcome)
-            if rec.created and item.accepted:
+            if rec.created and accepted:
+                self.directory.accepted(msg, found.user, found.device)
                 channel = outbound_channel(msg.direction, msg.protocol)
                 pool = self.pools.get(channel)
                 if pool is not None:
-                    kicks.setdefault((channel, stable_index(f"user:{user.id}", pool.size)), []).append(rec.message_id)
+                    idx = stable_index(f"user:{found.user.id}", pool.size)
+                    kicks.setdefault((channel, idx), []).append(rec.message_id)
             results.append(IntakeResult(verdict=verdict, message_id=rec.message_id, created=rec.created))
         for (channel, idx), ids in kicks.items():
             self.kick(channel, idx, ids)

@@ -1,8 +1,9 @@
 """The HTTP side, as one Ray Serve deployment (FastAPI ingress).
 
 * ``POST /sms``   Twilio's inbound-SMS webhook: signature checked against TWILIO_WEBHOOK_PUBLIC_URL (403 if
-  wrong), stored through the user pool, then ``200`` with empty TwiML; ``503`` when it could not be stored
-  (Twilio retries). A malformed webhook gets ``400``.
+  wrong), stored through the user pool, then ``200`` with empty TwiML; ``503`` when it could not be stored, or
+  was not stored because its sender is over INBOUND_PER_SENDER_PER_HOUR (Twilio retries). A malformed webhook
+  gets ``400``.
 * ``POST /swarm`` the Hive's push webhook (one packet JSON, or a list): header ``X-Swarm-Secret`` must equal
   SWARM_WEBHOOK_SECRET; same intake path as the satellite poll; ``200`` once stored, ``503`` otherwise.
 * ``GET /healthz`` liveness.
@@ -77,6 +78,9 @@ class Webhooks:
         except Exception as exc:  # pool down, database trouble: Twilio retries on 503
             log.warning("sms %s not stored: %s: %s", msg.idempotency_key, type(exc).__name__, exc)
             return Response("temporarily unavailable", status_code=503, media_type="text/plain")
+        if not result.stored:  # a temporary refusal (this number's hourly limit to the user): Twilio retries
+            log.info("sms %s not stored (%s): answering 503", msg.idempotency_key, result.verdict.value)
+            return Response("too many messages, try again later", status_code=503, media_type="text/plain")
         log.info("sms %s -> message %s (%s)", msg.idempotency_key, result.message_id, result.verdict.value)
         return Response(EMPTY_TWIML, status_code=200, media_type="text/xml")
 

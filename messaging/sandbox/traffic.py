@@ -151,7 +151,7 @@ class Traffic:
         if self.rng.random() < 0.5:
             token, path, target = self._token("e"), "hive-email", (Protocol.EMAIL, "friend@example.org")
         else:
-            token, path, target = self._token("m"), "hive-sms", (Protocol.SMS, "+15550100998")
+            token, path, target = self._token("m"), "hive-sms", (Protocol.SMS, "+14155550198")
         data = encode_from_device([(token, target[0], target[1])])
         self.box.hive.device_send(person.device_id, base64.b64encode(data).decode())
         return self._record(token, path)

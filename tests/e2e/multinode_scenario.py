@@ -76,6 +76,8 @@ def main() -> None:
         outbox_base_delay=0.2,
         outbox_lease_seconds=10.0,
         outbox_max_delay=2.0,
+        device_outbound_per_hour=0,  # load from few devices and senders: no abuse limits
+        inbound_per_sender_per_hour=0,
     )
     config, box = start_sandbox(config, ephemeral_ports=True)
     connect_ray(config, worker_env({"DATABASE_URL": os.environ["DATABASE_URL"]}))

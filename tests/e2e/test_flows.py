@@ -85,12 +85,27 @@ def test_device_email_goes_out_through_relay(e2e, new_user):
 def test_device_sms_goes_out_through_twilio(e2e, new_user):
     user = new_user()
     device = user.devices.get()
-    data = encode_from_device([("Back tomorrow", Protocol.SMS, "+44 7700 900123")])
+    data = encode_from_device([("Back tomorrow", Protocol.SMS, "+1 (415) 555-0177")])
     e2e.box.hive.device_send(device.device_id, base64.b64encode(data).decode())
-    e2e.box.twilio.wait_for(lambda ms: any(m["to"] == "+447700900123" for m in ms), timeout=30)
-    [got] = [m for m in e2e.box.twilio.messages if m["to"] == "+447700900123"]
+    e2e.box.twilio.wait_for(lambda ms: any(m["to"] == "+14155550177" for m in ms), timeout=30)
+    [got] = [m for m in e2e.box.twilio.messages if m["to"] == "+14155550177"]
     assert got["from"] == user.twilio_number
     assert got["body"] == "Back tomorrow"
+
+
+def test_device_text_to_a_premium_rate_number_is_acked_kept_and_never_sent(e2e, new_user):
+    user = new_user()
+    device = user.devices.get()
+    data = encode_from_device(
+        [("Win a prize", Protocol.SMS, "+1 900 555 0123"), ("Home soon", Protocol.SMS, "+14155550178")]
+    )
+    packet = e2e.box.hive.device_send(device.device_id, base64.b64encode(data).decode())
+    wait_until(lambda: packet["packetId"] in e2e.box.hive.acked_ids(), what="packet acked")
+    refused = [m for m in messages_of(user) if m.recipient == "+19005550123"]
+    assert [m.status for m in refused] == ["rejected"]
+    assert "premium-rate numbers are not allowed" in refused[0].last_error
+    e2e.box.twilio.wait_for(lambda ms: any(m["to"] == "+14155550178" for m in ms), timeout=30)
+    assert not [m for m in e2e.box.twilio.messages if m["to"] == "+19005550123"], "the fake Twilio got nothing"
 
 
 def test_signed_twilio_webhook_reaches_device(e2e, new_user):

@@ -58,6 +58,27 @@ def test_create_user_and_device_then_see_them_listed(staff):
     assert "4242" in devices and "orange one" in devices
 
 
+def test_the_two_quotas_are_set_apart_in_the_admin(staff):
+    response = staff.post(
+        reverse("admin:accounts_user_add"),
+        {
+            "username": "quoted",
+            "password1": "a-long-pass-phrase-2",
+            "password2": "a-long-pass-phrase-2",
+            "monthly_quota": "300",
+            "monthly_outbound_quota": "",
+            "usable_password": "true",
+            **INLINES,
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    user = User.objects.get(username="quoted")
+    assert (user.monthly_quota, user.monthly_outbound_quota) == (300, None)
+    page = staff.get(reverse("admin:accounts_user_change", args=[user.pk])).content.decode()
+    assert "monthly quota to the device" in page.lower() and "monthly quota from the device" in page.lower()
+    assert "own messages never count here" in page
+
+
 def test_invalid_twilio_number_is_refused(staff):
     response = staff.post(
         reverse("admin:accounts_user_add"),

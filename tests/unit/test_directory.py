@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from messaging.directory import Directory, lookup_key
+from messaging.routing import Policy
 from messaging.types import CombinedMessage, Direction, Protocol
 from web.accounts.models import BlockedSender
 
@@ -60,10 +63,62 @@ def test_quota_count_advances_with_what_this_actor_accepts(make_user):
     user = make_user(quota=10)
     directory = Directory("beaver.test", ttl=60.0, clock=Clock())
     msg = mail_to(f"{user.username}@beaver.test")
-    assert directory.find(msg).user.messages_this_month == 0
-    directory.accepted(directory.find(msg).user)
-    directory.accepted(directory.find(msg).user)
-    assert directory.find(msg).user.messages_this_month == 2
+    assert directory.find(msg).user.inbound_this_month == 0
+    found = directory.find(msg)
+    directory.accepted(msg, found.user, found.device)
+    directory.accepted(msg, found.user, found.device)
+    assert directory.find(msg).user.inbound_this_month == 2
+    assert directory.find(msg).user.outbound_this_month == 0, "each direction is counted apart"
+
+
+def test_each_month_count_is_of_its_own_direction(make_user):
+    from messaging import outbox
+
+    user = make_user(quota=10)
+    user.monthly_outbound_quota = 10
+    user.save()
+    device = user.devices.get()
+    for i in range(3):
+        outbox.record(mail_to(f"{user.username}@beaver.test"), user_id=user.id, device_id=device.id, accepted=True)
+        outbox.record(
+            CombinedMessage(Direction.FROM_DEVICE, Protocol.SMS, "device:1", "+14155550142", "hi", f"d{i}"),
+            user_id=user.id,
+            device_id=device.id,
+            accepted=True,
+        )
+    facts = Directory("beaver.test", ttl=0).find(mail_to(f"{user.username}@beaver.test")).user
+    assert (facts.inbound_this_month, facts.outbound_this_month) == (1, 3)
+
+
+def test_hourly_counts_are_cached_advanced_and_recounted_fresh(make_user):
+    from messaging import outbox
+
+    user = make_user()
+    clock = Clock()
+    directory = Directory("beaver.test", ttl=5.0, clock=clock, policy=Policy(inbound_per_sender_per_hour=20))
+    device = user.devices.get()
+
+    def pest(key):
+        return CombinedMessage(
+            Direction.TO_DEVICE, Protocol.EMAIL, "pest@spam.test", f"{user.username}@beaver.test", "x", key
+        )
+
+    first = directory.find(pest("k0"))
+    assert (first.last_hour, first.cached) == (0, False)
+    outbox.record(pest("k1"), user_id=user.id, device_id=device.id, accepted=True)
+    outbox.record(pest("k2"), user_id=user.id, device_id=device.id, accepted=False, reason="blocked_sender")
+    cached = directory.find(pest("k3"))
+    assert (cached.last_hour, cached.cached) == (0, True), "another actor's message shows on the next count"
+    assert directory.find(pest("k3"), fresh=True).last_hour == 1, "fresh recounts; refused ones do not count"
+    found = directory.find(pest("k3"))
+    directory.accepted(pest("k3"), found.user, found.device)
+    assert directory.find(pest("k4")).last_hour == 2
+    assert directory.find(pest("k4"), pending=Counter({("sender", user.id, "pest@spam.test"): 3})).last_hour == 5
+    friend = CombinedMessage(
+        Direction.TO_DEVICE, Protocol.EMAIL, "amy@example.org", f"{user.username}@beaver.test", "x", "f"
+    )
+    assert directory.find(friend).last_hour == 0, "per sender"
+    assert Directory("beaver.test", ttl=5.0).find(pest("k5")).last_hour == 0, "no limit set: nothing counted"
 
 
 def test_ttl_zero_turns_the_cache_off(make_user):

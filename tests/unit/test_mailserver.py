@@ -370,3 +370,18 @@ def test_slow_sessions_from_one_client_never_shut_out_another(serve, make_user):
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_one_rate_limited_recipient_makes_the_whole_mail_come_again(serve, make_user):
+    """DATA has one answer for all recipients: when one copy could not be stored (its sender is over the
+    hourly limit for that mailbox) the answer is 451, never 250; the copies stored meanwhile are not stored
+    twice when the sender tries again."""
+    port, _, _ = serve(inbound_per_sender_per_hour=1, user_cache_seconds=600)  # RCPT answers from its recent yes
+    ann, bob = make_user(), make_user()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        assert s.send_message(mail(f"{ann.username}@beaver.test")) == {}
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s, pytest.raises(smtplib.SMTPDataError) as err:
+        s.send_message(mail(f"{ann.username}@beaver.test, {bob.username}@beaver.test", message_id="<two@example.org>"))
+    assert err.value.smtp_code == 451
+    assert Message.objects.filter(user=ann).count() == 1, "the limited copy is not stored"
+    assert Message.objects.filter(user=bob).count() == 1, "the other copy is, once"

@@ -122,7 +122,7 @@ def test_satellite_unknown_device_is_dead(make_user):
 
 def test_sms_sender(twilio, make_user):
     user = make_user()
-    mid = device_row(user, Protocol.SMS, "+447700900123", text="Back on Sunday")
+    mid = device_row(user, Protocol.SMS, "+14155550142", text="Back on Sunday")
     config = dataclasses.replace(
         BASE,
         twilio_account_sid=twilio.account_sid,
@@ -131,14 +131,31 @@ def test_sms_sender(twilio, make_user):
     )
     assert SmsSender(config).deliver(mid) == "sent"
     [sms] = twilio.messages
-    assert (sms["from"], sms["to"], sms["body"]) == (user.twilio_number, "+447700900123", "Back on Sunday")
+    assert (sms["from"], sms["to"], sms["body"]) == (user.twilio_number, "+14155550142", "Back on Sunday")
     assert Message.objects.get(id=mid).remote_id == sms["sid"]
+
+
+def test_sms_sender_never_texts_a_refused_number_stored_before_the_rule(twilio, make_user):
+    user = make_user()
+    premium = device_row(user, Protocol.SMS, "+19005550123", key="premium")
+    abroad = device_row(user, Protocol.SMS, "+447400123456", key="abroad")
+    config = dataclasses.replace(
+        BASE,
+        twilio_account_sid=twilio.account_sid,
+        twilio_auth_token=twilio.auth_token,
+        twilio_api_base_url=twilio.base_url,
+    )
+    sender = SmsSender(config)
+    assert sender.deliver(premium) == "dead" and sender.deliver(abroad) == "dead"
+    assert twilio.messages == []
+    assert "premium-rate numbers are not allowed" in Message.objects.get(id=premium).last_error
+    assert "GB is not an allowed country" in Message.objects.get(id=abroad).last_error
 
 
 def test_sms_sender_wrong_credentials_is_dead_and_5xx_retries(twilio, make_user):
     user = make_user()
-    a = device_row(user, Protocol.SMS, "+447700900123", key="a")
-    b = device_row(user, Protocol.SMS, "+447700900124", key="b")
+    a = device_row(user, Protocol.SMS, "+14155550142", key="a")
+    b = device_row(user, Protocol.SMS, "+14155550143", key="b")
     wrong = dataclasses.replace(
         BASE, twilio_account_sid=twilio.account_sid, twilio_auth_token="wrong", twilio_api_base_url=twilio.base_url
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from messaging.config import Config
 from messaging.routing import Verdict
@@ -60,9 +64,9 @@ def test_sms_to_twilio_number_finds_the_user(users, make_user):
 def test_device_message_normalises_the_phone_number(users, make_user):
     user = make_user()
     device = user.devices.get()
-    result = users.intake(from_device(device.device_id, "+44 7700 900123", protocol=Protocol.SMS))
+    result = users.intake(from_device(device.device_id, "+1 (415) 555-0142", protocol=Protocol.SMS))
     assert result.verdict is Verdict.ACCEPT
-    assert Message.objects.get(id=result.message_id).recipient == "+447700900123"
+    assert Message.objects.get(id=result.message_id).recipient == "+14155550142"
 
 
 def test_intake_twice_stores_once(users, make_user):
@@ -106,12 +110,23 @@ def test_device_naming_a_bad_address_is_refused(users, make_user):
     assert users.intake(from_device(device_id, "12", Protocol.SMS, key="hive:2:0")).verdict is Verdict.BAD_DESTINATION
 
 
-def test_quota_counts_both_directions(users, make_user):
+def test_each_direction_has_its_own_quota(users, make_user):
     user = make_user(quota=2)
     device_id = user.devices.get().device_id
     assert users.intake(to_device(f"{user.username}@beaver.test", key="a")).verdict is Verdict.ACCEPT
     assert users.intake(from_device(device_id, "x@example.org", key="b")).verdict is Verdict.ACCEPT
-    assert users.intake(to_device(f"{user.username}@beaver.test", key="c")).verdict is Verdict.QUOTA_EXCEEDED
+    assert users.intake(to_device(f"{user.username}@beaver.test", key="c")).verdict is Verdict.ACCEPT, (
+        "the device's own message does not use up the quota of messages to it"
+    )
+    assert users.intake(to_device(f"{user.username}@beaver.test", key="d")).verdict is Verdict.QUOTA_EXCEEDED
+    user.monthly_outbound_quota = 2
+    user.save()
+    fresh = UserBase(CONFIG)
+    assert fresh.intake(from_device(device_id, "x@example.org", key="e")).verdict is Verdict.ACCEPT
+    result = fresh.intake(from_device(device_id, "x@example.org", key="f"))
+    assert result.verdict is Verdict.OUTBOUND_QUOTA_EXCEEDED
+    row = Message.objects.get(id=result.message_id)
+    assert row.status == "rejected" and "quota of 2 messages from the device is used up" in row.last_error
 
 
 def test_check_recipient_for_rcpt(users, make_user):
@@ -176,3 +191,106 @@ def test_a_refusal_is_never_decided_on_cached_facts(make_user):
         "unblocked a moment ago: accepted at once, though the cached facts still list the block"
     )
     assert users.stats()["cache_misses"] >= 2
+
+
+# -- toll fraud: where a device may text ----------------------------------------------------------------
+
+
+def sms_pool_and_users(**config):
+    pool = KickRecorder()
+    return pool, UserBase(dataclasses.replace(CONFIG, **config), pools={"sms": pool})
+
+
+@pytest.mark.parametrize(
+    ("number", "why"),
+    [
+        ("+1 900 555 0123", "SMS to +1 900… refused: premium-rate numbers are not allowed"),
+        ("+44 909 090 1234", "SMS to +44 909… refused: premium-rate numbers are not allowed"),
+        ("+44 7400 123456", "GB is not an allowed country (SMS_ALLOWED_COUNTRIES: CA, US)"),
+        ("+1 555 010 0998", "not a number in any allocated range (unknown type)"),
+    ],
+)
+def test_a_device_text_to_a_refused_number_is_stored_with_the_reason_and_never_sent(make_user, number, why):
+    pool, users = sms_pool_and_users()
+    device_id = make_user().devices.get().device_id
+    result = users.intake(from_device(device_id, number, Protocol.SMS))
+    assert result.verdict is Verdict.REFUSED_DESTINATION and result.stored, "stored: the packet can be acked"
+    row = Message.objects.get(id=result.message_id)
+    assert row.status == "rejected" and row.next_attempt_at is None, "final: no sender or sweep ever takes it"
+    assert row.last_error.startswith("refused_destination: ") and why in row.last_error
+    assert pool.kicks == []
+
+
+def test_a_device_text_to_a_mobile_in_an_allowed_country_goes_out(make_user):
+    pool, users = sms_pool_and_users(sms_allowed_countries="US,CA,GB")
+    device_id = make_user().devices.get().device_id
+    ok = [
+        users.intake(from_device(device_id, n, Protocol.SMS, key=f"hive:{i}:0"))
+        for i, n in enumerate(["+14155550142", "+16135550123", "+447400123456"])
+    ]
+    assert [r.verdict for r in ok] == [Verdict.ACCEPT] * 3
+    assert sorted(mid for _, _, mids in pool.kicks for mid in mids) == sorted(r.message_id for r in ok)
+
+
+def test_a_runaway_device_is_capped_per_hour_and_the_rest_is_stored_not_sent(make_user):
+    pool, users = sms_pool_and_users(device_outbound_per_hour=3)
+    device_id = make_user().devices.get().device_id
+    batch = [from_device(device_id, "+14155550142", Protocol.SMS, key=f"hive:run:{i}") for i in range(5)]
+    first = users.intake_many(batch[:2])
+    rest = users.intake_many(batch[2:])  # one batch: what it accepted counts before it is stored
+    verdicts = [r.verdict for r in first + rest]
+    assert verdicts == [Verdict.ACCEPT] * 3 + [Verdict.DEVICE_RATE_LIMITED] * 2
+    assert all(r.stored for r in first + rest), "every device message is stored, so its packet can be acked"
+    capped = Message.objects.get(id=rest[-1].message_id)
+    assert capped.status == "rejected" and "DEVICE_OUTBOUND_PER_HOUR" in capped.last_error
+    assert len([m for _, _, mids in pool.kicks for m in mids]) == 3
+    Message.objects.filter(device__device_id=device_id).update(created_at=timezone.now() - timedelta(hours=2))
+    later = users.intake(from_device(device_id, "+14155550142", Protocol.SMS, key="hive:run:later"))
+    assert later.verdict is Verdict.ACCEPT, "an hour later it may send again (decided on fresh counts)"
+
+
+def test_a_thousand_inbound_messages_never_refuse_the_devices_sos(make_user):
+    users = UserBase(dataclasses.replace(CONFIG, user_cache_seconds=60))
+    user = make_user(quota=1000)
+    mailbox = f"{user.username}@beaver.test"
+    spam = [to_device(mailbox, sender=f"stranger{i}@spam.test", key=f"spam:{i}") for i in range(1000)]
+    assert {r.verdict for r in users.intake_many(spam)} == {Verdict.ACCEPT}
+    assert users.intake(to_device(mailbox, key="spam:more")).verdict is Verdict.QUOTA_EXCEEDED
+    sos = users.intake(from_device(user.devices.get().device_id, "+14155550142", Protocol.SMS, key="hive:sos:0"))
+    assert sos.verdict is Verdict.ACCEPT
+    assert Message.objects.get(id=sos.message_id).status == "received"
+
+
+# -- a sender flooding one mailbox or number --------------------------------------------------------------
+
+
+def test_a_sender_over_its_hourly_limit_is_refused_for_now_and_nothing_is_stored(make_user):
+    users = UserBase(dataclasses.replace(CONFIG, inbound_per_sender_per_hour=3, user_cache_seconds=60))
+    user, other = make_user(), make_user()
+    mailbox = f"{user.username}@beaver.test"
+    results = [users.intake(to_device(mailbox, sender="pest@spam.test", key=f"p{i}")) for i in range(4)]
+    assert [r.verdict for r in results] == [Verdict.ACCEPT] * 3 + [Verdict.RATE_LIMITED]
+    assert not results[3].stored and results[3].message_id is None
+    assert not Message.objects.filter(idempotency_key="p3").exists(), "not stored: the retry is stored later"
+    assert users.check_recipient(mailbox, "Pest@spam.test") is Verdict.RATE_LIMITED, "RCPT says it already"
+    assert users.intake(to_device(mailbox, sender="friend@example.org", key="f0")).verdict is Verdict.ACCEPT
+    assert users.intake(to_device(f"{other.username}@beaver.test", sender="pest@spam.test", key="o0")).stored
+    sms = [
+        users.intake(to_device(user.twilio_number, sender="+15550001234", key=f"twilio:SM{i}", protocol=Protocol.SMS))
+        for i in range(4)
+    ]
+    assert [r.verdict for r in sms] == [Verdict.ACCEPT] * 3 + [Verdict.RATE_LIMITED], "per number as well"
+    Message.objects.filter(sender="pest@spam.test").update(created_at=timezone.now() - timedelta(hours=2))
+    retry = users.intake(to_device(mailbox, sender="pest@spam.test", key="p3"))
+    assert retry.verdict is Verdict.ACCEPT and retry.created, "the hour passed: the retry is stored"
+
+
+def test_the_hourly_limit_holds_within_one_batch(make_user):
+    users = UserBase(dataclasses.replace(CONFIG, inbound_per_sender_per_hour=2, user_cache_seconds=0))
+    mailbox = f"{make_user().username}@beaver.test"
+    batch = [to_device(mailbox, sender="pest@spam.test", key=f"b{i}") for i in range(4)]
+    batch.insert(2, to_device(mailbox, sender="friend@example.org", key="friend"))
+    results = users.intake_many(batch)
+    assert [r.verdict for r in results] == [Verdict.ACCEPT] * 3 + [Verdict.RATE_LIMITED] * 2
+    assert [r.stored for r in results] == [True] * 3 + [False] * 2
+    assert set(Message.objects.values_list("idempotency_key", flat=True)) == {"b0", "b1", "friend"}

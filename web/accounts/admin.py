@@ -29,20 +29,21 @@ class UserAdmin(DjangoUserAdmin):
         "contact_email",
         "is_active",
         "monthly_quota",
+        "monthly_outbound_quota",
         "message_log",
     )
     list_filter = ("is_active", "is_staff")
     search_fields = ("username", "contact_email", "twilio_number", "devices__device_id")
     fieldsets = (
         (None, {"fields": ("username", "password")}),
-        ("Messaging", {"fields": ("twilio_number", "monthly_quota", "contact_email")}),
+        ("Messaging", {"fields": ("twilio_number", "monthly_quota", "monthly_outbound_quota", "contact_email")}),
         ("Personal info", {"fields": ("first_name", "last_name", "email")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("username", "password1", "password2")}),
-        ("Messaging", {"fields": ("twilio_number", "monthly_quota", "contact_email")}),
+        ("Messaging", {"fields": ("twilio_number", "monthly_quota", "monthly_outbound_quota", "contact_email")}),
     )
     inlines = [DeviceInline, BlockedSenderInline]
 

@@ -37,7 +37,22 @@ class User(AbstractUser):
         help_text="E.164, e.g. +14155550100. Texts to this number reach the user's device.",
     )
     monthly_quota = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Messages per calendar month, both directions. Empty: unlimited."
+        "monthly quota to the device",
+        null=True,
+        blank=True,
+        help_text=(
+            "Messages TO the device (email and SMS in) per calendar month; more are refused. "
+            "The device's own messages never count here. Empty: unlimited."
+        ),
+    )
+    monthly_outbound_quota = models.PositiveIntegerField(
+        "monthly quota from the device",
+        null=True,
+        blank=True,
+        help_text=(
+            "Messages FROM the device (email and SMS out) per calendar month; more are stored, not sent. "
+            "Empty: unlimited (recommended: an SOS must never be refused)."
+        ),
     )
 
     def clean(self) -> None:
