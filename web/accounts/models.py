@@ -9,10 +9,11 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from messaging.mailparse import MAILBOX_NAME
 from messaging.phones import normalise_phone
 
 MAILBOX_VALIDATOR = RegexValidator(
-    r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$",
+    rf"^{MAILBOX_NAME.pattern}$",
     "Lower-case letters, digits, '.', '_' and '-' only; it is the mailbox name (username@domain).",
 )
 
