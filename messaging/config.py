@@ -47,6 +47,7 @@ class Config:
     smtp_store_timeout: float = 20.0
     smtp_max_recipients: int = 20  # distinct mailboxes per SMTP transaction; more get 452 4.5.3 (sent again later)
     user_cache_seconds: float = 5.0  # how long a user actor may accept on looked-up user/device facts
+    dns_nameservers: str = ""  # "ip[:port],...": the resolver for SPF/DKIM/DMARC checks; empty: the system's
     # Email out
     email_relay_host: str = ""
     email_relay_port: int = 25
