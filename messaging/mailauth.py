@@ -331,7 +331,7 @@ def _from_domains(raw: bytes) -> list[str]:
 # --- SPF (pyspf, its lookups through our resolver) ----------------------------------------------------------
 
 _spf_context = threading.local()
-_pyspf_lookup: Callable = spf.DNSLookup
+_pyspf_lookup: Callable = spf.DNSLookup_dnspython  # pyspf's own (dnspython) lookup, for other callers
 
 
 def _spf_dns_lookup(name, qtype, strict=True, timeout=30):

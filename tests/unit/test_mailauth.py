@@ -115,6 +115,7 @@ def test_spf_passes_for_the_listed_ip_and_fails_for_another(resolver):
     good = check(mail(), resolver, client_ip="127.0.0.1")
     assert (good.spf, good.spf_identity, good.spf_domain) == ("pass", "mailfrom", "example.org")
     assert good.dmarc == "pass" and decision(good) == "accept"  # aligned SPF pass is enough for DMARC
+    assert check(mail(), resolver, client_ip="::ffff:127.0.0.1").spf == "pass"  # a dual-stack listener's form
     bad = check(mail(), resolver, client_ip="127.0.0.2")
     assert bad.spf == "fail"
     assert decision(bad) == "reject"
