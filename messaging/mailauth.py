@@ -400,6 +400,16 @@ def check_spf(client_ip: str, mail_from: str, helo: str, resolver: Resolver) -> 
 # --- DKIM (dkimpy, its key lookups through our resolver) ----------------------------------------------------
 
 
+class _DebugLogger(logging.LoggerAdapter):
+    """dkimpy logs a bad signature (a missing key, say) as an error; for us it is a verdict, not an error."""
+
+    def log(self, level, msg, *args, **kwargs):
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
+_dkim_log = _DebugLogger(logging.getLogger("messaging.mailauth.dkim"), {})
+
+
 @dataclass(frozen=True)
 class DkimSignature:
     domain: str
@@ -415,7 +425,7 @@ def check_dkim(raw: bytes, resolver: Resolver) -> list[DkimSignature]:
         return records[0] if records else None
 
     try:
-        verifier = dkim.DKIM(raw, minkey=1024, timeout=resolver.lookup_timeout)
+        verifier = dkim.DKIM(raw, logger=_dkim_log, minkey=1024, timeout=resolver.lookup_timeout)
         count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     except Exception as exc:  # a message dkimpy cannot even split into headers and body
         log.debug("DKIM parse error: %s: %s", type(exc).__name__, exc)

@@ -322,3 +322,10 @@ def test_dns_nameservers_parses_ip_and_port():
 def test_bad_dns_nameservers_is_a_clear_error(value):
     with pytest.raises(ConfigError, match="DNS_NAMESERVERS"):
         Resolver.from_config(value)
+
+
+def test_a_bad_signature_is_a_verdict_not_an_error_in_the_log(resolver, key, caplog):
+    caplog.set_level("INFO")
+    result = check(signed(mail(), key, selector=b"gone"), resolver, client_ip="192.0.2.7")
+    assert result.dkim == "fail"
+    assert [r for r in caplog.records if r.levelno >= 30] == []
