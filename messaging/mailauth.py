@@ -32,13 +32,20 @@ Wiring into the mail server (``messaging/mailserver.py``), for whoever does it:
        if decision(auth) == "reject":
            return REJECT_REPLY  # "550 5.7.1 ..." : nothing is stored, nothing costs the user a packet
 
-   ``"quarantine"`` is accepted (unless the user's setting refuses it: then ``REJECT_REPLY`` too) and marked.
+   ``"quarantine"`` is accepted and marked (``dmarc=fail (p=quarantine)`` in the stored summary); a per-user
+   setting that refuses quarantined mail answers ``QUARANTINE_REPLY`` (550 5.7.1). ``temperror`` is accepted.
+   Log the decision once per message (its id, the summary; no addresses). With DNS down each call can take
+   about ``lookup_timeout`` per check (2 s each, ~6 s): the default thread pool of ``asyncio.to_thread`` is
+   small (cores + 4), so give the checks their own ``ThreadPoolExecutor`` (e.g. 32 threads) via
+   ``loop.run_in_executor`` so a slow resolver does not queue every session behind it.
 3. Each ``CombinedMessage`` carries ``authentication=auth.summary()`` (stored in ``Message.authentication``,
    shown in the admin; prefix ``"quarantined; "`` for quarantined mail if you want it visible there), and the
    blocked-sender check (``routing.decide``: ``msg.sender.lower() in user.blocked``) is made on
    ``sender_to_match(auth, mail.sender, envelope.mail_from or "")`` instead of ``msg.sender``: carry it as a
    separate field (e.g. ``match_sender``) so the device still shows the From.
 4. ``session.peer`` is the client's (ip, port); with a proxy in front, use the address it reports.
+5. RCPT time has no From yet: ``check_recipient`` keeps matching the envelope sender there; DATA decides
+   again on ``sender_to_match``.
 """
 
 from __future__ import annotations
@@ -56,10 +63,7 @@ from dataclasses import dataclass, field
 
 import dkim
 import dns.exception
-import dns.flags
-import dns.name
 import dns.nameserver
-import dns.rdatatype
 import dns.resolver
 import spf
 from publicsuffixlist import PublicSuffixList
