@@ -52,6 +52,7 @@ class Config:
     smtp_command_limit: int = 100  # times one command may be sent per session (0: no limit); past it 421
     smtp_max_mime_parts: int = 500  # a message declaring more MIME parts is refused (554 5.6.0) before parsing
     user_cache_seconds: float = 5.0  # how long a user actor may accept on looked-up user/device facts
+    dns_nameservers: str = ""  # "ip[:port],...": the resolver for SPF/DKIM/DMARC checks; empty: the system's
     # Email out
     email_relay_host: str = ""
     email_relay_port: int = 25

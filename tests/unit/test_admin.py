@@ -146,3 +146,19 @@ def test_message_history_is_read_only(staff):
     page = staff.get(reverse("admin:delivery_message_change", args=[msg.pk])).content.decode()
     assert 'name="text"' not in page and 'name="sender"' not in page
     assert staff.get(reverse("admin:delivery_message_add")).status_code == 403
+
+
+def test_the_sender_authentication_verdict_is_shown_read_only(staff):
+    user = User.objects.create(username="checked")
+    msg = _message(user, "k-auth", "sent")
+    msg.authentication = (
+        "spf=fail smtp.mailfrom=evil.test; dkim=none; dmarc=fail (p=quarantine) header.from=example.org"
+    )
+    msg.save(update_fields=["authentication"])
+    listing = staff.get(reverse("admin:delivery_message_changelist")).content.decode()
+    assert "dmarc=fail (p=quarantine)" in listing
+    found = staff.get(reverse("admin:delivery_message_changelist"), {"q": "dmarc=fail"}).content.decode()
+    assert f"/admin/delivery/message/{msg.pk}/change/" in found
+    page = staff.get(reverse("admin:delivery_message_change", args=[msg.pk])).content.decode()
+    assert "spf=fail smtp.mailfrom=evil.test; dkim=none;" in page
+    assert 'name="authentication"' not in page  # shown, not editable

@@ -17,6 +17,7 @@ class MessageAdmin(admin.ModelAdmin):
         "status",
         "attempts",
         "short_error",
+        "sender_check",
     )
     list_filter = ("status", "direction", "protocol", "created_at")
     search_fields = (
@@ -26,6 +27,7 @@ class MessageAdmin(admin.ModelAdmin):
         "recipient",
         "idempotency_key",
         "external_id",
+        "authentication",
     )
     date_hierarchy = "created_at"
     list_select_related = ("user", "device")
@@ -46,6 +48,7 @@ class MessageAdmin(admin.ModelAdmin):
         "idempotency_key",
         "external_id",
         "remote_id",
+        "authentication",
         "next_attempt_at",
         "lease_until",
         "created_at",
@@ -60,6 +63,14 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def short_error(self, obj: Message) -> str:
         return (obj.last_error[:60] + "...") if len(obj.last_error) > 60 else obj.last_error
+
+    @admin.display(description="sender check")
+    def sender_check(self, obj: Message) -> str:
+        """The DMARC part of the verdict (``dmarc=pass (p=reject)``); the whole line is on the message's page."""
+        for part in obj.authentication.split(";"):
+            if part.strip().startswith("dmarc="):
+                return part.strip().split(" header.from=")[0]
+        return obj.authentication[:40]
 
     @admin.action(description="Retry now (re-queue selected failed/dead messages)")
     def retry_now(self, request, queryset) -> None:

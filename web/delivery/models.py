@@ -50,6 +50,12 @@ class Message(models.Model):
     remote_id = models.CharField(
         "outbound id", max_length=255, blank=True, help_text="Hive packet ids, Twilio SID, relay id"
     )
+    authentication = models.CharField(
+        "sender authentication",
+        max_length=500,
+        blank=True,
+        help_text="inbound mail: SPF, DKIM and DMARC verdicts, Authentication-Results style",
+    )
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=32, blank=True, help_text="which claim holds the lease")
