@@ -101,6 +101,7 @@ def e2e(django_db_setup, django_db_blocker):
         outbox_base_delay=0.2,
         outbox_max_delay=2.0,
         outbox_lease_seconds=10.0,  # a send cut off by a kill is retried within the tests' patience
+        twilio_reconcile_interval=1.0,  # a text whose webhook failed is found in Twilio's list within seconds
     )
     config, box = start_sandbox(config, ephemeral_ports=True)
     with django_db_blocker.unblock():
