@@ -29,6 +29,7 @@ from .types import CombinedMessage
 log = logging.getLogger("messaging.reconcile")
 
 STORE_BATCH = 64  # messages per intake call
+GIVE_UP_AFTER = 3  # numbers whose list failed in a row before a sweep stops asking Twilio
 Store = Callable[[list[CombinedMessage]], list[Any]]  # -> an IntakeResult per message, same order
 
 
@@ -133,12 +134,18 @@ class Reconciler:
         ours = self.numbers()
         report.numbers = len(ours)
         listed: list[ListedMessage] = []
+        in_a_row = 0
         for number in sorted(ours):
             try:
                 listed.extend(self.inbox.sent_to(number, since))
+                in_a_row = 0
             except TwilioUnavailable as exc:
                 log.warning("sms reconcile: %s", exc)
                 report.failed.append(mask_phone(number))
+                in_a_row += 1
+                if in_a_row >= GIVE_UP_AFTER:  # Twilio is away: not a timeout per number, the next sweep
+                    log.warning("sms reconcile: Twilio unavailable, the other numbers wait for the next sweep")
+                    break
         report.listed = len(listed)
         missing, refused = missing_inbound(listed, ours, since, self.known)
         for sid, reason in refused:

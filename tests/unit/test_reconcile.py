@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from messaging.config import Config
-from messaging.reconcile import Reconciler, missing_inbound, pool_store
+from messaging.reconcile import GIVE_UP_AFTER, Reconciler, missing_inbound, pool_store
 from messaging.redact import mask_phone
 from messaging.sandbox.fake_twilio import FakeTwilio
 from messaging.senders import runs_reconcile
@@ -161,6 +161,13 @@ def test_trouble_is_reported_not_raised_and_the_next_sweep_stores(fake, users, m
     down = False
     assert sweeper.sweep().stored == 1
     assert Message.objects.filter(idempotency_key=f"twilio:{sid}").count() == 1
+
+
+def test_a_sweep_stops_asking_twilio_after_failures_in_a_row(fake):
+    numbers = {f"+1415555020{i}" for i in range(6)}
+    away = TwilioInbox(fake.account_sid, fake.auth_token, api_base_url="http://127.0.0.1:9", timeout=2)
+    report = reconciler(fake, nothing_stored, inbox=away, numbers=lambda: numbers, known=nothing_stored).sweep()
+    assert len(report.failed) == GIVE_UP_AFTER and report.numbers == 6
 
 
 def test_pool_store_sends_each_message_to_its_user_actor():
