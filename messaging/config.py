@@ -39,6 +39,9 @@ class Config:
     twilio_auth_token: str = ""
     twilio_api_base_url: str = TWILIO_DEFAULT_API_BASE_URL
     twilio_webhook_public_url: str = ""
+    sms_webhook_timeout: float = 10.0  # /sms answers within Twilio's 15 s budget: stored (200) or 503
+    twilio_reconcile_interval: float = 60.0  # seconds between sweeps of Twilio's message list; 0: off
+    twilio_reconcile_window_hours: float = 24.0  # how far back each sweep looks
     # Email in
     email_domain: str = "example.com"
     smtp_listen_host: str = "127.0.0.1"

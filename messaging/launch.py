@@ -190,7 +190,7 @@ def _create(kind: str, idx: int, config: Config, pools: dict[str, NamedPool]):
     if kind == "mailout":
         return MailOutActor.options(**opts).remote(config)
     if kind == "sms":
-        return SmsActor.options(**opts).remote(config)
+        return SmsActor.options(**opts).remote(config, pools["user"], idx)
     if kind == "mailserver":
         return MailServerActor.options(**opts).remote(config, pools["user"])
     raise ValueError(kind)

@@ -1,14 +1,21 @@
 """The outbound email and SMS senders: device -> relay (email) and device -> Twilio (SMS).
 
-Each is a ``SenderBase`` (logic, testable without Ray) and an async Ray actor shell.
+Each is a ``SenderBase`` (logic, testable without Ray) and an async Ray actor shell. The first SMS actor
+also runs the reconciliation sweep (``reconcile.py``): inbound texts Twilio has that we never stored.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import ray
 
 from .config import Config
 from .delivery import SEND_CONCURRENCY, SenderBase, SenderShell
+from .pool import NamedPool
+
+log = logging.getLogger("messaging.senders")
 
 
 class MailOutSender(SenderBase):
@@ -76,8 +83,35 @@ class MailOutActor(SenderShell):
         self.autostart(config.outbox_sweep_interval)
 
 
+def runs_reconcile(config: Config, index: int, has_users: bool) -> bool:
+    """One SMS actor (index 0) sweeps Twilio's message list, when it is on and the actor can store."""
+    return has_users and index == 0 and config.twilio_reconcile_interval > 0
+
+
 @ray.remote(max_restarts=-1, max_task_retries=3)
 class SmsActor(SenderShell):
-    def __init__(self, config: Config):
+    _reconciling = False
+
+    def __init__(self, config: Config, users: NamedPool | None = None, index: int = 0):
         self.base = SmsSender(config)
         self.autostart(config.outbox_sweep_interval)
+        if runs_reconcile(config, index, users is not None):
+            from .reconcile import Reconciler, pool_store
+
+            self.reconciler = Reconciler(config, pool_store(users, timeout=config.smtp_store_timeout))
+            asyncio.get_running_loop().create_task(self._reconcile_loop(config.twilio_reconcile_interval))
+
+    async def _reconcile_loop(self, interval: float) -> None:
+        while not self._stopping:
+            self._reconciling = True
+            try:
+                await asyncio.to_thread(self.reconciler.sweep)
+            except Exception:  # e.g. the database is away: Twilio keeps the messages, the next sweep finds them
+                log.exception("sms reconcile sweep failed; trying again")
+            finally:
+                self._reconciling = False
+            await asyncio.sleep(interval)
+
+    async def stats(self) -> dict:
+        stats = await super().stats()
+        return stats | {"in_flight": stats["in_flight"] + int(self._reconciling)}

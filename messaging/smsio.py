@@ -8,10 +8,12 @@ Webhook signatures
     the Twilio console, query string included. The validator accepts it with or without the
     default port.
 
-Outbound
-    :class:`TwilioSender` drives the real ``twilio.rest.Client``. To aim it at another host (the
-    local fake in tests and the sandbox) it is given an HTTP client that rewrites the scheme and
-    host of every ``*.twilio.com`` request URL to ``api_base_url``; the SDK itself is untouched.
+Outbound, and listing what Twilio received
+    :class:`TwilioSender` (Messages create) and :class:`TwilioInbox` (Messages list, for the
+    reconciliation sweep in ``reconcile.py``) drive the real ``twilio.rest.Client``. To aim it at
+    another host (the local fake in tests and the sandbox) it is given an HTTP client that rewrites
+    the scheme and host of every ``*.twilio.com`` request URL to ``api_base_url``; the SDK itself is
+    untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +36,7 @@ from twilio.rest import Client
 from .config import TWILIO_DEFAULT_API_BASE_URL
 from .errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
 from .phones import normalise_phone
+from .redact import mask_phone
 from .types import CombinedMessage, Direction, Protocol
 
 log = logging.getLogger(__name__)
@@ -126,6 +131,30 @@ def parse_inbound_sms(params: dict[str, str]) -> CombinedMessage:
     )
 
 
+@dataclass(frozen=True)
+class ListedMessage:
+    """One message as Twilio's Messages list API returns it (the fields the reconciliation needs)."""
+
+    sid: str
+    from_: str
+    to: str
+    body: str
+    num_media: str
+    direction: str  # "inbound", "outbound-api", "outbound-reply", "outbound-call"
+    date_sent: datetime | None
+
+    def webhook_fields(self) -> dict[str, str]:
+        """The form fields Twilio's incoming-SMS webhook carries for this message, so that
+        :func:`parse_inbound_sms` makes the very message (same key) the webhook would have."""
+        return {
+            "MessageSid": self.sid,
+            "From": self.from_,
+            "To": self.to,
+            "Body": self.body,
+            "NumMedia": self.num_media or "0",
+        }
+
+
 # --------------------------------------------------------------------------- outbound helpers (pure)
 
 
@@ -217,6 +246,16 @@ class _BaseUrlHttpClient(TwilioHttpClient):
         return headers.get(name) if headers is not None else None
 
 
+def _sdk_client(
+    account_sid: str, auth_token: str, api_base_url: str, timeout: float
+) -> tuple[Client, _BaseUrlHttpClient, str]:
+    """The SDK client (re-aimed at ``api_base_url`` unless that is Twilio), its HTTP client, and the base URL."""
+    api_base_url = api_base_url.strip() or TWILIO_DEFAULT_API_BASE_URL
+    base = None if is_twilio_base_url(api_base_url) else api_base_url.rstrip("/")
+    http = _BaseUrlHttpClient(base, timeout=timeout)
+    return Client(account_sid, auth_token, http_client=http), http, base or TWILIO_DEFAULT_API_BASE_URL
+
+
 class TwilioSender:
     """Sends SMS through Twilio's Messages API with the official SDK. Thread-safe."""
 
@@ -227,11 +266,7 @@ class TwilioSender:
         api_base_url: str = TWILIO_DEFAULT_API_BASE_URL,
         timeout: float = 15,
     ) -> None:
-        api_base_url = api_base_url.strip() or TWILIO_DEFAULT_API_BASE_URL
-        base = None if is_twilio_base_url(api_base_url) else api_base_url.rstrip("/")
-        self._http = _BaseUrlHttpClient(base, timeout=timeout)
-        self._client = Client(account_sid, auth_token, http_client=self._http)
-        self.api_base_url = base or TWILIO_DEFAULT_API_BASE_URL
+        self._client, self._http, self.api_base_url = _sdk_client(account_sid, auth_token, api_base_url, timeout)
 
     def __repr__(self) -> str:  # never show the token
         return f"TwilioSender(api_base_url={self.api_base_url!r})"
@@ -246,16 +281,16 @@ class TwilioSender:
         """
         text = trim_body(body)
         if text != body:
-            log.info("sms body trimmed to=%s from_len=%d", to, len(body))
+            log.info("sms body trimmed to=%s from_len=%d", mask_phone(to), len(body))
         try:
             message = self._client.messages.create(from_=from_, to=to, body=text)
         except (TwilioRestException, TwilioServiceException) as exc:
             retry_after = parse_retry_after(self._http.last_header("Retry-After"))
             error = delivery_error(exc, retry_after)
-            log.warning("sms send failed to=%s kind=%s: %s", to, type(error).__name__, error)
+            log.warning("sms send failed to=%s kind=%s: %s", mask_phone(to), type(error).__name__, error)
             raise error from exc
         except requests.RequestException as exc:
-            log.warning("sms send failed to=%s kind=network: %s", to, type(exc).__name__)
+            log.warning("sms send failed to=%s kind=network: %s", mask_phone(to), type(exc).__name__)
             raise TemporaryDeliveryError(f"Twilio unreachable: {type(exc).__name__}: {exc}") from exc
         except ValueError as exc:  # a 2xx whose body is not JSON: we cannot tell if it was sent
             raise TemporaryDeliveryError(f"Twilio answered with an unreadable body: {exc}") from exc
@@ -264,5 +299,57 @@ class TwilioSender:
         sid = message.sid
         if not sid:
             raise TemporaryDeliveryError("Twilio accepted the message but returned no SID")
-        log.info("sms accepted by twilio sid=%s to=%s status=%s", sid, to, message.status)
+        log.info("sms accepted by twilio sid=%s to=%s status=%s", sid, mask_phone(to), message.status)
         return sid
+
+
+class TwilioUnavailable(RuntimeError):
+    """Twilio's Messages list could not be read now (network, 5xx, 429, bad credentials...)."""
+
+
+class TwilioInbox:
+    """Lists the messages Twilio received for a number, with the official SDK (Messages list). Thread-safe."""
+
+    PAGE_SIZE = 200  # records per request; the SDK follows ``next_page_uri`` for the rest
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        api_base_url: str = TWILIO_DEFAULT_API_BASE_URL,
+        timeout: float = 15,
+    ) -> None:
+        self._client, self._http, self.api_base_url = _sdk_client(account_sid, auth_token, api_base_url, timeout)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"TwilioInbox(api_base_url={self.api_base_url!r})"
+
+    def sent_to(self, number: str, since: datetime) -> list[ListedMessage]:
+        """Every message Twilio lists with ``To`` = ``number`` sent on or after the UTC day of ``since``.
+
+        Twilio's ``DateSent>`` filter takes a day (``DateSent>=YYYY-MM-DD``), so this may return
+        messages older than ``since``: the caller filters. All pages are read. Raises
+        :class:`TwilioUnavailable` when the list cannot be read.
+        """
+        day = since.astimezone(UTC).strftime("%Y-%m-%d")
+        try:
+            records = self._client.messages.stream(to=number, date_sent_after=day, page_size=self.PAGE_SIZE)
+            return [
+                ListedMessage(
+                    sid=str(r.sid or ""),
+                    from_=str(r.from_ or ""),
+                    to=str(r.to or ""),
+                    body=str(r.body or ""),
+                    num_media=str(r.num_media or "0"),
+                    direction=str(r.direction or ""),
+                    date_sent=r.date_sent if isinstance(r.date_sent, datetime) else None,
+                )
+                for r in records
+            ]
+        except (TwilioException, requests.RequestException, ValueError) as exc:
+            # not the exception's text: it may carry the request URL, with the full number in it
+            status = getattr(exc, "status", None) or next(
+                (a.status_code for a in exc.args if isinstance(getattr(a, "status_code", None), int)), None
+            )
+            what = f"HTTP {status}" if status else type(exc).__name__
+            raise TwilioUnavailable(f"listing messages to {mask_phone(number)} failed: {what}") from exc

@@ -1,15 +1,17 @@
 """The HTTP side, as one Ray Serve deployment (FastAPI ingress).
 
 * ``POST /sms``   Twilio's inbound-SMS webhook: signature checked against TWILIO_WEBHOOK_PUBLIC_URL (403 if
-  wrong), stored through the user pool, then ``200`` with empty TwiML; ``503`` when it could not be stored, or
-  was not stored because its sender is over INBOUND_PER_SENDER_PER_HOUR (Twilio retries). A malformed webhook
-  gets ``400``.
+  wrong), stored through the user pool, then ``200`` with empty TwiML; ``503`` when it could not be stored
+  within SMS_WEBHOOK_TIMEOUT, well inside Twilio's 15 s, or was not stored because its sender is over
+  INBOUND_PER_SENDER_PER_HOUR (Twilio retries as the URL's ``#rc=..&rp=..`` overrides allow; what it never
+  delivers, the reconciliation sweep stores). A malformed webhook gets ``400``.
 * ``POST /swarm`` the Hive's push webhook (one packet JSON, or a list): header ``X-Swarm-Secret`` must equal
   SWARM_WEBHOOK_SECRET; same intake path as the satellite poll; ``200`` once stored, ``503`` otherwise.
 * ``GET /healthz`` liveness.
 * everything else: the Django admin (Django's ASGI app mounted at ``/``).
 """
 
+import asyncio
 import hmac
 import json
 import logging
@@ -74,8 +76,10 @@ class Webhooks:
         except BadWebhook as exc:
             return Response(str(exc), status_code=400, media_type="text/plain")
         try:
-            result = await self.store.submit(self.users.index_for(msg.routing_key()), msg)
-        except Exception as exc:  # pool down, database trouble: Twilio retries on 503
+            result = await asyncio.wait_for(
+                self.store.submit(self.users.index_for(msg.routing_key()), msg), timeout=self.config.sms_webhook_timeout
+            )
+        except Exception as exc:  # pool down, slow, database trouble: 503 (Twilio may retry; reconciliation will)
             log.warning("sms %s not stored: %s: %s", msg.idempotency_key, type(exc).__name__, exc)
             return Response("temporarily unavailable", status_code=503, media_type="text/plain")
         if not result.stored:  # a temporary refusal (this number's hourly limit to the user): Twilio retries

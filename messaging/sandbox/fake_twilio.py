@@ -1,9 +1,12 @@
 """A local stand-in for Twilio's REST API and its SMS webhooks, on loopback only.
 
 Speaks the wire format of ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` (form-encoded,
-HTTP basic auth, JSON message resource or Twilio's JSON error) so the real ``twilio`` SDK can talk
-to it, and signs simulated inbound webhooks the way Twilio does. Control API for other processes:
-``POST /_sandbox/inbound`` (JSON ``{webhook_url, public_url, from, to, body}``) and
+HTTP basic auth, JSON message resource or Twilio's JSON error) and of the Messages list,
+``GET`` on the same path (filters ``To``, ``From``, ``DateSent``, ``DateSent<``, ``DateSent>``;
+``PageSize``, ``Page``, ``PageToken``; Twilio's paging envelope, newest first), so the real
+``twilio`` SDK can talk to it, and signs simulated inbound webhooks the way Twilio does. An inbound
+message is kept (and listed) even when its webhook fails, as Twilio keeps it. Control API for other
+processes: ``POST /_sandbox/inbound`` (JSON ``{webhook_url, public_url, from, to, body}``) and
 ``GET /_sandbox/messages``. Run alone with ``python -m messaging.sandbox.fake_twilio --port 8791``.
 """
 
@@ -22,15 +25,16 @@ import signal
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
 from messaging.config import Config
 from messaging.phones import is_e164
+from messaging.redact import mask_phone
 from messaging.smsio import TWILIO_BODY_LIMIT, sign
 
 from .recorded import snapshot, wait_on
@@ -49,6 +53,9 @@ _GSM7 = set(
 )
 _GSM7_EXT = set("^{}\\[~]|€\f")
 _FAULT_TEXT = {429: (20429, "Too Many Requests"), 500: (20500, "Internal Server Error")}
+LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
 
 # --------------------------------------------------------------------------- wire format (pure)
 
@@ -78,8 +85,18 @@ def error_body(status: int, code: int, message: str) -> dict[str, Any]:
     return {"code": code, "message": message, "more_info": info, "status": status}
 
 
-def message_resource(*, account_sid: str, from_: str, to: str, body: str, sid: str) -> dict[str, Any]:
-    """The JSON message resource Twilio answers a create with (status ``queued``)."""
+def message_resource(
+    *,
+    account_sid: str,
+    from_: str,
+    to: str,
+    body: str,
+    sid: str,
+    direction: str = "outbound-api",
+    status: str = "queued",
+) -> dict[str, Any]:
+    """The JSON message resource: as Twilio answers a create with (``outbound-api``, ``queued``, not
+    sent yet), or as it lists a message it received (``inbound``, ``received``, sent now)."""
     now = rfc2822_now()
     uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"
     return {
@@ -87,9 +104,9 @@ def message_resource(*, account_sid: str, from_: str, to: str, body: str, sid: s
         "api_version": API_VERSION,
         "body": body,
         "date_created": now,
-        "date_sent": None,
+        "date_sent": now if direction == "inbound" else None,
         "date_updated": now,
-        "direction": "outbound-api",
+        "direction": direction,
         "error_code": None,
         "error_message": None,
         "from": from_,
@@ -99,7 +116,7 @@ def message_resource(*, account_sid: str, from_: str, to: str, body: str, sid: s
         "price": None,
         "price_unit": "USD",
         "sid": sid,
-        "status": "queued",
+        "status": status,
         "subresource_uris": {"media": uri.removesuffix(".json") + "/Media.json"},
         "to": to,
         "uri": uri,
@@ -137,6 +154,93 @@ def inbound_form(*, account_sid: str, from_: str, to: str, body: str, sid: str) 
     return form | {"AccountSid": account_sid, "From": from_, "To": to, "Body": body}
 
 
+def parse_date_filter(value: str) -> date | datetime:
+    """A ``DateSent`` filter value: ``YYYY-MM-DD`` (what Twilio documents) or ``YYYY-MM-DDTHH:MM:SSZ``
+    (what the SDK writes for a datetime). ValueError otherwise."""
+    value = value.strip()
+    if len(value) == 10:
+        return date.fromisoformat(value)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _sent_at(resource: dict[str, Any]) -> datetime | None:
+    raw = resource.get("date_sent")
+    return email.utils.parsedate_to_datetime(raw) if raw else None
+
+
+def matches_filters(resource: dict[str, Any], filters: dict[str, str]) -> bool:
+    """Does a message resource pass the list filters? Dates: ``DateSent`` the same day, ``DateSent>`` on or
+    after, ``DateSent<`` on or before (a day compares by day, a time by time); unsent messages never match one."""
+    if "To" in filters and resource["to"] != filters["To"]:
+        return False
+    if "From" in filters and resource["from"] != filters["From"]:
+        return False
+    for name, holds in (
+        ("DateSent", lambda a, b: a == b),
+        ("DateSent>", lambda a, b: a >= b),
+        ("DateSent<", lambda a, b: a <= b),
+    ):
+        if name not in filters:
+            continue
+        sent = _sent_at(resource)
+        if sent is None:
+            return False
+        bound = parse_date_filter(filters[name])
+        mine = sent if isinstance(bound, datetime) else sent.astimezone(UTC).date()
+        if not holds(mine, bound):
+            return False
+    return True
+
+
+def newest_first(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Twilio lists messages most recent first (by date sent, else date created; later records first on a tie)."""
+
+    def when(r: dict[str, Any]) -> datetime:
+        return _sent_at(r) or email.utils.parsedate_to_datetime(r["date_created"])
+
+    return sorted(reversed(resources), key=when, reverse=True)
+
+
+def list_page(
+    *, account_sid: str, resources: list[dict[str, Any]], query: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    """(status, JSON) for a Messages list request: Twilio's paging envelope, or its JSON error."""
+    path = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+    filters = {k: query[k] for k in LIST_FILTERS if query.get(k)}
+    try:
+        for name in ("DateSent", "DateSent<", "DateSent>"):
+            if name in filters:
+                parse_date_filter(filters[name])
+        size = int(query.get("PageSize") or DEFAULT_PAGE_SIZE)
+        page = int(query.get("Page") or 0)
+        if size < 1 or page < 0:
+            raise ValueError("PageSize and Page must be positive")
+    except ValueError as exc:
+        return 400, error_body(400, 20001, f"Invalid list parameter: {exc}")
+    size = min(size, MAX_PAGE_SIZE)
+    listed = [r for r in newest_first(resources) if matches_filters(r, filters)]
+    token = query.get("PageToken") or ""
+    after = [i for i, r in enumerate(listed) if "PA" + r["sid"] == token]
+    start = after[0] + 1 if after else page * size  # a token names the last record of the page before
+    records = listed[start : start + size]
+
+    def uri(**extra: object) -> str:
+        return f"{path}?{urlencode(filters | {'PageSize': size} | extra)}"
+
+    more = start + size < len(listed)
+    return 200, {
+        "messages": [dict(r) for r in records],
+        "end": start + len(records) - 1 if records else start,
+        "first_page_uri": uri(Page=0),
+        "next_page_uri": uri(Page=page + 1, PageToken="PA" + records[-1]["sid"]) if more and records else None,
+        "page": page,
+        "page_size": size,
+        "previous_page_uri": uri(Page=page - 1) if page > 0 else None,
+        "start": start,
+        "uri": uri(Page=page, **({"PageToken": token} if token else {})),
+    }
+
+
 def basic_auth(header: str | None) -> tuple[str, str] | None:
     """(user, password) from an ``Authorization: Basic`` header, or None."""
     if not header or not header.lower().startswith("basic "):
@@ -149,6 +253,14 @@ def basic_auth(header: str | None) -> tuple[str, str] | None:
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
+
+
+class WebhookUnreachable(requests.ConnectionError):
+    """The simulated webhook could not be posted; Twilio has the message all the same (``message_sid``)."""
+
+    def __init__(self, message_sid: str, cause: requests.RequestException) -> None:
+        super().__init__(f"webhook unreachable: {type(cause).__name__}: {cause}")
+        self.message_sid = message_sid
 
 
 def _sent_sid(response: requests.Response) -> str:
@@ -182,11 +294,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, error_body(404, 20404, f"The requested resource {self.path} was not found"))
 
     def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/_sandbox/messages":
+        parts = urlsplit(self.path)
+        if parts.path == "/_sandbox/messages":
             self._send_json(200, self.fake.messages)
             return
-        self._not_found()
+        match = _MESSAGES.fullmatch(parts.path)
+        if match is None:
+            self._not_found()
+            return
+        if not self._authorised(match.group(1)):
+            return
+        query = {key: values[0] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        status, doc = self.fake.list_messages(query)
+        self._send_json(status, doc)
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
@@ -248,7 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
                 body=args["body"],
             )
         except requests.RequestException as exc:
-            self._send_json(502, {"error": f"webhook unreachable: {type(exc).__name__}: {exc}"})
+            sid = getattr(exc, "message_sid", "")
+            self._send_json(502, {"error": f"webhook unreachable: {type(exc).__name__}: {exc}", "message_sid": sid})
             return
         result = {"message_sid": _sent_sid(response), "status_code": response.status_code}
         self._send_json(200, result | {"body": response.text})
@@ -257,7 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeTwilio:
     """Fake Twilio REST API on a real loopback socket, in a background thread.
 
-    Accepted messages are kept (thread-safe) as the JSON resources returned to the client.
+    Accepted messages are kept (thread-safe) as the JSON resources returned to the client, and so are the
+    inbound messages it "received" (:meth:`simulate_inbound`); the Messages list shows both.
     """
 
     def __init__(
@@ -275,6 +397,8 @@ class FakeTwilio:
         self._requested_port = port
         self._cond = threading.Condition()
         self._messages: list[dict[str, Any]] = []
+        self._inbound: list[dict[str, Any]] = []
+        self._list_queries: list[dict[str, str]] = []
         self._fail_next: list[tuple[int, float | None]] = []
         self._error_rate = 0.0
         self._error_status = 503
@@ -329,6 +453,23 @@ class FakeTwilio:
         """Copies of the accepted outbound message resources, oldest first."""
         return snapshot(self._cond, self._messages)
 
+    @property
+    def inbound_messages(self) -> list[dict[str, Any]]:
+        """Copies of the inbound message resources (what Twilio received for our numbers), oldest first."""
+        return snapshot(self._cond, self._inbound)
+
+    @property
+    def list_queries(self) -> list[dict[str, str]]:
+        """The query of every Messages list request answered, oldest first."""
+        return snapshot(self._cond, self._list_queries)
+
+    def list_messages(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Answer a Messages list request (``query``: its query-string parameters)."""
+        with self._cond:
+            resources = [dict(r) for r in self._messages + self._inbound]
+            self._list_queries.append(dict(query))
+        return list_page(account_sid=self.account_sid, resources=resources, query=query)
+
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 5.0) -> list[dict[str, Any]]:
         """Block until ``predicate(messages)`` holds; return the messages. TimeoutError otherwise."""
         return wait_on(self._cond, self._messages, predicate, timeout)
@@ -344,7 +485,7 @@ class FakeTwilio:
         with self._cond:
             self._messages.append(resource)
             self._cond.notify_all()
-        log.info("fake twilio accepted sid=%s to=%s", resource["sid"], resource["to"])
+        log.info("fake twilio accepted sid=%s to=%s", resource["sid"], mask_phone(resource["to"]))
         return dict(resource)
 
     # faults -----------------------------------------------------------------
@@ -372,20 +513,42 @@ class FakeTwilio:
 
     # inbound ----------------------------------------------------------------
 
+    def receive_inbound(self, *, from_: str, to: str, body: str) -> dict[str, Any]:
+        """Twilio receives a text for ``to``: keep it (listed as ``inbound``) and return its resource."""
+        resource = message_resource(
+            account_sid=self.account_sid,
+            from_=from_,
+            to=to,
+            body=body,
+            sid=new_sid("SM"),
+            direction="inbound",
+            status="received",
+        )
+        with self._cond:
+            self._inbound.append(resource)
+            self._cond.notify_all()
+        return dict(resource)
+
     def simulate_inbound(
         self, *, webhook_url: str, public_url: str, from_: str, to: str, body: str
     ) -> requests.Response:
-        """POST a signed incoming-SMS webhook to ``webhook_url`` like Twilio, signed for ``public_url``."""
-        sid = new_sid("SM")
+        """Receive a text (:meth:`receive_inbound`), then POST a signed incoming-SMS webhook to ``webhook_url``
+        like Twilio, signed for ``public_url``. Raises :class:`WebhookUnreachable` (a ``requests``
+        error) when the post fails; the message stays received and listed, as at Twilio."""
+        sid = self.receive_inbound(from_=from_, to=to, body=body)["sid"]
         form = inbound_form(account_sid=self.account_sid, from_=from_, to=to, body=body, sid=sid)
         headers = {
             "X-Twilio-Signature": sign(auth_token=self.auth_token, public_url=public_url, params=form),
             "User-Agent": "TwilioProxy/1.1",
             "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
         }
-        with requests.Session() as session:
-            session.trust_env = False  # loopback: never through a proxy
-            response = session.post(webhook_url, data=form, headers=headers, timeout=15)
+        try:
+            with requests.Session() as session:
+                session.trust_env = False  # loopback: never through a proxy
+                response = session.post(webhook_url, data=form, headers=headers, timeout=15)
+        except requests.RequestException as exc:
+            log.info("fake twilio inbound sid=%s webhook unreachable: %s", sid, type(exc).__name__)
+            raise WebhookUnreachable(sid, exc) from exc
         log.info("fake twilio inbound sid=%s webhook status=%s", sid, response.status_code)
         return response
 

@@ -103,6 +103,7 @@ def e2e(django_db_setup, django_db_blocker):
         outbox_lease_seconds=10.0,  # a send cut off by a kill is retried within the tests' patience
         device_outbound_per_hour=0,  # the zero-loss load comes from few devices and senders: no abuse limits
         inbound_per_sender_per_hour=0,
+        twilio_reconcile_interval=1.0,  # a text whose webhook failed is found in Twilio's list within seconds
     )
     config, box = start_sandbox(config, ephemeral_ports=True)
     with django_db_blocker.unblock():

@@ -14,7 +14,7 @@ from messaging.pb import MessageDataPB_pb2 as pb
 from messaging.smsio import sign
 from messaging.types import Protocol
 
-from .conftest import wait_until
+from .conftest import device_texts, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -129,6 +129,45 @@ def test_signed_twilio_webhook_reaches_device(e2e, new_user):
     assert packets[0].message[0].text == "Are you safe?"
     assert packets[0].message[0].to == "+15551230000"
     assert packets[0].message[0].protocol == pb.SMS
+
+
+def test_text_whose_webhook_failed_reaches_the_device_once(e2e, new_user):
+    """Twilio received a text but could not post it to us (our ingress unreachable): the reconciliation sweep
+    finds it in Twilio's message list and stores it; later sweeps and a late webhook store nothing again."""
+    from messaging.sandbox.fake_twilio import inbound_form
+    from web.delivery.models import Message
+
+    user = new_user()
+    device = user.devices.get()
+    unreachable = f"http://127.0.0.1:{free_port()}/sms"  # nothing listens there
+    public = e2e.config.twilio_webhook_public_url
+    text = f"Are you safe? {user.username}"
+    with pytest.raises(requests.RequestException) as failed:
+        e2e.box.twilio.simulate_inbound(
+            webhook_url=unreachable, public_url=public, from_="+15557770001", to=user.twilio_number, body=text
+        )
+    sid = failed.value.message_sid
+    wait_until(lambda: text in device_texts(e2e, device.device_id), what="the text at the device")
+
+    def sweeps() -> int:
+        return sum(1 for q in e2e.box.twilio.list_queries if q.get("To") == user.twilio_number)
+
+    after = sweeps()
+    wait_until(lambda: sweeps() >= after + 2, what="two more reconciliation sweeps")
+    form = inbound_form(
+        account_sid=e2e.config.twilio_account_sid, from_="+15557770001", to=user.twilio_number, body=text, sid=sid
+    )
+    late = requests.post(  # Twilio's own retry, arriving after all
+        f"{e2e.base_url}/sms",
+        data=form,
+        headers={"X-Twilio-Signature": sign(auth_token=e2e.config.twilio_auth_token, public_url=public, params=form)},
+        timeout=30,
+    )
+    assert late.status_code == 200
+    [row] = Message.objects.filter(idempotency_key=f"twilio:{sid}")
+    assert (row.user_id, row.sender, row.text) == (user.id, "+15557770001", text)
+    wait_until(lambda: row.__class__.objects.get(id=row.id).status == "sent", what="the row marked sent")
+    assert device_texts(e2e, device.device_id).count(text) == 1
 
 
 def test_forged_twilio_signature_is_refused_and_nothing_stored(e2e, new_user):

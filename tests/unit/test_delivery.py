@@ -115,10 +115,12 @@ class SlowRemote(RecordingSender):
         super().__init__(Config(), outcome=None)
         self.policy = policy
         self.seconds = seconds
+        self.sending = threading.Event()  # set once a send is under way (so the claim has happened)
 
     def send(self, row) -> str:
         import time
 
+        self.sending.set()
         time.sleep(self.seconds)
         return super().send(row)
 
@@ -139,6 +141,7 @@ def test_a_slow_remote_never_gets_a_message_twice(make_user):
     def sweep_meanwhile():
         from django.db import connection
 
+        first.sending.wait(30)  # the first sender holds its claim now
         try:
             while not done.is_set():
                 second.deliver_many(ids)

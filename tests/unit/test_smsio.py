@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
@@ -26,7 +27,9 @@ from messaging.smsio import (
     EMPTY_TWIML,
     TRIM_MARKER,
     BadWebhook,
+    TwilioInbox,
     TwilioSender,
+    TwilioUnavailable,
     parse_inbound_sms,
     parse_retry_after,
     rewrite_twilio_url,
@@ -446,3 +449,111 @@ def test_main_runs_as_a_module() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+# --------------------------------------------------------------------------- Messages list (TwilioInbox vs FakeTwilio)
+
+CLOSED_URL = "http://127.0.0.1:9/sms"  # discard port: nothing listens on loopback
+
+
+def test_simulate_inbound_keeps_the_text_when_the_webhook_is_unreachable(fake: FakeTwilio) -> None:
+    with pytest.raises(requests.RequestException) as info:
+        fake.simulate_inbound(webhook_url=CLOSED_URL, public_url=PUBLIC_URL, from_=FRIEND, to=USER_NUMBER, body="lost?")
+    [record] = fake.inbound_messages
+    assert record["sid"] == info.value.message_sid
+    assert (record["direction"], record["status"], record["from"], record["to"], record["body"]) == (
+        "inbound",
+        "received",
+        FRIEND,
+        USER_NUMBER,
+        "lost?",
+    )
+    assert record["date_sent"] and fake.messages == []  # the outbound record stays outbound only
+
+
+def test_control_api_names_the_sid_when_the_webhook_is_unreachable(fake: FakeTwilio) -> None:
+    doc = {"webhook_url": CLOSED_URL, "public_url": PUBLIC_URL, "from": FRIEND, "to": USER_NUMBER, "body": "yo"}
+    answer = requests.post(f"{fake.base_url}/_sandbox/inbound", json=doc, timeout=10)
+    assert answer.status_code == 502
+    assert answer.json()["message_sid"] == fake.inbound_messages[0]["sid"]
+
+
+def inbox_for(fake: FakeTwilio, page_size: int = 200) -> TwilioInbox:
+    inbox = TwilioInbox(fake.account_sid, fake.auth_token, api_base_url=fake.base_url, timeout=5)
+    inbox.PAGE_SIZE = page_size
+    return inbox
+
+
+def test_inbox_lists_every_page_newest_first_with_the_clients_filters(fake: FakeTwilio, sender: TwilioSender) -> None:
+    for i in range(5):
+        fake.receive_inbound(from_=FRIEND, to=USER_NUMBER, body=f"text {i}")
+    fake.receive_inbound(from_=FRIEND, to="+14155550199", body="for someone else")
+    sender.send(from_=USER_NUMBER, to=FRIEND, body="a reply")  # outbound, not sent yet: no date_sent
+    since = datetime.now(UTC) - timedelta(hours=24)
+    listed = inbox_for(fake, page_size=2).sent_to(USER_NUMBER, since)
+    assert [m.body for m in listed] == [f"text {i}" for i in reversed(range(5))]
+    assert {(m.direction, m.from_, m.to) for m in listed} == {("inbound", FRIEND, USER_NUMBER)}
+    assert all(m.date_sent is not None and m.date_sent >= since for m in listed)
+    queries = fake.list_queries
+    assert len(queries) == 3  # 2 + 2 + 1, the SDK following next_page_uri
+    assert queries[0] == {"To": USER_NUMBER, "DateSent>": since.strftime("%Y-%m-%d"), "PageSize": "2"}
+    assert queries[1]["Page"] == "1" and queries[1]["PageToken"].startswith("PASM")
+
+
+def test_inbox_date_filter_is_by_day(fake: FakeTwilio) -> None:
+    sent = email.utils.parsedate_to_datetime(fake.receive_inbound(from_=FRIEND, to=USER_NUMBER, body="x")["date_sent"])
+    inbox = inbox_for(fake)
+    assert [m.body for m in inbox.sent_to(USER_NUMBER, sent.replace(hour=23, minute=59))] == ["x"]  # same day
+    assert inbox.sent_to(USER_NUMBER, sent + timedelta(days=1)) == []
+
+
+def test_webhook_fields_of_a_listed_text_parse_to_the_webhooks_message(fake: FakeTwilio) -> None:
+    sid = fake.receive_inbound(from_=FRIEND, to=USER_NUMBER, body="same either way")["sid"]
+    [listed] = inbox_for(fake).sent_to(USER_NUMBER, datetime.now(UTC) - timedelta(days=1))
+    via_list = parse_inbound_sms(listed.webhook_fields())
+    via_webhook = parse_inbound_sms(webhook_params(MessageSid=sid, SmsSid=sid, Body="same either way"))
+    assert via_list.idempotency_key == via_webhook.idempotency_key == f"twilio:{sid}"
+    assert (via_list.sender, via_list.recipient, via_list.text) == (
+        via_webhook.sender,
+        via_webhook.recipient,
+        via_webhook.text,
+    )
+
+
+def test_inbox_failures_are_twilio_unavailable_without_the_full_number(fake: FakeTwilio) -> None:
+    wrong = TwilioInbox(fake.account_sid, "not-the-token", api_base_url=fake.base_url, timeout=5)
+    with pytest.raises(TwilioUnavailable, match="HTTP 401") as info:
+        wrong.sent_to(USER_NUMBER, datetime.now(UTC))
+    assert USER_NUMBER not in str(info.value) and "0100" in str(info.value)
+    away = TwilioInbox(fake.account_sid, fake.auth_token, api_base_url="http://127.0.0.1:9", timeout=5)
+    with pytest.raises(TwilioUnavailable, match="ConnectionError"):
+        away.sent_to(USER_NUMBER, datetime.now(UTC))
+
+
+def test_fake_list_envelope_and_bad_filters(fake: FakeTwilio) -> None:
+    fake.receive_inbound(from_=FRIEND, to=USER_NUMBER, body="x")
+    url = f"{fake.base_url}/2010-04-01/Accounts/{fake.account_sid}/Messages.json"
+    auth = (fake.account_sid, fake.auth_token)
+    doc = requests.get(url, params={"To": USER_NUMBER}, auth=auth, timeout=5).json()
+    assert set(doc) == {
+        "messages",
+        "end",
+        "first_page_uri",
+        "next_page_uri",
+        "page",
+        "page_size",
+        "previous_page_uri",
+        "start",
+        "uri",
+    }
+    assert (doc["page"], doc["page_size"], doc["start"], doc["end"], doc["next_page_uri"]) == (0, 50, 0, 0, None)
+    assert doc["uri"].startswith(f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json?")
+    bad = requests.get(url, params={"DateSent>": "yesterday"}, auth=auth, timeout=5)
+    assert bad.status_code == 400 and bad.json()["code"] == 20001
+    assert requests.get(url, auth=(fake.account_sid, "wrong"), timeout=5).status_code == 401
+
+
+def test_sender_logs_mask_the_number(fake: FakeTwilio, sender: TwilioSender, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="messaging.smsio"):
+        sender.send(from_=USER_NUMBER, to=FRIEND, body="z" * 2000)
+    assert FRIEND not in caplog.text and "3456" in caplog.text
