@@ -111,6 +111,8 @@ def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPr
 
 def test_runbackend_refuses_partial_credentials_before_starting_anything(tmp_path):
     env = {k: v for k, v in COMPLETE.items() if k != "TWILIO_AUTH_TOKEN"}
+    # a Ray address nobody answers on: should the refusal ever go, this fails without starting a local Ray
+    env["RAY_ADDRESS"] = "127.0.0.1:9"
     proc = run_manage(tmp_path, "runbackend", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), **env)
     assert proc.returncode != 0
     assert "refusing to start" in proc.stderr and "TWILIO_AUTH_TOKEN" in proc.stderr
