@@ -131,10 +131,11 @@ class Config:
             kind = type(f.default)
             if kind is bool:
                 values[f.name] = _bool(raw)
-            elif kind is int:
-                values[f.name] = int(raw)
-            elif kind is float:
-                values[f.name] = float(raw)
+            elif kind in (int, float):
+                try:
+                    values[f.name] = kind(raw)
+                except ValueError:
+                    raise ConfigError(f"{f.name.upper()} must be a number, not {raw!r}") from None
             else:
                 values[f.name] = raw
         return cls(**values)

@@ -84,6 +84,11 @@ def test_an_unknown_sandbox_value_is_refused():
     assert "SANDBOX" in refusal(cfg("maybe"))
 
 
+def test_a_malformed_number_is_refused_naming_the_variable():
+    with pytest.raises(ConfigError, match="POOL_SIZE"):
+        Config.from_env({"POOL_SIZE": "two"})
+
+
 def test_start_sandbox_starts_nothing_for_a_partial_configuration():
     with pytest.raises(ConfigError):
         start_sandbox(cfg(**TWILIO), ephemeral_ports=True)
