@@ -182,15 +182,6 @@ class Config:
             out[f.name.upper()] = "***" if (f.name in self.secret_names() and value) else value
         return out
 
-    def missing_credentials(self) -> dict[str, list[str]]:
-        """Per remote service whose variables are partly set: the variables still missing (upper-case)."""
-        out: dict[str, list[str]] = {}
-        for service, spec in SERVICE_CREDENTIALS.items():
-            missing = self._missing(spec)
-            if missing and self._any_set(spec):
-                out[service] = missing
-        return out
-
     def unconfigured_services(self) -> dict[str, list[str]]:
         """Per remote service that is not completely configured: the variables missing (upper-case)."""
         return {service: m for service, spec in SERVICE_CREDENTIALS.items() if (m := self._missing(spec))}
