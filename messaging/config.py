@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 
 TWILIO_DEFAULT_API_BASE_URL = "https://api.twilio.com"
 
@@ -23,20 +23,65 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+class ConfigError(ValueError):
+    """The configuration cannot be run as it is; the message names the variables to set (or unset)."""
+
+
+# Secrets: never in a repr, in the JSON published to Ray's key-value store, or in a pickle (what Ray stores for an
+# actor's arguments). A process that unpickles or reads a Config takes them from its own environment: Ray workers
+# get them from their pods' Secret (Kubernetes) or inherit them from the driver that started a local Ray.
+SECRET_FIELDS = ("swarm_password", "swarm_webhook_secret", "twilio_auth_token", "email_relay_password", "database_url")
+
+
+def _secret() -> str:
+    return field(default="", repr=False)
+
+
+def secrets_from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    env = os.environ if environ is None else environ
+    return {name: env[name.upper()] for name in SECRET_FIELDS if env.get(name.upper())}
+
+
+def _from_public(values: dict[str, object]) -> Config:
+    """Unpickling: the public fields that travelled, the secrets from this process's environment."""
+    return Config(**values, **secrets_from_env())
+
+
+# What the sandbox decides on: the credentials of each remote service. REQUIRED must all be set for a real
+# service; PAIRS are set both or neither; any variable of a service being set means "this service is meant".
+SERVICE_CREDENTIALS: dict[str, dict[str, tuple]] = {
+    "Swarm Hive": {
+        "required": ("swarm_hive_url", "swarm_username", "swarm_password"),
+        "optional": ("swarm_webhook_secret",),
+        "pairs": (),
+    },
+    "Twilio": {
+        "required": ("twilio_account_sid", "twilio_auth_token", "twilio_webhook_public_url"),
+        "optional": (),
+        "pairs": (),
+    },
+    "SMTP relay": {
+        "required": ("email_relay_host",),
+        "optional": (),
+        "pairs": (("email_relay_username", "email_relay_password"),),
+    },
+}
+
+
 @dataclass(frozen=True)
 class Config:
     # Swarm Hive
     swarm_hive_url: str = ""
     swarm_username: str = ""
-    swarm_password: str = ""
+    swarm_password: str = _secret()
     swarm_user_application_id: int = 0
     swarm_device_type: int = 1
     swarm_poll_interval: float = 10.0
     swarm_poll_count: int = 100
-    swarm_webhook_secret: str = ""
+    swarm_webhook_secret: str = _secret()
     # Twilio
     twilio_account_sid: str = ""
-    twilio_auth_token: str = ""
+    twilio_auth_token: str = _secret()
     twilio_api_base_url: str = TWILIO_DEFAULT_API_BASE_URL
     twilio_webhook_public_url: str = ""
     sms_webhook_timeout: float = 10.0  # /sms answers within Twilio's 15 s budget: stored (200) or 503
@@ -60,10 +105,10 @@ class Config:
     email_relay_host: str = ""
     email_relay_port: int = 25
     email_relay_username: str = ""
-    email_relay_password: str = ""
+    email_relay_password: str = _secret()
     email_relay_starttls: bool = False
     # Runtime
-    database_url: str = ""
+    database_url: str = _secret()
     ray_address: str = ""
     ray_namespace: str = "spacebeaver"
     # Off by default: the dashboard is a dozen processes (~1 GB resident); metrics export does not need it.
@@ -110,26 +155,48 @@ class Config:
             kind = type(f.default)
             if kind is bool:
                 values[f.name] = _bool(raw)
-            elif kind is int:
-                values[f.name] = int(raw)
-            elif kind is float:
-                values[f.name] = float(raw)
+            elif kind in (int, float):
+                try:
+                    values[f.name] = kind(raw)
+                except ValueError:
+                    raise ConfigError(f"{f.name.upper()} must be a number, not {raw!r}") from None
             else:
                 values[f.name] = raw
         return cls(**values)
 
+    def public(self) -> dict[str, object]:
+        """Every field but the secrets."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SECRET_FIELDS}
+
+    def secret_env(self) -> dict[str, str]:
+        """The secrets that are set, as environment variables (for the environment of a local Ray)."""
+        return {name.upper(): getattr(self, name) for name in SECRET_FIELDS if getattr(self, name)}
+
+    def __reduce__(self):
+        # Pickles (Ray actor and task arguments, stored in the GCS) carry no secret; see SECRET_FIELDS.
+        return (_from_public, (self.public(),))
+
+    def __copy__(self) -> Config:
+        return self  # immutable; and copying in-process keeps the secrets (copy would use __reduce__)
+
+    def __deepcopy__(self, memo) -> Config:
+        return self
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """For Ray's key-value store (drain, upgrade): without the secrets."""
+        return json.dumps(self.public(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Config:
-        """The inverse of :meth:`to_json`; fields this version does not know are dropped (and new ones get
-        their defaults), so a newer ``manage.py upgrade`` can read the config an older stack published."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+    def from_json(cls, text: str | bytes, environ: dict[str, str] | None = None) -> Config:
+        """The inverse of :meth:`to_json`, the secrets from the environment; fields this version does not know
+        are dropped (and new ones get their defaults), so a newer ``manage.py upgrade`` can read the config an
+        older stack published (an older stack's JSON may still hold secrets: they are ignored)."""
+        known = {f.name for f in fields(cls)} - set(SECRET_FIELDS)
+        values = {k: v for k, v in json.loads(text).items() if k in known}
+        return cls(**values, **secrets_from_env(environ))
 
     def secret_names(self) -> set[str]:
-        return {"swarm_password", "twilio_auth_token", "email_relay_password", "swarm_webhook_secret"}
+        return set(SECRET_FIELDS)
 
     def redacted(self) -> dict[str, object]:
         """For logs: never print a secret."""
@@ -139,22 +206,30 @@ class Config:
             out[f.name.upper()] = "***" if (f.name in self.secret_names() and value) else value
         return out
 
-    @property
-    def has_swarm_credentials(self) -> bool:
-        return bool(self.swarm_hive_url and self.swarm_username and self.swarm_password)
+    def unconfigured_services(self) -> dict[str, list[str]]:
+        """Per remote service that is not completely configured: the variables missing (upper-case)."""
+        return {service: m for service, spec in SERVICE_CREDENTIALS.items() if (m := self._missing(spec))}
 
-    @property
-    def has_twilio_credentials(self) -> bool:
-        return bool(self.twilio_account_sid and self.twilio_auth_token)
+    def any_credential_set(self) -> bool:
+        return any(self._any_set(spec) for spec in SERVICE_CREDENTIALS.values())
 
-    @property
-    def has_relay(self) -> bool:
-        return bool(self.email_relay_host)
+    def _any_set(self, spec: dict[str, tuple]) -> bool:
+        names = [*spec["required"], *spec["optional"], *(n for pair in spec["pairs"] for n in pair)]
+        return any(getattr(self, n) for n in names)
+
+    def _missing(self, spec: dict[str, tuple]) -> list[str]:
+        missing = [n.upper() for n in spec["required"] if not getattr(self, n)]
+        for pair in spec["pairs"]:
+            if any(getattr(self, n) for n in pair):
+                missing += [n.upper() for n in pair if not getattr(self, n)]
+        return missing
 
     def env_vars(self) -> dict[str, str]:
-        """The config as environment variables, to hand to Ray workers."""
+        """The config as environment variables, secrets left out (workers take those from their environment)."""
         out = {}
         for f in fields(self):
+            if f.name in SECRET_FIELDS:
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool):
                 value = "1" if value else "0"

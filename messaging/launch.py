@@ -5,6 +5,7 @@ Used by ``manage.py runbackend`` and by the end-to-end tests (so the tests run t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -14,12 +15,12 @@ import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from .config import RAY_SERVE_DEFAULTS, Config
+from .config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError
 from .pool import NamedPool, member_name
 
 KINDS = ("user", "satellite", "mailout", "sms", "mailserver")
 SERVE_APP = "spacebeaver"
-# What Ray workers need to bring up Django (the Config itself travels as an actor argument).
+# What Ray workers need to bring up Django (the Config itself travels as an actor argument, without its secrets).
 WORKER_ENV = (
     "DJANGO_SETTINGS_MODULE",
     "DATABASE_URL",
@@ -28,6 +29,10 @@ WORKER_ENV = (
     "EMAIL_DOMAIN",
     "LOG_LEVEL",
 )
+# Never handed over through Ray (a runtime_env, like actor arguments and the key-value store, is kept in the GCS,
+# in Redis on Kubernetes): Ray workers have them in their own environment. A local Ray inherits them from the
+# driver that starts it; on Kubernetes the Ray pods get them from the Secret. connect_ray checks that they agree.
+SECRET_ENV = frozenset({name.upper() for name in SECRET_FIELDS} | {"DJANGO_SECRET_KEY"})
 
 
 @dataclass
@@ -82,20 +87,75 @@ def _kill_legacy_record(namespace: str) -> None:
 
 
 def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """What Ray workers need in their environment (secrets included: see :func:`split_env`)."""
     env = {"DJANGO_SETTINGS_MODULE": "web.settings"}
     env.update({k: os.environ[k] for k in WORKER_ENV if os.environ.get(k)})
     env.update(overrides or {})
     return env
 
 
+def split_env(config: Config, env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(public, secret)``: the variables that may travel as a Ray runtime_env, and the secrets (the config's
+    and the environment's) that Ray workers must find in their own environment."""
+    public = {k: v for k, v in env.items() if k not in SECRET_ENV}
+    public["SANDBOX"] = config.sandbox  # Django refuses its built-in key outside the sandbox (web/settings.py)
+    secret = {**config.secret_env(), **{k: v for k, v in env.items() if k in SECRET_ENV}}
+    return public, secret
+
+
+def export_for_local_ray(config: Config, env: dict[str, str]) -> None:
+    """Put the workers' secrets (and SANDBOX) into this process's environment, which a Ray started from here
+    (``ray.init`` without an address, or ``ray.cluster_utils.Cluster``) passes on to its raylets and workers."""
+    public, secret = split_env(config, env)
+    os.environ.update(secret)
+    os.environ["SANDBOX"] = public["SANDBOX"]
+
+
+def _fingerprints(names: list[str]) -> dict[str, str]:
+    """A digest per variable ('' when unset): compared between processes, never logged or stored."""
+    return {n: hashlib.sha256(os.environ[n].encode()).hexdigest() if os.environ.get(n) else "" for n in names}
+
+
+@ray.remote(num_cpus=0, max_calls=1)
+def _node_fingerprints(names: list[str]) -> dict[str, str]:
+    return _fingerprints(names)
+
+
+def check_worker_secrets(secret: dict[str, str], timeout: float = 120.0) -> None:
+    """Fail closed when a Ray node's environment lacks a secret this driver has, or has another value (e.g. a
+    Secret changed but the Ray pods not restarted). One task per alive node; raises ConfigError naming them."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    names = sorted(secret)
+    if not names:
+        return
+    want = {n: hashlib.sha256(v.encode()).hexdigest() for n, v in secret.items()}
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    refs = [
+        _node_fingerprints.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(names)
+        for node in nodes
+    ]
+    wrong: set[str] = set()
+    for got in ray.get(refs, timeout=timeout):
+        wrong |= {n for n in names if got.get(n) != want[n]}
+    if wrong:
+        raise ConfigError(
+            f"the Ray workers' environment lacks or differs in {', '.join(sorted(wrong))}: give every Ray node "
+            "the same values as this process (Kubernetes: the Secret spacebeaver-secrets, then restart the Ray pods)"
+        )
+
+
 def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None] = print) -> None:
-    """Join RAY_ADDRESS, or start a local Ray. Workers get the Django environment."""
+    """Join RAY_ADDRESS, or start a local Ray. Workers get the Django environment; secrets never travel through
+    Ray (see SECRET_ENV): a local Ray inherits them from here, a cluster must have them, which is checked."""
     if ray.is_initialized():
         return
     address = config.ray_address or None
     echo(f"Ray: {'connecting to ' + address if address else 'starting a local instance'} ...")
+    public, secret = split_env(config, env)
     kwargs = {}
     if not address:
+        export_for_local_ray(config, env)
         kwargs = {
             # Off (RAY_DASHBOARD=0): Ray still runs its dashboard process, with one small module, and the
             # dashboard agent, which exports the metrics; the nine dashboard module processes do not start.
@@ -114,10 +174,15 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
     ray.init(
         address=address,
         namespace=config.ray_namespace,
-        runtime_env={"env_vars": env},
+        runtime_env={"env_vars": public},
         logging_level="WARNING",
         **kwargs,
     )
+    try:
+        check_worker_secrets(secret)
+    except ConfigError:
+        ray.shutdown()
+        raise
     echo(f"Ray: up ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
 
 

@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, make_msgid
 
 from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.redact import mask_email
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ _QUEUED_AS = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)>?", re.IGNORECASE)
 _HINT_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 _WHITESPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_EMAIL_IN_TEXT = re.compile(r"[^\s<>()\[\]\"',;:@]+@[A-Za-z0-9.-]+")
+
+
+def _masked(text: object) -> str:
+    """A relay's answer for a log line: the addresses in it masked (a relay often echoes the recipient)."""
+    return _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), str(text))
 
 
 class InvalidRecipient(ValueError):
@@ -167,7 +174,7 @@ class RelaySessions:
             mail_from = validate_address(str(msg["From"]))
             rcpt_to = validate_address(str(msg["To"]))
         except (ValueError, TypeError) as exc:
-            log.warning("relay rejected locally message_id=%s reason=%s", msg_id, exc)
+            log.warning("relay rejected locally message_id=%s reason=%s", msg_id, _masked(exc))
             raise PermanentDeliveryError(f"invalid address: {exc}") from None
         data = msg.as_bytes(policy=policy.SMTP)
         try:
@@ -180,9 +187,9 @@ class RelaySessions:
                 reply = self._send_on(self._open(), mail_from, rcpt_to, data, reused=False)
         except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
             kind = "temporarily" if isinstance(exc, TemporaryDeliveryError) else "permanently"
-            log.warning("relay send failed %s message_id=%s error=%s", kind, msg_id, exc)
+            log.warning("relay send failed %s message_id=%s error=%s", kind, msg_id, _masked(exc))
             raise
-        log.info("relay accepted message_id=%s relay=%s:%s reply=%s", msg_id, self.host, self.port, reply)
+        log.info("relay accepted message_id=%s relay=%s:%s reply=%s", msg_id, self.host, self.port, _masked(reply))
         return reply
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "data"))
@@ -19,8 +20,31 @@ def _bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, "1" if default else "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _sandboxed() -> bool:
+    """The all-fakes sandbox (SANDBOX=1, or auto without any credential): the same decision as runbackend's. A
+    configuration runbackend refuses counts as production here (runbackend names what is missing)."""
+    from messaging.config import Config
+    from messaging.sandbox.stack import sandboxed
+
+    try:
+        return sandboxed(Config.from_env())
+    except ValueError:
+        return False
+
+
 DEBUG = _bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
+SANDBOX = _sandboxed()
+# Production: neither the sandbox nor DJANGO_DEBUG. Then the built-in key is refused, and cookies, HSTS and the
+# redirect to HTTPS are on (`manage.py check --deploy` is clean); TLS ends at the Ingress, which says so in
+# X-Forwarded-Proto.
+PRODUCTION = not (DEBUG or SANDBOX)
+BUILTIN_SECRET_KEY = "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or BUILTIN_SECRET_KEY
+if PRODUCTION and SECRET_KEY == BUILTIN_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is not set: outside the sandbox (SANDBOX) and without DJANGO_DEBUG the built-in "
+        "development key is refused; set DJANGO_SECRET_KEY to a long random string"
+    )
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
@@ -45,6 +69,16 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # the Ingress sets it (and strips a client's)
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # plain-HTTP health checks inside the cluster
+    SECURE_HSTS_SECONDS = 31_536_000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 ROOT_URLCONF = "web.urls"
 WSGI_APPLICATION = "web.wsgi.application"

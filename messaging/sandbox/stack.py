@@ -1,4 +1,10 @@
-"""The sandbox: local fakes for the remote services that have no credentials, wired into the config.
+"""The sandbox: local fakes for the remote services, wired into the config, or none of them.
+
+All or nothing (fail closed): ``SANDBOX=1`` fakes every remote service; ``SANDBOX=0`` fakes none and needs every
+service's credentials; ``SANDBOX=auto`` (the default) fakes every service when no credential of any service is
+set (``make run`` on a fresh machine) and otherwise needs them all. A partly configured service is always an
+error: a missing ``TWILIO_AUTH_TOKEN`` must not mean webhooks checked against the fake's public token, nor a
+missing relay mean mail "sent" into a loopback sink.
 
 Fake Hive, fake Twilio API and an SMTP relay sink run as threads of the process that starts the
 stack (``manage.py runbackend`` or the end-to-end tests), on loopback, speaking the real wire formats.
@@ -11,7 +17,10 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import TWILIO_DEFAULT_API_BASE_URL, Config
+from ..config import TWILIO_DEFAULT_API_BASE_URL, Config, ConfigError
+
+_ON = {"1", "true", "yes", "on", "all"}
+_OFF = {"0", "false", "no", "off", "none"}
 
 
 @dataclass
@@ -27,67 +36,82 @@ class Sandbox:
                 fake.stop()
 
 
-def wants(config: Config, has_credentials: bool) -> bool:
+def _missing_text(missing: dict[str, list[str]]) -> str:
+    return "; ".join(f"{service}: {', '.join(names)}" for service, names in missing.items())
+
+
+def sandboxed(config: Config) -> bool:
+    """Whether to start the fakes of every remote service (True) or none (False).
+
+    Raises ConfigError, naming every missing variable, for a configuration that would otherwise run
+    half-faked or half-configured.
+    """
     mode = config.sandbox.strip().lower()
-    if mode in {"1", "true", "yes", "on", "all"}:
+    if mode in _ON:
         return True
-    if mode in {"0", "false", "no", "off", "none"}:
+    if mode not in _OFF | {"auto", ""}:
+        raise ConfigError(f"SANDBOX must be auto, 1 or 0, not {config.sandbox!r}")
+    if mode in _OFF:
+        missing = config.unconfigured_services()
+        if missing:
+            raise ConfigError(f"SANDBOX=0 needs every service's credentials; missing {_missing_text(missing)}")
         return False
-    return not has_credentials
+    if not config.any_credential_set():
+        return True
+    missing = config.unconfigured_services()
+    if missing:
+        raise ConfigError(
+            f"credentials are set but incomplete; missing {_missing_text(missing)} "
+            "(set them all, or none of them for the all-fakes sandbox, or SANDBOX=1)"
+        )
+    return False
 
 
 def start_sandbox(
     config: Config, record_dir: Path | None = None, ephemeral_ports: bool = False
 ) -> tuple[Config, Sandbox]:
-    """Start the fakes the config calls for; return the config pointing at them."""
+    """Start the fakes the config calls for (all or none, see :func:`sandboxed`, which raises ConfigError before
+    anything starts); return the config pointing at them, with ``sandbox="1"`` when they run."""
     from .fake_hive import FakeHive
     from .fake_twilio import FakeTwilio
+    from .relay_sink import RelaySink
 
     box = Sandbox()
-    changes: dict[str, object] = {}
+    if not sandboxed(config):
+        if config.twilio_api_base_url == "":
+            config = dataclasses.replace(config, twilio_api_base_url=TWILIO_DEFAULT_API_BASE_URL)
+        return config, box
 
     def port(p: int) -> int:
         return 0 if ephemeral_ports else p
 
-    if wants(config, config.has_swarm_credentials):
-        box.hive = FakeHive(port=port(config.sandbox_hive_port), username="sandbox", password="sandbox").start()
-        changes.update(
-            swarm_hive_url=box.hive.base_url,
-            swarm_username="sandbox",
-            swarm_password="sandbox",
-            swarm_poll_interval=min(config.swarm_poll_interval, 2.0),
-        )  # a quick loop to watch
-        box.started.append(f"fake Swarm Hive      {box.hive.base_url}  (user sandbox / sandbox)")
-    if not config.swarm_webhook_secret:
-        changes["swarm_webhook_secret"] = secrets.token_urlsafe(24)
-    if wants(config, config.has_twilio_credentials):
-        box.twilio = FakeTwilio(port=port(config.sandbox_twilio_port)).start()
-        changes.update(
-            twilio_account_sid=box.twilio.account_sid,
-            twilio_auth_token=box.twilio.auth_token,
-            twilio_api_base_url=box.twilio.base_url,
-        )
-        if not config.twilio_webhook_public_url:
-            changes["twilio_webhook_public_url"] = f"http://127.0.0.1:{config.serve_http_port}/sms"
-        box.started.append(f"fake Twilio API      {box.twilio.base_url}")
-    if wants(config, config.has_relay):
-        from .relay_sink import RelaySink
-
-        record = (record_dir / "relay.jsonl") if record_dir else None
-        if record:
-            record.parent.mkdir(parents=True, exist_ok=True)
-        box.relay = RelaySink(port=port(config.sandbox_relay_port), record_path=record)
-        box.relay.start()
-        changes.update(
-            email_relay_host="127.0.0.1",
-            email_relay_port=box.relay.port,
-            email_relay_starttls=False,
-            email_relay_username="",
-            email_relay_password="",
-        )
-        box.started.append(
-            f"SMTP relay sink      127.0.0.1:{box.relay.port}" + (f"  (records to {record})" if record else "")
-        )
-    if changes.get("twilio_api_base_url") is None and config.twilio_api_base_url == "":
-        changes["twilio_api_base_url"] = TWILIO_DEFAULT_API_BASE_URL
+    box.hive = FakeHive(port=port(config.sandbox_hive_port), username="sandbox", password="sandbox").start()
+    box.started.append(f"fake Swarm Hive      {box.hive.base_url}  (user sandbox / sandbox)")
+    box.twilio = FakeTwilio(port=port(config.sandbox_twilio_port)).start()
+    box.started.append(f"fake Twilio API      {box.twilio.base_url}")
+    record = (record_dir / "relay.jsonl") if record_dir else None
+    if record:
+        record.parent.mkdir(parents=True, exist_ok=True)
+    box.relay = RelaySink(port=port(config.sandbox_relay_port), record_path=record)
+    box.relay.start()
+    box.started.append(
+        f"SMTP relay sink      127.0.0.1:{box.relay.port}" + (f"  (records to {record})" if record else "")
+    )
+    changes: dict[str, object] = dict(
+        sandbox="1",
+        swarm_hive_url=box.hive.base_url,
+        swarm_username="sandbox",
+        swarm_password="sandbox",
+        swarm_poll_interval=min(config.swarm_poll_interval, 2.0),  # a quick loop to watch
+        swarm_webhook_secret=config.swarm_webhook_secret or secrets.token_urlsafe(24),
+        twilio_account_sid=box.twilio.account_sid,
+        twilio_auth_token=box.twilio.auth_token,
+        twilio_api_base_url=box.twilio.base_url,
+        twilio_webhook_public_url=config.twilio_webhook_public_url or f"http://127.0.0.1:{config.serve_http_port}/sms",
+        email_relay_host="127.0.0.1",
+        email_relay_port=box.relay.port,
+        email_relay_starttls=False,
+        email_relay_username="",
+        email_relay_password="",
+    )
     return dataclasses.replace(config, **changes), box

@@ -9,6 +9,7 @@ JSON report on its last line.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import smtplib
@@ -35,7 +36,7 @@ def main() -> None:
     from messaging.codec import encode_from_device
     from messaging.config import Config
     from messaging.djangoenv import ensure_django
-    from messaging.launch import KINDS, connect_ray, start_actors, stop_stack, worker_env
+    from messaging.launch import KINDS, connect_ray, export_for_local_ray, start_actors, stop_stack, worker_env
     from messaging.sandbox.stack import start_sandbox
     from messaging.types import Protocol
 
@@ -53,6 +54,23 @@ def main() -> None:
         Device.objects.create(device_id=int(f"8{stamp % 10**6:06d}{i:02d}"), owner=user)
         users.append(user)
 
+    config = Config(
+        email_domain="beaver.test",
+        smtp_listen_port=smtp_port,
+        pool_size=pool,
+        sandbox="1",
+        ray_namespace="multinode",
+        swarm_poll_interval=0.2,
+        outbox_sweep_interval=0.5,
+        outbox_base_delay=0.2,
+        outbox_lease_seconds=10.0,
+        outbox_max_delay=2.0,
+        device_outbound_per_hour=0,  # load from few devices and senders: no abuse limits
+        inbound_per_sender_per_hour=0,
+    )
+    config, box = start_sandbox(config, ephemeral_ports=True)
+    env = worker_env({"DATABASE_URL": os.environ["DATABASE_URL"]})
+    export_for_local_ray(config, env)  # the nodes started here inherit the secrets (never sent through Ray)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
@@ -64,23 +82,8 @@ def main() -> None:
     )
     workers = [cluster.add_node(num_cpus=1, resources={f"node_w{i}": 1}) for i in range(2)]
     cluster.wait_for_nodes()
-    config = Config(
-        email_domain="beaver.test",
-        smtp_listen_port=smtp_port,
-        pool_size=pool,
-        sandbox="1",
-        ray_namespace="multinode",
-        ray_address=cluster.address,
-        swarm_poll_interval=0.2,
-        outbox_sweep_interval=0.5,
-        outbox_base_delay=0.2,
-        outbox_lease_seconds=10.0,
-        outbox_max_delay=2.0,
-        device_outbound_per_hour=0,  # load from few devices and senders: no abuse limits
-        inbound_per_sender_per_hour=0,
-    )
-    config, box = start_sandbox(config, ephemeral_ports=True)
-    connect_ray(config, worker_env({"DATABASE_URL": os.environ["DATABASE_URL"]}))
+    config = dataclasses.replace(config, ray_address=cluster.address)
+    connect_ray(config, env)
     report: dict = {"nodes": len(ray.nodes())}
     try:
         start_actors(config)

@@ -1,10 +1,36 @@
-"""Config: from the environment, and the JSON form the running stack publishes for drain / upgrade."""
+"""Config: from the environment, the JSON form the running stack publishes for drain / upgrade, and secrets
+kept out of reprs, that JSON and pickles (what Ray stores in the GCS)."""
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
-from messaging.config import Config
+import pytest
+from ray import cloudpickle
+
+from messaging.config import SECRET_FIELDS, Config
+from messaging.launch import SECRET_ENV, split_env, worker_env
+
+SECRETS = {
+    "swarm_password": "hive-pw-5e1f",
+    "swarm_webhook_secret": "push-secret-77aa",
+    "twilio_auth_token": "twilio-token-9c3d",
+    "email_relay_password": "relay-pw-2b8e",
+    "database_url": "postgres://app:db-pw-41f0@db:5432/app",
+}
+
+
+@pytest.fixture
+def no_secret_env(monkeypatch):
+    for name in SECRET_FIELDS:
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def secret_config(**kw) -> Config:
+    return Config(swarm_username="hiveuser", twilio_account_sid="AC123", **SECRETS, **kw)
 
 
 def test_the_ray_dashboard_is_off_unless_asked_for():
@@ -12,13 +38,12 @@ def test_the_ray_dashboard_is_off_unless_asked_for():
     assert Config.from_env({"RAY_DASHBOARD": "1"}).ray_dashboard is True
 
 
-def test_json_round_trip_keeps_every_field_and_type():
+def test_json_round_trip_keeps_every_field_and_type(no_secret_env):
     config = Config(
         pool_size=3,
         swarm_poll_interval=0.5,
         email_relay_starttls=True,
         ray_namespace="ns",
-        twilio_auth_token="secret",
     )
     again = Config.from_json(config.to_json())
     assert again == config
@@ -32,3 +57,71 @@ def test_json_from_another_version_drops_unknown_fields_and_defaults_missing_one
     again = Config.from_json(json.dumps(data).encode())
     assert again.pool_size == 4
     assert again.max_packets == Config().max_packets
+
+
+def test_the_secret_fields_are_every_secret_of_the_kubernetes_secret():
+    assert {f.upper() for f in SECRET_FIELDS} == {
+        "SWARM_PASSWORD",
+        "SWARM_WEBHOOK_SECRET",
+        "TWILIO_AUTH_TOKEN",
+        "EMAIL_RELAY_PASSWORD",
+        "DATABASE_URL",
+    }
+
+
+def test_repr_shows_no_secret():
+    text = repr(secret_config()) + str(secret_config())
+    assert "hiveuser" in text and "AC123" in text
+    for value in SECRETS.values():
+        assert value not in text
+
+
+def test_json_for_the_key_value_store_carries_no_secret(no_secret_env):
+    config = secret_config()
+    text = config.to_json()
+    for name, value in SECRETS.items():
+        assert value not in text and name not in json.loads(text)
+    assert Config.from_json(text).swarm_username == "hiveuser"
+    assert Config.from_json(text).twilio_auth_token == ""  # not in this process's environment
+
+
+def test_json_takes_the_secrets_from_the_reading_process(no_secret_env):
+    text = secret_config().to_json()
+    no_secret_env.setenv("TWILIO_AUTH_TOKEN", "from-env")
+    assert Config.from_json(text).twilio_auth_token == "from-env"
+    # JSON an older version published (secrets inside): they are not taken from it
+    old = json.dumps({**json.loads(text), **SECRETS})
+    assert Config.from_json(old).swarm_password == ""
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
+def test_a_pickled_config_carries_no_secret_and_the_receiver_takes_them_from_its_environment(no_secret_env, dumps):
+    """What Ray stores for actor and task arguments: the secrets stay behind, workers have them in their env."""
+    config = secret_config()
+    data = dumps(config)
+    for value in SECRETS.values():
+        assert value.encode() not in data
+    bare = pickle.loads(data)
+    assert bare.swarm_username == "hiveuser" and bare.twilio_account_sid == "AC123"
+    assert all(getattr(bare, name) == "" for name in SECRETS)  # nothing leaks from the sender
+    for name, value in SECRETS.items():
+        no_secret_env.setenv(name.upper(), value)
+    assert pickle.loads(data) == config
+
+
+def test_copies_in_one_process_keep_the_secrets(no_secret_env):
+    config = secret_config()
+    assert copy.deepcopy(config).twilio_auth_token == SECRETS["twilio_auth_token"]
+    assert copy.copy(config) == config
+
+
+def test_env_vars_and_runtime_env_carry_no_secret(no_secret_env):
+    config = secret_config()
+    assert not SECRET_ENV & set(config.env_vars())
+    no_secret_env.setenv("DJANGO_SECRET_KEY", "django-key-1234")
+    public, secret = split_env(config, worker_env({"DATABASE_URL": "sqlite:///x"}))
+    text = json.dumps(public)
+    for value in [*SECRETS.values(), "django-key-1234", "sqlite:///x"]:
+        assert value not in text
+    assert secret["TWILIO_AUTH_TOKEN"] == SECRETS["twilio_auth_token"]
+    assert secret["DATABASE_URL"] == "sqlite:///x" and secret["DJANGO_SECRET_KEY"] == "django-key-1234"

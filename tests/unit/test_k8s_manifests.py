@@ -25,7 +25,7 @@ from dockerfile_parse import DockerfileParser
 
 from messaging.config import Config
 from messaging.podlabel import LABEL_KEY, LABEL_VALUE
-from messaging.sandbox.stack import wants as sandbox_wanted
+from messaging.sandbox.stack import sandboxed
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -203,7 +203,7 @@ def test_secrets_only_in_the_secret_and_only_placeholders() -> None:
 def test_configmap_is_for_the_cluster() -> None:
     assert "RAY_ADDRESS" not in CONFIGMAP["data"]  # KubeRay / backend.yaml set it per pod
     assert CONFIG.smtp_listen_host == "0.0.0.0" and CONFIG.serve_http_host == "0.0.0.0"
-    assert not sandbox_wanted(CONFIG, has_credentials=False), "no sandbox fakes in production"
+    assert sandboxed(CONFIG) is False, "no sandbox fakes in production (and every credential set)"
     assert all(isinstance(v, str) for v in CONFIGMAP["data"].values())
 
 

@@ -281,3 +281,44 @@ def test_idle_sessions_expire(sink):
     relay.send(outbound("one"))
     relay.send(outbound("two"))
     assert relay.opened == 2, "a session idle longer than idle_seconds is closed, not reused"
+
+
+# --- log lines -------------------------------------------------------------------------------------
+
+
+class _EchoingRelay:
+    """Like many real relays: a refusal that names the recipient, an acceptance that names it too."""
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("nobody"):
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        return f"250 2.0.0 Ok: queued as Q1 for <{envelope.rcpt_tos[0]}>"
+
+
+def test_log_lines_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(caplog):
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(_EchoingRelay(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with caplog.at_level("INFO", logger="messaging.mailout"):
+            ok = outbound(to="margaret.hill@example.org")
+            send_via_relay(ok, host="127.0.0.1", port=port, timeout=10)
+            refused = outbound(to="nobody.here@example.org")
+            with pytest.raises(PermanentDeliveryError):
+                send_via_relay(refused, host="127.0.0.1", port=port, timeout=10)
+    finally:
+        controller.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "messaging.mailout"]
+    assert len(lines) == 2
+    text = "\n".join(lines)
+    assert "margaret.hill@example.org" not in text and "nobody.here@example.org" not in text
+    assert "m***@example.org" in text and "n***@example.org" in text
+    assert str(ok["Message-ID"]).strip() in lines[0] and str(refused["Message-ID"]).strip() in lines[1]

@@ -10,7 +10,7 @@ from messaging.config import Config
 
 def join_running_stack() -> Config:
     """Connect to the running stack's Ray (RAY_ADDRESS, else the local one) and return its config."""
-    from messaging.launch import running_config, worker_env
+    from messaging.launch import SECRET_ENV, running_config, worker_env
 
     env = Config.from_env()
     try:
@@ -18,7 +18,8 @@ def join_running_stack() -> Config:
             address=env.ray_address or "auto",
             namespace=env.ray_namespace,
             logging_level="WARNING",
-            runtime_env={"env_vars": worker_env()},
+            # never secrets: a runtime_env is kept in the GCS; workers have them in their own environment
+            runtime_env={"env_vars": {k: v for k, v in worker_env().items() if k not in SECRET_ENV}},
         )
     except ConnectionError as exc:
         raise CommandError(f"no running Ray found ({exc}); is `make run` / runbackend running?") from exc

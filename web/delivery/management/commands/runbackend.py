@@ -9,7 +9,7 @@ import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -19,13 +19,17 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Do not create the sandbox demo user/device.")
 
     def handle(self, *args, **options) -> None:
-        from messaging.config import Config
+        from messaging.config import Config, ConfigError
         from messaging.launch import connect_ray, start_actors, start_serve, stop_stack, worker_env
-        from messaging.sandbox.stack import start_sandbox
+        from messaging.sandbox.stack import sandboxed, start_sandbox
 
         echo = self.stdout.write
         t0 = time.monotonic()
-        config = Config.from_env()
+        try:  # fail closed before anything starts: all fakes, or every credential (messaging/sandbox/stack.py)
+            config = Config.from_env()
+            sandboxed(config)
+        except (ConfigError, ValueError) as exc:
+            raise CommandError(f"refusing to start: {exc}") from None
         echo("Space Beaver backend starting")
         echo("Database: applying migrations ...")
         call_command("migrate", interactive=False, verbosity=0)
@@ -34,7 +38,11 @@ class Command(BaseCommand):
             echo(f"  sandbox    {line}")
         if box.hive is not None and not options["no_demo"]:
             self._demo_user(echo)
-        connect_ray(config, worker_env(), echo)
+        try:
+            connect_ray(config, worker_env(), echo)
+        except ConfigError as exc:
+            box.stop()
+            raise CommandError(f"refusing to start: {exc}") from None
         stop = threading.Event()
         try:
             echo("Actors:")
