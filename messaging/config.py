@@ -5,6 +5,7 @@ Every variable here is documented in README.md's configuration table.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,50 @@ def _bool(value: str) -> bool:
 
 class ConfigError(ValueError):
     """The configuration cannot be run as it is; the message names the variables to set (or unset)."""
+
+
+@dataclass(frozen=True)
+class Nameserver:
+    host: str
+    port: int = 53
+
+
+def parse_nameservers(text: str) -> list[Nameserver]:
+    """``DNS_NAMESERVERS``: comma-separated ``ip[:port]`` (IPv6 with a port as ``[ip]:port``); empty: the system
+    resolver (``[]``). Anything else raises :class:`ConfigError` naming the bad item."""
+    if not text.strip():
+        return []
+    servers = []
+    for item in text.split(","):
+        entry = item.strip()
+        if not entry:
+            raise ConfigError(f"DNS_NAMESERVERS={text!r}: an empty entry; expected comma-separated ip[:port]")
+        host, port_text = entry, ""
+        if entry.startswith("["):
+            host, sep, rest = entry[1:].partition("]")
+            if not sep or (rest and not rest.startswith(":")):
+                raise ConfigError(f"DNS_NAMESERVERS: {entry!r} is not [ipv6]:port")
+            port_text = rest[1:] if rest else ""
+            if rest and not port_text:
+                raise ConfigError(f"DNS_NAMESERVERS: {entry!r} has an empty port")
+        elif entry.count(":") == 1:
+            host, port_text = entry.split(":")
+            if not port_text:
+                raise ConfigError(f"DNS_NAMESERVERS: {entry!r} has an empty port")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(
+                f"DNS_NAMESERVERS: {entry!r} is not an IP address (expected ip[:port], e.g. 127.0.0.1:5353 or "
+                "[::1]:53; host names are not allowed: the resolver's own address is needed)"
+            ) from None
+        port = 53
+        if port_text:
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise ConfigError(f"DNS_NAMESERVERS: {entry!r}: the port must be a number from 1 to 65535")
+            port = int(port_text)
+        servers.append(Nameserver(str(address), port))
+    return servers
 
 
 # Secrets: never in a repr, in the JSON published to Ray's key-value store, or in a pickle (what Ray stores for an
@@ -140,6 +185,7 @@ class Config:
         from .phones import parse_countries
 
         parse_countries(self.sms_allowed_countries)  # a typo refuses to start, naming the bad code
+        parse_nameservers(self.dns_nameservers)  # likewise a bad DNS_NAMESERVERS
         for name in ("device_outbound_per_hour", "inbound_per_sender_per_hour"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.upper()} must be 0 (no limit) or more")

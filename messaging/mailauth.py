@@ -68,6 +68,8 @@ import dns.resolver
 import spf
 from publicsuffixlist import PublicSuffixList
 
+from .config import ConfigError, Nameserver, parse_nameservers  # noqa: F401  (ConfigError: callers catch it here)
+
 log = logging.getLogger("messaging.mailauth")
 
 REJECT_REPLY = "550 5.7.1 Message refused: it fails its domain's DMARC policy (p=reject)"
@@ -82,59 +84,11 @@ SUMMARY_LENGTH = 500  # Message.authentication holds this many characters
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot be used (the message names the variable)."""
-
-
 class DnsTempError(Exception):
     """A lookup that could not be answered now (timeout, no reachable server, SERVFAIL, budget spent)."""
 
 
 # --- the resolver -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Nameserver:
-    host: str
-    port: int = 53
-
-
-def parse_nameservers(text: str) -> list[Nameserver]:
-    """``DNS_NAMESERVERS``: comma-separated ``ip[:port]`` (IPv6 with a port as ``[ip]:port``); empty: the system
-    resolver (``[]``). Anything else raises :class:`ConfigError` naming the bad item."""
-    if not text.strip():
-        return []
-    servers = []
-    for item in text.split(","):
-        entry = item.strip()
-        if not entry:
-            raise ConfigError(f"DNS_NAMESERVERS={text!r}: an empty entry; expected comma-separated ip[:port]")
-        host, port_text = entry, ""
-        if entry.startswith("["):
-            host, sep, rest = entry[1:].partition("]")
-            if not sep or (rest and not rest.startswith(":")):
-                raise ConfigError(f"DNS_NAMESERVERS: {entry!r} is not [ipv6]:port")
-            port_text = rest[1:] if rest else ""
-            if rest and not port_text:
-                raise ConfigError(f"DNS_NAMESERVERS: {entry!r} has an empty port")
-        elif entry.count(":") == 1:
-            host, port_text = entry.split(":")
-            if not port_text:
-                raise ConfigError(f"DNS_NAMESERVERS: {entry!r} has an empty port")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            raise ConfigError(
-                f"DNS_NAMESERVERS: {entry!r} is not an IP address (expected ip[:port], e.g. 127.0.0.1:5353 or "
-                "[::1]:53; host names are not allowed: the resolver's own address is needed)"
-            ) from None
-        port = 53
-        if port_text:
-            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-                raise ConfigError(f"DNS_NAMESERVERS: {entry!r}: the port must be a number from 1 to 65535")
-            port = int(port_text)
-        servers.append(Nameserver(str(address), port))
-    return servers
 
 
 class _Budget:

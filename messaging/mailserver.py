@@ -13,6 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import ray
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -20,6 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from .batching import CallBatcher
 from .codec import SWARM_PACKET_LIMIT
 from .config import Config
+from .mailauth import REJECT_REPLY, AuthResult, Resolver, authenticate, decision, sender_to_match
 from .mailparse import (
     MAILBOX_NAME,
     InboundMail,
@@ -39,6 +41,7 @@ log = logging.getLogger("messaging.mailserver")
 TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 RCPT_CACHE_SIZE = 10_000
+AUTH_THREADS = 32  # sender checks (SPF/DKIM/DMARC) waiting on DNS at once per mail server
 
 
 def reply_for(verdict: Verdict) -> str:
@@ -101,6 +104,9 @@ class MailHandler:
         self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
         self.clock = clock
         self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when a user actor said yes
+        self.resolver = Resolver.from_config(config.dns_nameservers)  # a bad DNS_NAMESERVERS refuses to start
+        # Sender checks wait on DNS: threads of their own, so a slow resolver never queues the parsing.
+        self._checks = ThreadPoolExecutor(max_workers=AUTH_THREADS, thread_name_prefix="mailauth")
         self.sessions = 0
         self.sessions_by_client: dict[str, int] = {}
         self.in_flight = 0
@@ -129,6 +135,17 @@ class MailHandler:
             self.sessions_by_client[client] = left
         else:
             self.sessions_by_client.pop(client, None)
+
+    def _authenticate(self, raw: bytes, session: Session, envelope: Envelope) -> AuthResult:
+        """SPF, DKIM and DMARC for one message (in a worker thread: DNS lookups block, each one bounded)."""
+        peer = session.peer if isinstance(session.peer, tuple) else ("",)
+        return authenticate(
+            raw,
+            mail_from=envelope.mail_from or "",
+            client_ip=str(peer[0]),
+            helo=session.host_name or "",
+            resolver=self.resolver,
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's hook for an error in any command: a temporary answer, never one naming the exception."""
@@ -191,11 +208,18 @@ class MailHandler:
             parts, most = count_mime_parts(raw), self.config.smtp_max_mime_parts
             if parts > most:
                 return f"554 5.6.0 Message has too many MIME parts ({parts}; the limit is {most})"
+            loop = asyncio.get_running_loop()
+            checked = loop.run_in_executor(self._checks, self._authenticate, raw, session, envelope)
             try:  # parsing is CPU work: off the event loop, so other sessions go on meanwhile
                 mail, text = await asyncio.to_thread(read_mail, raw, store_limit(self.config.max_packets))
             except MailParseError as exc:
                 return f"554 5.6.0 Message could not be read: {exc}"
+            auth = await checked
+            if decision(auth) == "reject":  # a forged From under p=reject: nothing stored, nothing paid
+                log.info("DATA refused by DMARC: %s", auth.summary())
+                return REJECT_REPLY
             sender = mail.sender or (envelope.mail_from or "").lower()
+            match_sender = sender_to_match(auth, mail.sender, envelope.mail_from or "")
             messages = [
                 CombinedMessage(
                     direction=Direction.TO_DEVICE,
@@ -206,6 +230,8 @@ class MailHandler:
                     subject=mail.subject,
                     idempotency_key=idempotency_key(raw, mail.message_id, mailbox),
                     external_id=mail.message_id,
+                    authentication=auth.summary(),
+                    match_sender=match_sender,
                 )
                 for mailbox in dict.fromkeys(self._mailbox(rcpt) or rcpt.lower() for rcpt in envelope.rcpt_tos)
             ]

@@ -75,6 +75,7 @@ def _row_fields(msg: CombinedMessage) -> dict:
         "subject": msg.subject[:255],
         "text": msg.text,
         "external_id": msg.external_id[:255],
+        "authentication": msg.authentication[:500],
     }
 
 

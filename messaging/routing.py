@@ -131,7 +131,9 @@ def decide(
         return Verdict.INACTIVE_DEVICE
     limit = policy.hourly_limit(msg.direction)
     if msg.direction is Direction.TO_DEVICE:
-        if msg.sender.lower() in user.blocked:
+        # A block holds on the From and on the address sender authentication vouches for (the envelope sender
+        # unless DMARC passed): a blocked sender who forges another From is still caught by the envelope.
+        if any(address.lower() in user.blocked for address in (msg.sender, msg.match_sender) if address):
             return Verdict.BLOCKED_SENDER
         if user.monthly_quota is not None and user.inbound_this_month >= user.monthly_quota:
             return Verdict.QUOTA_EXCEEDED

@@ -37,6 +37,7 @@ def storable_text(value: str) -> str:
 
 
 _TEXT_FIELDS = ("sender", "recipient", "text", "idempotency_key", "subject", "external_id")
+_TEXT_FIELDS += ("authentication", "match_sender")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class CombinedMessage:
     subject: str = ""
     external_id: str = ""
     received_at: float = field(default_factory=time.time)
+    authentication: str = ""  # inbound mail: the SPF/DKIM/DMARC verdict (``Authentication-Results`` style)
+    match_sender: str = ""  # inbound mail: the address blocked senders are matched on (else ``sender``)
 
     def __post_init__(self) -> None:
         # Every intake builds one of these, so this is the boundary where text enters: one bad character

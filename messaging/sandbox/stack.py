@@ -28,10 +28,11 @@ class Sandbox:
     hive: object | None = None
     twilio: object | None = None
     relay: object | None = None
+    dns: object | None = None
     started: list[str] = field(default_factory=list)
 
     def stop(self) -> None:
-        for fake in (self.hive, self.twilio, self.relay):
+        for fake in (self.hive, self.twilio, self.relay, self.dns):
             if fake is not None:
                 fake.stop()
 
@@ -97,8 +98,14 @@ def start_sandbox(
     box.started.append(
         f"SMTP relay sink      127.0.0.1:{box.relay.port}" + (f"  (records to {record})" if record else "")
     )
+    if not config.dns_nameservers:  # the sender checks (SPF, DKIM, DMARC) ask a DNS of our own, offline
+        from .fake_dns import FakeDNS
+
+        box.dns = FakeDNS().start()
+        box.started.append(f"DNS for sender checks {box.dns.nameservers}  (answers NXDOMAIN unless told otherwise)")
     changes: dict[str, object] = dict(
         sandbox="1",
+        dns_nameservers=box.dns.nameservers if box.dns is not None else config.dns_nameservers,
         swarm_hive_url=box.hive.base_url,
         swarm_username="sandbox",
         swarm_password="sandbox",

@@ -63,6 +63,27 @@ def test_email_reaches_device_as_protobuf(e2e, new_user):
     assert sent[0].remote_id == str(e2e.box.hive.to_device(device.device_id)[0]["packetId"])
 
 
+def test_sender_checks_refuse_a_forgery_under_p_reject_and_deliver_an_spf_pass(e2e, new_user):
+    """The sandbox's DNS (on loopback) serves the records: a From forged under p=reject is refused at DATA and
+    costs the user nothing; mail whose envelope passes SPF for its aligned From domain reaches the device."""
+    dns = e2e.box.dns
+    dns.add_txt("_dmarc.bank.test", "v=DMARC1; p=reject")
+    dns.add_txt("bank.test", "v=spf1 ip4:192.0.2.1 -all")
+    dns.add_txt("_dmarc.hut.test", "v=DMARC1; p=reject")
+    dns.add_txt("hut.test", "v=spf1 ip4:127.0.0.0/8 -all")
+    user = new_user()
+    to = f"{user.username}@beaver.test"
+    with smtp(e2e) as s, pytest.raises(smtplib.SMTPDataError) as err:
+        s.send_message(mail("ceo@bank.test", to, "Urgent", "Wire the money."), from_addr="ceo@bank.test")
+    assert err.value.smtp_code == 550 and b"DMARC" in err.value.smtp_error
+    with smtp(e2e) as s:
+        assert s.send_message(mail("warden@hut.test", to, "Hut", "Stove lit."), from_addr="warden@hut.test") == {}
+    texts = wait_until(lambda: device_texts(e2e, user.devices.get().device_id), what="the SPF-passing mail")
+    assert len(texts) == 1 and "Stove lit." in texts[0]
+    [row] = messages_of(user)
+    assert row.authentication.startswith("spf=pass smtp.mailfrom=hut.test") and "dmarc=pass" in row.authentication
+
+
 def test_device_email_goes_out_through_relay(e2e, new_user):
     user = new_user()
     device = user.devices.get()

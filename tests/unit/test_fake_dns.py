@@ -12,7 +12,7 @@ import dns.rdatatype
 import dns.resolver
 import pytest
 
-from tests.fakes.fake_dns import FakeDNS
+from messaging.sandbox.fake_dns import FakeDNS
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""SPF, DKIM and DMARC of inbound mail against a real DNS server on loopback (tests/fakes/fake_dns.py).
+"""SPF, DKIM and DMARC of inbound mail against a real DNS server on loopback (messaging/sandbox/fake_dns.py).
 
 Mail is DKIM-signed here with dkimpy and a freshly generated RSA key; the key, SPF and DMARC records are
 served by the fake. Nothing reaches outside DNS.
@@ -28,7 +28,7 @@ from messaging.mailauth import (
     parse_nameservers,
     sender_to_match,
 )
-from tests.fakes.fake_dns import FakeDNS
+from messaging.sandbox.fake_dns import FakeDNS
 
 GENEROUS = 30.0  # seconds: a sanity bound that "returns at all", not a speed claim
 

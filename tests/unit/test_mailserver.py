@@ -16,6 +16,7 @@ import pytest
 from messaging.config import Config
 from messaging.mailserver import MailHandler, idempotency_key, smtp_protocol
 from messaging.pool import PoolUnavailable
+from messaging.sandbox.fake_dns import FakeDNS
 from messaging.users import UserBase
 from web.delivery.models import Message
 
@@ -41,11 +42,19 @@ class LocalPool:
 
 
 @pytest.fixture
-def serve():
+def dns():
+    """The DNS the mail server's sender checks ask: a server on loopback (no test depends on outside DNS)."""
+    with FakeDNS() as server:
+        yield server
+
+
+@pytest.fixture
+def serve(dns):
     """Start a mail server (real socket, real handler) with config overrides; returns (port, handler, pool)."""
     started = []
 
     def start(**overrides):
+        overrides.setdefault("dns_nameservers", dns.nameservers)
         config = Config(email_domain="beaver.test", smtp_max_message_size=20_000, **overrides)
         pool = LocalPool(UserBase(config))
         handler = MailHandler(config, pool)
@@ -385,3 +394,42 @@ def test_one_rate_limited_recipient_makes_the_whole_mail_come_again(serve, make_
     assert err.value.smtp_code == 451
     assert Message.objects.filter(user=ann).count() == 1, "the limited copy is not stored"
     assert Message.objects.filter(user=bob).count() == 1, "the other copy is, once"
+
+
+def test_a_from_forged_under_p_reject_is_refused_and_not_stored(server, dns, make_user):
+    port, _, _ = server
+    user = make_user()
+    dns.add_txt("_dmarc.bank.test", "v=DMARC1; p=reject")
+    dns.add_txt("bank.test", "v=spf1 ip4:192.0.2.1 -all")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s, pytest.raises(smtplib.SMTPDataError) as err:
+        s.send_message(mail(f"{user.username}@beaver.test", sender="ceo@bank.test"), from_addr="ceo@bank.test")
+    assert err.value.smtp_code == 550 and b"5.7.1" in err.value.smtp_error
+    assert not Message.objects.filter(user=user).exists()
+
+
+def test_an_spf_passing_mail_is_stored_with_its_verdict(server, dns, make_user):
+    port, _, _ = server
+    user = make_user()
+    dns.add_txt("_dmarc.good.test", "v=DMARC1; p=reject")
+    dns.add_txt("good.test", "v=spf1 ip4:127.0.0.1 -all")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        assert s.send_message(mail(f"{user.username}@beaver.test", sender="amy@good.test")) == {}
+    row = Message.objects.get(user=user)
+    assert row.status == "received"
+    assert row.authentication.startswith("spf=pass smtp.mailfrom=good.test") and "dmarc=pass" in row.authentication
+
+
+def test_a_block_holds_on_the_from_and_on_the_vouched_sender(server, dns, make_user):
+    """A block holds on the From and on the address sender authentication vouches for (the envelope sender,
+    unless DMARC passed): neither a blocked From with another envelope nor a blocked envelope gets through."""
+    port, _, _ = server
+    user = make_user(blocked=["pest@nodmarc.test"])
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s, pytest.raises(smtplib.SMTPDataError) as err:
+        s.send_message(mail(f"{user.username}@beaver.test", sender="pest@nodmarc.test"), from_addr="bounce@else.test")
+    assert err.value.smtp_code == 550
+    row = Message.objects.get(user=user)
+    assert row.status == "rejected" and row.authentication.startswith("spf=none")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo()
+        s.mail("pest@nodmarc.test")
+        assert s.rcpt(f"{user.username}@beaver.test")[0] == 550, "the envelope sender is refused at RCPT already"

@@ -1,4 +1,4 @@
-"""A small authoritative DNS server on loopback, for the sender-authentication tests.
+"""A small authoritative DNS server on loopback: the sandbox's DNS for the sender checks, and the tests'.
 
 Speaks real DNS (dnspython's wire format) over UDP and TCP on one ephemeral port of 127.0.0.1. It serves only
 the records a test gives it, authoritatively: the record if the name has one of the asked type, an empty
