@@ -102,3 +102,17 @@ def test_the_reaper_keeps_what_descends_from_the_driver_and_still_runs_as_itself
     assert still_running(seen, after) == {(11, 110), (13, 130)}
     reused = {1: (0, 1, "S"), 11: (1, 999, "S")}  # pid 11 is now someone else's
     assert still_running(seen, reused) == set()
+
+
+def test_the_image_writes_the_launcher_the_configmap_names():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    configmap = yaml.safe_load((root / "k8s" / "configmap.yaml").read_text())["data"]
+    path = configmap["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    dockerfile = (root / "Dockerfile").read_text()
+    assert re.search(rf"python -m messaging\.haproxy_admin --write-launcher {re.escape(path)}\s*$", dockerfile, re.M)
+    assert configmap["SERVE_HAPROXY_HOST"] == "127.0.0.1"
