@@ -34,14 +34,14 @@ class Command(BaseCommand):
         if box.hive is not None and not options["no_demo"]:
             self._demo_user(echo)
         joined = bool(config.ray_address)
-        # SIGTERM (a pod stopping, `kill`) ends the process like Ctrl-C, even during start-up; ignored once the
-        # stop below has begun, so it is not cut short.
-        signal.signal(signal.SIGTERM, _interrupt)
-        failure = None
         if not joined:  # whatever happens to this process, the local Ray it starts ends with it
             from messaging import reaper
 
             self._reaper = reaper.start()
+        failure = None
+        # SIGTERM (a pod stopping, `kill`) ends the process like Ctrl-C, even during start-up; ignored once the
+        # stop below has begun, so it is not cut short.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             connect_ray(config, worker_env(), echo)
             signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init puts a handler of its own that aborts
