@@ -25,7 +25,8 @@ RUN mkdir -p messaging web \
 # The project itself (manage.py stays in WORKDIR for `python manage.py ...`).
 COPY --chown=ray:users . .
 RUN pip install --no-cache-dir --no-deps . \
-    && mkdir -p /home/ray/data
+    && mkdir -p /home/ray/data \
+    && python -m messaging.haproxy_admin --write-launcher /home/ray/app/bin/spacebeaver-haproxy
 
 # 2525: SMTP intake (mail server actors); 8000: Ray Serve HTTP (and gunicorn in the admin pod).
 EXPOSE 2525 8000

@@ -83,8 +83,8 @@ def backend_env(workdir: Path, ports: dict[str, int], pool_size: int, poll_inter
         SANDBOX_HIVE_PORT=str(ports["hive"]),
         SANDBOX_TWILIO_PORT=str(ports["twilio"]),
         SANDBOX_RELAY_PORT=str(ports["relay"]),
-        RAY_SERVE_HAPROXY_STATS_PORT=str(free_port()),  # not the fixed defaults: another stack may run here
-        RAY_SERVE_HAPROXY_METRICS_PORT=str(free_port()),
+        SERVE_HAPROXY_STATS_PORT=str(free_port()),  # not the fixed defaults: another stack may run here
+        SERVE_HAPROXY_METRICS_PORT=str(free_port()),
         POOL_SIZE=str(pool_size),
         DEVICE_OUTBOUND_PER_HOUR="0",  # load from few devices and senders: the abuse limits would refuse it
         INBOUND_PER_SENDER_PER_HOUR="0",

@@ -175,6 +175,13 @@ class Config:
     sms_allowed_countries: str = "US,CA"
     device_outbound_per_hour: int = 60
     inbound_per_sender_per_hour: int = 20
+    # Serve's HAProxy: its stats page and Prometheus exporter, on this address (loopback: nothing outside the host
+    # reaches them, and no service on another interface can block them). Applied by messaging/haproxy_admin.py.
+    serve_haproxy_host: str = "127.0.0.1"
+    serve_haproxy_stats_port: int = 8404
+    serve_haproxy_metrics_port: int = 9101
+    # runbackend: seconds for Serve to deploy and its HTTP ingress to answer GET /healthz, else it stops and exits 1.
+    serve_start_timeout: float = 60.0
     # Sandbox: local fakes for the remote services that have no credentials ("auto"), all ("1") or none ("0").
     sandbox: str = "auto"
     sandbox_hive_port: int = 8790

@@ -171,6 +171,7 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
         # read by the Serve processes of the Ray we start (on Kubernetes the ConfigMap sets them).
         for name, value in RAY_SERVE_DEFAULTS.items():
             os.environ.setdefault(name, value)
+        prepare_local_haproxy(config)
     ray.init(
         address=address,
         namespace=config.ray_namespace,
@@ -186,10 +187,37 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
     echo(f"Ray: up ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
 
 
+# Where Serve's HAProxy puts its stats page and Prometheus exporter (messaging/haproxy_admin.py applies them).
+HAPROXY_SETTINGS = {
+    "SERVE_HAPROXY_HOST": "serve_haproxy_host",
+    "SERVE_HAPROXY_STATS_PORT": "serve_haproxy_stats_port",
+    "SERVE_HAPROXY_METRICS_PORT": "serve_haproxy_metrics_port",
+}
+
+
+def prepare_local_haproxy(config: Config) -> None:
+    """For a Ray we start: HAProxy's admin listeners where the config says (unless the environment already
+    says), through our launcher as Serve's HAProxy binary. Read by the Serve processes of that Ray; on
+    Kubernetes the ConfigMap sets the same variables for the Ray pods and the image carries the launcher."""
+    from .haproxy_admin import write_launcher
+
+    for name, attr in HAPROXY_SETTINGS.items():
+        os.environ.setdefault(name, str(getattr(config, attr)))
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = write_launcher()
+
+
+def haproxy_admin_ports(config: Config) -> dict[str, int]:
+    """The stats and metrics ports HAProxy is told to use (the environment wins, as for the Ray we start)."""
+    return {
+        "HAProxy stats": int(os.environ.get("SERVE_HAPROXY_STATS_PORT") or config.serve_haproxy_stats_port),
+        "HAProxy metrics": int(os.environ.get("SERVE_HAPROXY_METRICS_PORT") or config.serve_haproxy_metrics_port),
+    }
+
+
 def private_ingress_ports(pick_port: Callable[[], int]) -> None:
     """For a stack sharing its host with others (tests, benchmarks): Serve's HAProxy stats and metrics ports,
-    fixed by default (8404, 9101 on all interfaces), on free ports instead, so two stacks do not collide."""
-    for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+    fixed by default (8404, 9101), on free ports instead, so two stacks do not collide."""
+    for name in ("SERVE_HAPROXY_STATS_PORT", "SERVE_HAPROXY_METRICS_PORT"):
         os.environ.setdefault(name, str(pick_port()))
 
 
@@ -303,11 +331,135 @@ def _shutdown_serve() -> None:
     serve.shutdown()
 
 
-def start_serve(config: Config, stack: Stack, echo: Callable[[str], None] = print, mount_admin: bool = True) -> str:
-    ray.get(_run_serve_app.remote(config, stack.pools["user"], mount_admin))
+class IngressNotAnswering(RuntimeError):
+    """Serve did not deploy, or its HTTP ingress did not answer ``GET /healthz``, within SERVE_START_TIMEOUT."""
+
+    def __init__(self, address: str, waited: float, detail: str) -> None:
+        super().__init__(f"HTTP ingress not answering on {address} after {waited:.0f} s ({detail})")
+        self.address, self.waited, self.detail = address, waited, detail
+
+
+def probe_address(config: Config) -> tuple[str, int]:
+    """Where a process on a Ray node reaches Serve's HTTP ingress (the wildcard address is reached on loopback)."""
+    host = config.serve_http_host if config.serve_http_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return host, config.serve_http_port
+
+
+def wait_healthz(host: str, port: int, timeout: float) -> str | None:
+    """Poll ``GET /healthz`` until it answers 200 (returns None) or ``timeout`` passes (returns the last error)."""
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            try:
+                conn.request("GET", "/healthz")
+                status = conn.getresponse().status
+            finally:
+                conn.close()
+            if status == 200:
+                return None
+            last = f"GET /healthz answered {status}"
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            return last
+        time.sleep(0.25)
+
+
+@ray.remote(num_cpus=0, max_calls=1)
+def _wait_healthz_on_a_node(host: str, port: int, timeout: float) -> str | None:
+    return wait_healthz(host, port, timeout)
+
+
+def start_serve(
+    config: Config,
+    stack: Stack,
+    echo: Callable[[str], None] = print,
+    mount_admin: bool = True,
+    timeout: float | None = None,
+) -> str:
+    """Deploy the Serve app and wait until its HTTP ingress answers ``GET /healthz``; both within ``timeout``
+    (default SERVE_START_TIMEOUT), else :class:`IngressNotAnswering`. With a Ray we started the driver is on the
+    node and asks itself; in a cluster a task on one of its nodes asks."""
+    timeout = config.serve_start_timeout if timeout is None else timeout
+    started = time.monotonic()
+    host, port = probe_address(config)
+    address = f"{host}:{port}"
+    ref = _run_serve_app.remote(config, stack.pools["user"], mount_admin)
+    try:
+        ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise IngressNotAnswering(address, time.monotonic() - started, "Serve did not finish deploying") from None
+    except ray.exceptions.RayError as exc:  # e.g. HAProxy exited at start: serve.start raises
+        raise IngressNotAnswering(address, time.monotonic() - started, serve_failure_detail(str(exc))) from None
+    left = max(timeout - (time.monotonic() - started), 1.0)
+    if config.ray_address:
+        try:
+            error = ray.get(_wait_healthz_on_a_node.remote(host, port, left), timeout=left + 30)
+        except ray.exceptions.GetTimeoutError:
+            error = "the probe task did not run"
+    else:
+        error = wait_healthz(host, port, left)
+    if error is not None:
+        raise IngressNotAnswering(address, time.monotonic() - started, error)
     url = f"http://{config.serve_http_host}:{config.serve_http_port}"
-    echo(f"  serve      up at {url}")
+    echo(f"  serve      up at {url} ({time.monotonic() - started:.1f}s)")
     return url
+
+
+def serve_failure_detail(text: str) -> str:
+    """A short cause from the error Serve raised when it could not start (HAProxy's bind failure above all)."""
+    import re
+
+    bind = re.search(r"cannot bind socket \(([^)]*)\) for \[([^\]]*)\]", text)
+    if bind:
+        return f"HAProxy cannot bind {bind.group(2)}: {bind.group(1)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^\w+(Error|Exception):", line)]
+    return ((errors or lines or ["Serve failed to start"])[-1])[:200]
+
+
+def port_is_taken(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def ingress_ports(config: Config) -> dict[int, tuple[str, str]]:
+    """Every port the HTTP ingress needs on a node: port -> (what, bind host)."""
+    admin_host = os.environ.get("SERVE_HAPROXY_HOST") or config.serve_haproxy_host
+    ports = {config.serve_http_port: ("HTTP", config.serve_http_host or "0.0.0.0")}
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1":
+        for what, port in haproxy_admin_ports(config).items():
+            ports.setdefault(port, (what, admin_host))
+    return ports
+
+
+def ingress_failure(exc: IngressNotAnswering, taken: dict[int, str], candidates: dict[int, str], logs: str) -> str:
+    """The one line runbackend ends with when the HTTP ingress does not come up: what, and the likely cause.
+
+    ``taken``: ports found held by another process (port -> what); ``candidates``: the ports that could be, when
+    nothing could be checked (a cluster's nodes)."""
+    head = f"HTTP ingress not answering on {exc.address} after {exc.waited:.0f} s"
+    if taken:
+        held = " and ".join(f"port {port} ({what})" for port, what in sorted(taken.items()))
+        verb = "is" if len(taken) == 1 else "are"
+        return f"{head}: {held} {verb} taken by another process ({exc.detail}); see {logs}"
+    if candidates:
+        asked = " or ".join(f"{port} ({what})" for port, what in sorted(candidates.items()))
+        return f"{head} ({exc.detail}): is port {asked} taken? see {logs}"
+    return f"{head} ({exc.detail}); see {logs}"
 
 
 def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:

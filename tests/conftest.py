@@ -18,7 +18,29 @@ def django_db_setup(django_test_environment, django_db_blocker):
         config = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     yield
     with django_db_blocker.unblock():
+        _let_go_of_the_test_database()
         teardown_databases(config, verbosity=0)
+
+
+def _let_go_of_the_test_database(timeout: float = 30.0) -> None:
+    """PostgreSQL refuses to drop a database others are connected to: wait (bounded) for the Ray workers of the
+    end-to-end tests, which die with their Ray, to let go; then end whatever session is left."""
+    import time
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(f"SELECT count(*) {others}")
+            if not cursor.fetchone()[0]:
+                break
+            time.sleep(0.2)
+        cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+    connection.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 from django.conf import settings
@@ -20,7 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         from messaging.config import Config, ConfigError
-        from messaging.launch import connect_ray, start_actors, start_serve, stop_stack, worker_env
+        from messaging.launch import IngressNotAnswering, connect_ray, start_actors, start_serve, worker_env
         from messaging.sandbox.stack import sandboxed, start_sandbox
 
         echo = self.stdout.write
@@ -38,38 +37,82 @@ class Command(BaseCommand):
             echo(f"  sandbox    {line}")
         if box.hive is not None and not options["no_demo"]:
             self._demo_user(echo)
+        joined = bool(config.ray_address)
+        if not joined:  # whatever happens to this process, the local Ray it starts ends with it
+            from messaging import reaper
+
+            self._reaper = reaper.start()
+        failure = None
+        # SIGTERM (a pod stopping, `kill`) ends the process like Ctrl-C, even during start-up; ignored once the
+        # stop below has begun, so it is not cut short.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             connect_ray(config, worker_env(), echo)
-        except ConfigError as exc:
-            box.stop()
-            raise CommandError(f"refusing to start: {exc}") from None
-        stop = threading.Event()
-        try:
+            signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init puts a handler of its own that aborts
             echo("Actors:")
             stack = start_actors(config, echo)
             start_serve(config, stack, echo)
-            self._summary(config, box, time.monotonic() - t0)
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            while not stop.wait(1.0):
-                pass
+            self._summary(config, box, time.monotonic() - t0, joined)
+            while True:
+                time.sleep(3600)
         except KeyboardInterrupt:
             pass
+        except (IngressNotAnswering, ConfigError) as exc:  # e.g. a Ray node lacks the driver's secrets
+            failure = exc
         finally:
-            from messaging.lifecycle import drain_all
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self._stop(config, box, joined, failure)
+        if isinstance(failure, ConfigError):
+            raise CommandError(f"refusing to start: {failure}")
+        if failure is not None:
+            raise CommandError(self._failure_line(config, failure, joined))
 
-            echo("Stopping: draining first ...")
-            try:
-                drain_all(config, timeout=30, echo=echo)
-            except Exception as exc:  # still stop
-                echo(f"  drain failed: {exc}")
-            stop_stack(config, echo)
-            import ray
+    def _stop(self, config, box, joined: bool, failure) -> None:
+        """A Ray we started: drain and stop everything. A cluster we joined: leave the stack running there."""
+        import ray
 
-            ray.shutdown()
+        from messaging.launch import stop_stack
+        from messaging.lifecycle import drain_all
+
+        echo = self.stdout.write
+        if joined:
+            if ray.is_initialized():
+                ray.shutdown()
             box.stop()
-            echo("Stopped.")
+            echo(
+                f"Driver stopped; the stack keeps running in the cluster at {config.ray_address} "
+                f"(namespace {config.ray_namespace!r}). `python manage.py stop` stops it."
+            )
+            return
+        if ray.is_initialized():
+            self._logs = _serve_log_dir()
+            if failure is None:
+                echo("Stopping: draining first ...")
+                try:
+                    drain_all(config, timeout=30, echo=echo)
+                except Exception as exc:  # still stop
+                    echo(f"  drain failed: {exc}")
+            else:
+                echo("Stopping what was started ...")
+            try:
+                stop_stack(config, echo)
+            except Exception as exc:  # Ray itself still goes below
+                echo(f"  stop failed: {exc}")
+            ray.shutdown()
+        box.stop()
+        echo("Stopped.")
 
-    def _summary(self, config, box, elapsed: float) -> None:
+    def _failure_line(self, config, failure, joined: bool) -> str:
+        from messaging.launch import ingress_failure, ingress_ports, port_is_taken
+
+        ports = ingress_ports(config)
+        if joined:  # the ports are on the cluster's nodes: name the likely ones
+            logs = "the Serve logs (/tmp/ray/session_latest/logs/serve/ on the Ray nodes)"
+            return ingress_failure(failure, {}, {p: w for p, (w, _) in ports.items()}, logs)
+        taken = {port: what for port, (what, host) in ports.items() if port_is_taken(host, port)}
+        return ingress_failure(failure, taken, {p: w for p, (w, _) in ports.items()}, getattr(self, "_logs", ""))
+
+    def _summary(self, config, box, elapsed: float, joined: bool) -> None:
         echo = self.stdout.write
         base = f"http://{config.serve_http_host}:{config.serve_http_port}"
         echo(self.style.SUCCESS(f"Ready in {elapsed:.1f}s."))
@@ -86,7 +129,10 @@ class Command(BaseCommand):
                 "  Try it:          python manage.py device_send --device 1234 --to friend@example.org "
                 "'Hello from the hills'"
             )
-        echo("Ctrl-C stops.")
+        if joined:
+            echo("Ctrl-C / SIGTERM ends this driver only; the stack keeps running. `python manage.py stop` stops it.")
+        else:
+            echo("Ctrl-C stops (drains first).")
 
     @staticmethod
     def _demo_user(echo) -> None:
@@ -98,3 +144,17 @@ class Command(BaseCommand):
             user.save()
         Device.objects.get_or_create(device_id=1234, defaults={"owner": user, "nickname": "demo device"})
         echo("  sandbox    demo user 'demo' (Twilio number +15005550006) with device 1234")
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve_log_dir() -> str:
+    """Where Serve (and its HAProxy manager) log, for a Ray we started."""
+    try:
+        import ray
+
+        return os.path.join(ray._private.worker._global_node.get_logs_dir_path(), "serve") + "/"
+    except Exception:
+        return "/tmp/ray/session_latest/logs/serve/"
