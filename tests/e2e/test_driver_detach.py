@@ -71,9 +71,17 @@ def message_status(data_dir: Path, subject: str) -> str | None:
 def ray_cluster(tmp_path):
     """A one-node Ray cluster of our own (`ray start --head --block`), its whole process tree ended afterwards."""
     from messaging.haproxy_admin import write_launcher
+    from messaging.sandbox.fake_twilio import SANDBOX_AUTH_TOKEN
 
     # The cluster's own token (not ~/.ray/auth_token, which other local clusters may rewrite), for every client.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # The credentials every node of a cluster has from its environment (the Ray pods' Secret): here the
+    # sandbox's, which the drivers use too (secrets never travel through Ray; runbackend checks they agree).
+    auth.update(
+        SWARM_PASSWORD="sandbox",
+        TWILIO_AUTH_TOKEN=SANDBOX_AUTH_TOKEN,
+        SWARM_WEBHOOK_SECRET=secrets.token_urlsafe(24),
+    )
     temp = Path(tempfile.mkdtemp(prefix="rayc-"))  # short: Ray's socket paths must stay under ~100 bytes
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SERVE_"))}
