@@ -126,10 +126,10 @@ def check_worker_secrets(secret: dict[str, str], timeout: float = 120.0) -> None
     Secret changed but the Ray pods not restarted). One task per alive node; raises ConfigError naming them."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    names = sorted(secret)
-    if not names:
-        return
-    want = {n: hashlib.sha256(v.encode()).hexdigest() for n, v in secret.items()}
+    # Every secret, set or not: a node that has one this driver lacks (say a DATABASE_URL) is as wrong as one
+    # that lacks it, since its workers would write elsewhere.
+    names = sorted(set(SECRET_ENV) | set(secret))
+    want = {n: hashlib.sha256(secret[n].encode()).hexdigest() if secret.get(n) else "" for n in names}
     nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
     refs = [
         _node_fingerprints.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(names)

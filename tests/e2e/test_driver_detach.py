@@ -84,7 +84,7 @@ def ray_cluster(tmp_path):
     )
     temp = Path(tempfile.mkdtemp(prefix="rayc-"))  # short: Ray's socket paths must stay under ~100 bytes
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SERVE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SERVE_")) and k != "DATABASE_URL"}
     env.update(
         PYTHONPATH=str(ROOT),
         # What k8s/configmap.yaml gives the Ray pods: HAProxy through our launcher, admin ports of our own.

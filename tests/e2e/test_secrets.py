@@ -51,3 +51,6 @@ def test_every_node_has_the_drivers_secrets_and_a_difference_is_refused(e2e, orm
         check_worker_secrets({**secret, "TWILIO_AUTH_TOKEN": "rotated-but-pods-not-restarted"})
     assert "TWILIO_AUTH_TOKEN" in str(err.value) and "SWARM_PASSWORD" not in str(err.value)
     assert "rotated" not in str(err.value)
+    with pytest.raises(ConfigError) as err:  # the nodes have a database this driver does not use
+        check_worker_secrets({k: v for k, v in secret.items() if k != "DATABASE_URL"})
+    assert "DATABASE_URL" in str(err.value)
