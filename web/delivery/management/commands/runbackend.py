@@ -34,6 +34,14 @@ class Command(BaseCommand):
         echo("Database: applying migrations ...")
         call_command("migrate", interactive=False, verbosity=0)
         config, box = start_sandbox(config, record_dir=settings.DATA_DIR / "sandbox")
+        if config.smtp_tls_cert_file and not config.ray_address:  # a local Ray's mail servers read these files
+            from messaging.tls import server_context
+
+            try:
+                server_context(config.smtp_tls_cert_file, config.smtp_tls_key_file)
+            except ConfigError as exc:
+                box.stop()
+                raise CommandError(f"refusing to start: {exc}") from None
         for line in box.started:
             echo(f"  sandbox    {line}")
         if box.hive is not None and not options["no_demo"]:
