@@ -44,6 +44,14 @@ def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+def check_local_files(config: Config) -> None:
+    """For ``runbackend`` before anything starts: with a local Ray (no ``RAY_ADDRESS``) the mail servers read the
+    certificate files on this machine, so files that do not load refuse to start here, naming the variables. On a
+    cluster the files are in the Ray pods (the mail server refuses there)."""
+    if config.smtp_tls_cert_file and not config.ray_address:
+        server_context(config.smtp_tls_cert_file, config.smtp_tls_key_file)
+
+
 def files_stamp(*paths: str) -> Stamp | None:
     """What tells a changed file apart (inode, size, modification time; symlinks followed, as the kubelet swaps
     a Secret volume's files through a symlink), or None when a file cannot be looked at."""

@@ -23,7 +23,7 @@ from messaging.mailserver import MailHandler, smtp_protocol
 from messaging.sandbox import selfsigned
 from messaging.sandbox.fake_dns import FakeDNS
 from messaging.sandbox.stack import start_sandbox
-from messaging.tls import ReloadingContext, server_context
+from messaging.tls import ReloadingContext, check_local_files, server_context
 from messaging.users import UserBase
 from tests.unit.test_mailserver import LocalPool
 from web.delivery.models import Message
@@ -99,6 +99,17 @@ def test_both_or_neither_is_fine(tmp_path):
     cert, key = write_pair(tmp_path)
     config = Config.from_env({"SMTP_TLS_CERT_FILE": cert, "SMTP_TLS_KEY_FILE": key})
     assert isinstance(ReloadingContext.from_config(config), ReloadingContext)
+
+
+def test_runbackend_checks_the_files_a_local_ray_will_read(tmp_path):
+    cert, key = write_pair(tmp_path)
+    check_local_files(Config(smtp_tls_cert_file=cert, smtp_tls_key_file=key))
+    check_local_files(Config())
+    Path(key).write_text("not a key")
+    with pytest.raises(ConfigError, match="SMTP_TLS_KEY_FILE"):
+        check_local_files(Config(smtp_tls_cert_file=cert, smtp_tls_key_file=key))
+    # on a cluster the files are in the Ray pods, not where runbackend runs
+    check_local_files(Config(smtp_tls_cert_file=cert, smtp_tls_key_file=key, ray_address="ray://head:10001"))
 
 
 # --- reloading --------------------------------------------------------------------------------------------

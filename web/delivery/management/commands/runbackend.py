@@ -22,26 +22,20 @@ class Command(BaseCommand):
         from messaging.config import Config, ConfigError
         from messaging.launch import connect_ray, start_actors, start_serve, stop_stack, worker_env
         from messaging.sandbox.stack import sandboxed, start_sandbox
+        from messaging.tls import check_local_files
 
         echo = self.stdout.write
         t0 = time.monotonic()
         try:  # fail closed before anything starts: all fakes, or every credential (messaging/sandbox/stack.py)
             config = Config.from_env()
             sandboxed(config)
+            check_local_files(config)
         except (ConfigError, ValueError) as exc:
             raise CommandError(f"refusing to start: {exc}") from None
         echo("Space Beaver backend starting")
         echo("Database: applying migrations ...")
         call_command("migrate", interactive=False, verbosity=0)
         config, box = start_sandbox(config, record_dir=settings.DATA_DIR / "sandbox")
-        if config.smtp_tls_cert_file and not config.ray_address:  # a local Ray's mail servers read these files
-            from messaging.tls import server_context
-
-            try:
-                server_context(config.smtp_tls_cert_file, config.smtp_tls_key_file)
-            except ConfigError as exc:
-                box.stop()
-                raise CommandError(f"refusing to start: {exc}") from None
         for line in box.started:
             echo(f"  sandbox    {line}")
         if box.hive is not None and not options["no_demo"]:
