@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from .batching import CallBatcher
 from .codec import SWARM_PACKET_LIMIT
@@ -148,8 +148,16 @@ class MailHandler:
             resolver=self.resolver,
         )
 
+    async def handle_EHLO(self, server, session: Session, envelope: Envelope, hostname: str, responses: list[str]):
+        """The EHLO reply without AUTH: nobody logs in to an MX (aiosmtpd would offer it once STARTTLS is done)."""
+        session.host_name = hostname
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's hook for an error in any command: a temporary answer, never one naming the exception."""
+        if isinstance(error, TLSSetupException):  # a client that cannot do our TLS (a scanner, an old server)
+            log.info("STARTTLS handshake failed: %s", error.__cause__ or error)
+            return "454 4.7.0 TLS not available"  # not sent: aiosmtpd closes the connection
         log.error("SMTP session error: %s: %s", type(error).__name__, error, exc_info=error)
         return "451 4.3.0 Temporary error; please try again later"
 

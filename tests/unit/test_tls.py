@@ -11,6 +11,7 @@ import smtplib
 import ssl
 import threading
 import time
+import warnings
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -253,6 +254,7 @@ def test_delivery_through_starttls_is_stored(tls_server, make_user):
         assert s.sock.version() in {"TLSv1.2", "TLSv1.3"}
         s.ehlo("mx.example.org")
         assert not s.has_extn("starttls"), "offered once per session"
+        assert not s.has_extn("auth"), "an MX offers no login, encrypted or not"
         assert s.send_message(mail(f"{user.username}@beaver.test")) == {}
     row = Message.objects.get(user=user)
     assert "sent encrypted" in row.text
@@ -293,3 +295,21 @@ def test_a_renewed_certificate_is_served_to_the_next_session_without_restart(tls
     write_pair(tmp_path / "tls")
     renewed = served()
     assert renewed == fingerprint(cert) != first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_handshake_ends_the_session_quietly_and_counts_it_once(tls_server, caplog):
+    port, handler, _, _ = tls_server
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("mx.example.org")
+        assert s.has_extn("starttls")
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old.maximum_version = ssl.TLSVersion.TLSv1_1  # refused: TLS 1.2 at least
+        with pytest.raises((ssl.SSLError, OSError, smtplib.SMTPException)):
+            s.starttls(context=old)
+    wait_for(lambda: handler.sessions == 0 and not handler.sessions_by_client)
+    assert "STARTTLS handshake failed" in caplog.text
+    assert not [r for r in caplog.records if r.name == "messaging.mailserver" and r.levelno >= logging.ERROR]
