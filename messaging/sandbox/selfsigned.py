@@ -1,6 +1,6 @@
 """The sandbox's STARTTLS certificate: self-signed for EMAIL_DOMAIN, made on first start and reused afterwards.
 
-``certificate(directory, domain)`` returns ``(cert.pem, key.pem)`` in ``directory``, making them when they are
+``certificate(directory, domain)`` returns ``(smtp-cert.pem, smtp-key.pem)`` in ``directory``, making them when they are
 missing, unreadable, for another domain, or expiring within ``RENEW_BEFORE``. The names in it: the domain,
 ``localhost`` and ``127.0.0.1`` (a sandbox client connects to loopback). Nobody trusts it, which is fine for
 opportunistic STARTTLS: sending servers on port 25 encrypt without checking the certificate.
@@ -68,6 +68,7 @@ def make(domain: str, now: dt.datetime | None = None) -> tuple[bytes, bytes]:
             ),
             critical=False,
         )
+        # its own CA: a client (a test, swaks --tls-ca-path) may trust exactly this certificate
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
