@@ -72,6 +72,17 @@ def parse_nameservers(text: str) -> list[Nameserver]:
     return servers
 
 
+def check_tls_pair(cert_file: str, key_file: str) -> None:
+    """STARTTLS needs ``SMTP_TLS_CERT_FILE`` and ``SMTP_TLS_KEY_FILE`` both, or neither (no STARTTLS). One without
+    the other raises :class:`ConfigError` naming the one missing (fail closed: TLS was meant)."""
+    if bool(cert_file) == bool(key_file):
+        return
+    missing, given = (
+        ("SMTP_TLS_KEY_FILE", "SMTP_TLS_CERT_FILE") if cert_file else ("SMTP_TLS_CERT_FILE", "SMTP_TLS_KEY_FILE")
+    )
+    raise ConfigError(f"{given} is set but {missing} is missing: STARTTLS needs both PEM files (or neither)")
+
+
 # Secrets: never in a repr, in the JSON published to Ray's key-value store, or in a pickle (what Ray stores for an
 # actor's arguments). A process that unpickles or reads a Config takes them from its own environment: Ray workers
 # get them from their pods' Secret (Kubernetes) or inherit them from the driver that started a local Ray.
@@ -146,6 +157,9 @@ class Config:
     smtp_max_mime_parts: int = 500  # a message declaring more MIME parts is refused (554 5.6.0) before parsing
     user_cache_seconds: float = 5.0  # how long a user actor may accept on looked-up user/device facts
     dns_nameservers: str = ""  # "ip[:port],...": the resolver for SPF/DKIM/DMARC checks; empty: the system's
+    # STARTTLS (both or neither): PEM certificate chain and private key; a renewed file is used by the next session
+    smtp_tls_cert_file: str = ""
+    smtp_tls_key_file: str = ""
     # Email out
     email_relay_host: str = ""
     email_relay_port: int = 25
@@ -193,6 +207,7 @@ class Config:
 
         parse_countries(self.sms_allowed_countries)  # a typo refuses to start, naming the bad code
         parse_nameservers(self.dns_nameservers)  # likewise a bad DNS_NAMESERVERS
+        check_tls_pair(self.smtp_tls_cert_file, self.smtp_tls_key_file)
         for name in ("device_outbound_per_hour", "inbound_per_sender_per_hour"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.upper()} must be 0 (no limit) or more")

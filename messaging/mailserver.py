@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import ray
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from .batching import CallBatcher
 from .codec import SWARM_PACKET_LIMIT
@@ -34,6 +34,7 @@ from .mailparse import (
 from .pool import NamedPool
 from .redact import mask_email
 from .routing import SMTP_REPLIES, Verdict
+from .tls import ReloadingContext
 from .types import CombinedMessage, Direction, Protocol
 
 log = logging.getLogger("messaging.mailserver")
@@ -147,8 +148,16 @@ class MailHandler:
             resolver=self.resolver,
         )
 
+    async def handle_EHLO(self, server, session: Session, envelope: Envelope, hostname: str, responses: list[str]):
+        """The EHLO reply without AUTH: nobody logs in to an MX (aiosmtpd would offer it once STARTTLS is done)."""
+        session.host_name = hostname
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's hook for an error in any command: a temporary answer, never one naming the exception."""
+        if isinstance(error, TLSSetupException):  # a client that cannot do our TLS (a scanner, an old server)
+            log.info("STARTTLS handshake failed: %s", error.__cause__ or error)
+            return "454 4.7.0 TLS not available"  # not sent: aiosmtpd closes the connection
         log.error("SMTP session error: %s: %s", type(error).__name__, error, exc_info=error)
         return "451 4.3.0 Temporary error; please try again later"
 
@@ -267,6 +276,9 @@ class DrainableSMTP(SMTP):
         super().__init__(handler, **kwargs)
 
     def connection_made(self, transport) -> None:
+        if self._original_transport is not None:  # STARTTLS done: the same session, now encrypted
+            super().connection_made(transport)
+            return
         handler: MailHandler = self.event_handler
         peer = transport.get_extra_info("peername")
         self._client = peer[0] if isinstance(peer, tuple) and peer else "?"
@@ -287,10 +299,14 @@ class DrainableSMTP(SMTP):
         super().connection_lost(exc)
 
 
-def smtp_protocol(handler: MailHandler, config: Config) -> DrainableSMTP:
-    """One SMTP session's protocol object, with the limits from the config."""
+def smtp_protocol(handler: MailHandler, config: Config, tls: ReloadingContext | None = None) -> DrainableSMTP:
+    """One SMTP session's protocol object, with the limits from the config. With ``tls`` (SMTP_TLS_CERT_FILE and
+    SMTP_TLS_KEY_FILE set) EHLO offers STARTTLS with the current certificate; it stays optional for the sender
+    (opportunistic, as on port 25: a server that cannot do TLS still delivers)."""
     return DrainableSMTP(
         handler,
+        tls_context=tls.current() if tls is not None else None,
+        require_starttls=False,
         data_size_limit=config.smtp_max_message_size,
         enable_SMTPUTF8=True,
         hostname=config.email_domain,
@@ -311,6 +327,7 @@ class MailServerActor:
 
         self.config = config
         self.handler = MailHandler(config, users)
+        self.tls = ReloadingContext.from_config(config)  # certificate files that do not load refuse to start
         self.server: asyncio.base_events.Server | None = None
         self.labeler = PodLabeler.from_env(service_account_dir=service_account_dir)
         self._labelling: asyncio.Task | None = None
@@ -355,16 +372,17 @@ class MailServerActor:
             cfg = self.config
             loop = asyncio.get_running_loop()
             self.server = await loop.create_server(
-                lambda: smtp_protocol(self.handler, cfg),
+                lambda: smtp_protocol(self.handler, cfg, self.tls),
                 host=cfg.smtp_listen_host,
                 port=cfg.smtp_listen_port,
                 reuse_port=True,
             )
             log.info(
-                "SMTP listening on %s:%s for @%s",
+                "SMTP listening on %s:%s for @%s (STARTTLS %s)",
                 cfg.smtp_listen_host,
                 cfg.smtp_listen_port,
                 cfg.email_domain,
+                f"with {cfg.smtp_tls_cert_file}" if self.tls else "off",
             )
         return f"{self.config.smtp_listen_host}:{self.config.smtp_listen_port}"
 

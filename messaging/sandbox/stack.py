@@ -6,6 +6,10 @@ set (``make run`` on a fresh machine) and otherwise needs them all. A partly con
 error: a missing ``TWILIO_AUTH_TOKEN`` must not mean webhooks checked against the fake's public token, nor a
 missing relay mean mail "sent" into a loopback sink.
 
+The mail server offers STARTTLS in the sandbox too: without SMTP_TLS_CERT_FILE / SMTP_TLS_KEY_FILE a self-signed
+certificate for EMAIL_DOMAIN is made on first start (``<record_dir>/tls``, reused while it is valid for the
+domain; a temporary directory without a record dir) and the config points at it.
+
 Fake Hive, fake Twilio API and an SMTP relay sink run as threads of the process that starts the
 stack (``manage.py runbackend`` or the end-to-end tests), on loopback, speaking the real wire formats.
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,11 +36,14 @@ class Sandbox:
     relay: object | None = None
     dns: object | None = None
     started: list[str] = field(default_factory=list)
+    scratch: Path | None = None  # a directory of our own to remove on stop (the certificate without a record dir)
 
     def stop(self) -> None:
         for fake in (self.hive, self.twilio, self.relay, self.dns):
             if fake is not None:
                 fake.stop()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _missing_text(missing: dict[str, list[str]]) -> str:
@@ -121,4 +130,12 @@ def start_sandbox(
         email_relay_username="",
         email_relay_password="",
     )
+    if not config.smtp_tls_cert_file:  # STARTTLS as in production, with a self-signed certificate (Config: both)
+        from .selfsigned import certificate
+
+        if record_dir is None:
+            box.scratch = Path(tempfile.mkdtemp(prefix="spacebeaver-tls-"))
+        cert, key = certificate((record_dir / "tls") if record_dir else box.scratch, config.email_domain)
+        changes.update(smtp_tls_cert_file=str(cert), smtp_tls_key_file=str(key))
+        box.started.append(f"STARTTLS certificate {cert}  (self-signed for {config.email_domain})")
     return dataclasses.replace(config, **changes), box

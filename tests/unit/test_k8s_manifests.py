@@ -33,6 +33,8 @@ CRD_SCHEMA = K8S / "schemas" / "raycluster-v1.schema.json"
 SECRET_TEMPLATE = K8S / "secret.example.yaml"
 K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 KUBERAY_KINDS = {("ray.io/v1", "RayCluster")}
+# cert-manager's CRDs are not bundled here: a Certificate is checked field by field (test_smtp_certificate_*).
+CERT_MANAGER_KINDS = {("cert-manager.io/v1", "Certificate")}
 DJANGO_VARS = {"DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DEBUG"}
 SECRET_VARS = {name.upper() for name in Config().secret_names()} | {"DJANGO_SECRET_KEY", "DATABASE_URL"}
 KUBERAY_INJECTED = {"RAY_ADDRESS"}  # KubeRay sets it in every Ray container (head: 127.0.0.1:6379)
@@ -133,7 +135,7 @@ def test_namespace_is_the_kustomization_namespace() -> None:
 # --- schema validation -------------------------------------------------------------------------
 
 
-BUILTIN = [item for item in DOCS if (item[1]["apiVersion"], item[1]["kind"]) not in KUBERAY_KINDS]
+BUILTIN = [item for item in DOCS if (item[1]["apiVersion"], item[1]["kind"]) not in KUBERAY_KINDS | CERT_MANAGER_KINDS]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -276,6 +278,49 @@ def test_ray_pods_have_shm_downward_api_and_service_account() -> None:
         assert len(shm) == 1 and volumes[shm[0]["name"]]["emptyDir"]["medium"] == "Memory"
         downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
         assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+
+
+# cert-manager.io/v1 Certificate: the spec fields this project may use (a typo is an unknown field, which the
+# API server would refuse) and the keys of the Secret it writes.
+CERTIFICATE_SPEC_FIELDS = {"secretName", "dnsNames", "issuerRef", "privateKey", "duration", "renewBefore", "usages"}
+CERT_MANAGER_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
+HOST_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def test_smtp_certificate_fields_by_hand() -> None:
+    cert = one("Certificate", "spacebeaver-smtp-tls")
+    spec = cert["spec"]
+    assert set(spec) <= CERTIFICATE_SPEC_FIELDS, sorted(set(spec) - CERTIFICATE_SPEC_FIELDS)
+    assert "namespace" not in cert["metadata"]  # the kustomization's, like the pods that mount it
+    assert spec["dnsNames"] and all(HOST_NAME.match(name) for name in spec["dnsNames"])
+    assert spec["secretName"]
+    issuer = spec["issuerRef"]
+    assert set(issuer) <= {"name", "kind", "group"} and issuer["name"]
+    assert issuer.get("kind", "Issuer") in {"Issuer", "ClusterIssuer"}
+    assert issuer.get("group", "cert-manager.io") == "cert-manager.io"
+    key = spec.get("privateKey", {})
+    assert set(key) <= {"algorithm", "size", "rotationPolicy", "encoding"}
+    assert key.get("algorithm", "RSA") in {"RSA", "ECDSA", "Ed25519"}
+    assert key.get("rotationPolicy", "Never") in {"Always", "Never"}
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert all(name in deploy for name in spec["dnsNames"]), "docs/deploy.md names the MX host of the certificate"
+
+
+def test_smtp_certificate_is_mounted_where_the_config_points_in_every_ray_pod() -> None:
+    secret_name = one("Certificate", "spacebeaver-smtp-tls")["spec"]["secretName"]
+    cert_file, key_file = Path(CONFIG.smtp_tls_cert_file), Path(CONFIG.smtp_tls_key_file)
+    assert cert_file.parent == key_file.parent and cert_file.is_absolute()
+    assert {cert_file.name, key_file.name} == {"tls.crt", "tls.key"} <= CERT_MANAGER_SECRET_KEYS
+    for pod in RAY_PODS:
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"] if v.get("secret", {}).get("secretName") == secret_name}
+        assert len(volumes) == 1, "the certificate's Secret is a volume of every Ray pod"
+        (volume,) = volumes.values()
+        assert "items" not in volume["secret"] and "optional" not in volume["secret"]
+        mounts = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+        assert len(mounts) == 1
+        (mount,) = mounts
+        assert mount["mountPath"] == str(cert_file.parent) and mount.get("readOnly") is True
+        assert "subPath" not in mount, "a subPath mount is never updated on renewal"
 
 
 def test_every_container_has_requests_and_limits() -> None:

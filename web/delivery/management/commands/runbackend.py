@@ -21,12 +21,14 @@ class Command(BaseCommand):
         from messaging.config import Config, ConfigError
         from messaging.launch import IngressNotAnswering, connect_ray, start_actors, start_serve, worker_env
         from messaging.sandbox.stack import sandboxed, start_sandbox
+        from messaging.tls import check_local_files
 
         echo = self.stdout.write
         t0 = time.monotonic()
         try:  # fail closed before anything starts: all fakes, or every credential (messaging/sandbox/stack.py)
             config = Config.from_env()
             sandboxed(config)
+            check_local_files(config)
         except (ConfigError, ValueError) as exc:
             raise CommandError(f"refusing to start: {exc}") from None
         echo("Space Beaver backend starting")
