@@ -332,7 +332,7 @@ def test_fitting_properties(text: str, to: str, protocol: Protocol, max_packets:
         st.tuples(
             st.text(_characters, max_size=200),
             st.sampled_from([Protocol.EMAIL, Protocol.SMS]),
-            st.text(_characters, min_size=1, max_size=50).filter(lambda s: s.strip()),
+            st.text(_characters, min_size=1, max_size=50).filter(lambda s: storable_text(s).strip()),
         ),
         min_size=1,
         max_size=4,
@@ -343,3 +343,12 @@ def test_device_round_trip_properties(entries: list[tuple[str, Protocol, str]]) 
     assert [(m.text, m.protocol, m.recipient) for m in messages] == [
         (storable_text(text), protocol, storable_text(to).strip()) for text, protocol, to in entries
     ]
+
+
+def test_a_recipient_of_nothing_but_nul_is_an_empty_recipient() -> None:
+    """NUL is removed where a message is built, so such a ``to`` is empty: a typed error (the packet becomes a
+    dead letter and is acked), never a message with no address."""
+    from messaging.codec import EmptyRecipient
+
+    with pytest.raises(EmptyRecipient):
+        decode_hive_packet(b64(encode_from_device([("hi", Protocol.EMAIL, "\x00\x00")])), device_id=9, packet_id=1)
