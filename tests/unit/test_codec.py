@@ -348,7 +348,5 @@ def test_device_round_trip_properties(entries: list[tuple[str, Protocol, str]]) 
 def test_a_recipient_of_nothing_but_nul_is_an_empty_recipient() -> None:
     """NUL is removed where a message is built, so such a ``to`` is empty: a typed error (the packet becomes a
     dead letter and is acked), never a message with no address."""
-    from messaging.codec import EmptyRecipient
-
     with pytest.raises(EmptyRecipient):
         decode_hive_packet(b64(encode_from_device([("hi", Protocol.EMAIL, "\x00\x00")])), device_id=9, packet_id=1)
