@@ -1,6 +1,6 @@
 """Inbound email -> the compact text a satellite device receives. Pure functions, no I/O.
 
-``parse_inbound`` walks the MIME tree (stdlib ``email``, policy.default), picks the best text
+``parse_inbound`` walks the MIME tree (stdlib ``email``, policy.default with bounded headers), picks the best text
 (plain preferred, else HTML through html2text), decodes charsets forgivingly, strips quoted
 replies and signatures (mail-parser-reply plus a few rules of our own), and lists the
 attachments it dropped. ``device_text`` turns the result into the string the device gets.
@@ -8,11 +8,12 @@ attachments it dropped. ``device_text`` turns the result into the string the dev
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
-from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from email.utils import parseaddr
 
 import html2text
@@ -26,6 +27,10 @@ MAX_ATTACHMENT_NAME = 40
 MAX_MIME_DEPTH = 20  # multiparts nested deeper are not read
 PROBE_CHARS = 64_000  # reply headers further down than this are not looked for
 PROBE_LINE = 240  # longer lines are shortened for the reply parser (its regexes backtrack)
+# Bounds that keep hostile input from costing minutes of CPU (found by tests/unit/test_fuzz.py's probes):
+MAX_HEADER_CHARS = 1_000  # a header value is cut here before it is parsed (the stdlib's parser is quadratic)
+MAX_HTML_NESTING = 20  # lists and blockquotes nested deeper are read as if they were not (html2text: cubic)
+MAX_HTML_TEXT = 200_000  # characters of text taken from one HTML part (the device gets a few hundred)
 _KEEP = 100
 _PLACEHOLDER = "\ue000{}\ue001"
 # Parts that carry no user content and are not worth a "dropped" note.
@@ -53,6 +58,27 @@ _FORWARD_MARKER = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _SPACES = re.compile(r"[ \t\xa0\u2000-\u200a\u202f\u205f\u3000]+")
+
+
+class _BoundedPolicy(EmailPolicy):
+    """policy.default, except that a header value is cut to MAX_HEADER_CHARS before it is parsed (the
+    stdlib's structured-header parser took minutes on a 1 MB header; no header we read is meaningfully
+    longer) and a parsed header is remembered: the stdlib parses a header again on every ``get``, and
+    reading one part asks for its Content-Type several times (500 parts took 30 s)."""
+
+    def header_fetch_parse(self, name, value):
+        if hasattr(value, "name"):
+            return value
+        return _parsed_header(name, value[:MAX_HEADER_CHARS])
+
+
+_POLICY = _BoundedPolicy()
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_header(name: str, value: str):
+    """A parsed header (immutable; shared by every message that has the same one)."""
+    return EmailPolicy.header_fetch_parse(_POLICY, name, value)
 
 
 class MailParseError(ValueError):
@@ -97,7 +123,7 @@ def parse_inbound(raw: bytes) -> InboundMail:
     data = bytes(raw)
     if not data.strip():
         raise MailParseError("empty message")
-    parser = BytesParser(policy=policy.default)
+    parser = BytesParser(policy=_POLICY)
     dropped: list[str] = []
     try:
         msg = parser.parsebytes(data)
@@ -147,8 +173,11 @@ def normalise_email(addr: str) -> str:
     """Bare lower-case address from "Name <Addr@Dom>" forms; "" when none can be read."""
     if not addr:
         return ""
-    cleaned = _CONTROL.sub(" ", addr.replace("\r", " ").replace("\n", " ")).strip()
-    _, spec = parseaddr(cleaned)
+    cleaned = _CONTROL.sub(" ", addr[:MAX_HEADER_CHARS].replace("\r", " ").replace("\n", " ")).strip()
+    try:
+        _, spec = parseaddr(cleaned)
+    except RecursionError:  # deeply nested "(((" comments: the stdlib's address parser recurses per level
+        return ""
     spec = spec.strip().lower()
     return spec if spec.count("@") == 1 else ""
 
@@ -174,18 +203,58 @@ def attachment_note(names: list[str]) -> str:
     return f"[{len(names)} {noun} dropped: {listed}]"
 
 
+class _EnoughText(Exception):
+    pass
+
+
+class _BoundedHTML2Text(html2text.HTML2Text):
+    """html2text with bounded work: lists and blockquotes nested deeper than MAX_HTML_NESTING are read as
+    if they were not nested further (html2text rebuilds a deep list's indentation character by character
+    for every item: ``<ul><li>`` 4,000 times took seconds, 50,000 times hours), and conversion stops after
+    MAX_HTML_TEXT characters of output."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.skipped = {"ul": 0, "ol": 0, "blockquote": 0}
+        super().__init__(out=self._out, bodywidth=0)
+
+    def _out(self, text: str) -> None:
+        self.outtextf(text)
+        self.produced += len(text)
+        if self.produced > MAX_HTML_TEXT:
+            raise _EnoughText
+
+    def handle_tag(self, tag, attrs, start) -> None:
+        if tag in self.skipped:
+            depth = self.blockquote if tag == "blockquote" else len(self.list)
+            if start and depth >= MAX_HTML_NESTING:
+                self.skipped[tag] += 1
+                return
+            if not start and self.skipped[tag]:
+                self.skipped[tag] -= 1
+                return
+        super().handle_tag(tag, attrs, start)
+
+
+# A "<" that does not open a tag closed within 2,000 characters (before any other "<"), or a "<![" section not
+# closed by "]>", is text: Python's html.parser rescans the rest of the document for each such "<" (quadratic:
+# 50 KB of "<a " took 40 s).
+_STRAY_LT = re.compile(r"<(?![^<>]{0,2000}>)|<(?=!\[)(?![^<>]{0,2000}\]>)")
+
+
 def html_to_text(html: str) -> str:
     """HTML mail body -> plain text: no images, link text without URLs, no markdown clutter."""
-    converter = html2text.HTML2Text()
-    converter.body_width = 0
+    converter = _BoundedHTML2Text()
     converter.ignore_images = True
     converter.ignore_links = True
     converter.ignore_emphasis = True
     converter.unicode_snob = True
     try:
-        text = converter.handle(html)
+        text = converter.handle(_STRAY_LT.sub("&lt;", html))
+    except _EnoughText:
+        text = "".join(converter.outtextlist).replace("&nbsp_place_holder;", "\xa0")
     except Exception:  # malformed markup: fall back to crude tag removal
-        text = re.sub(r"<[^>]*>", " ", html)
+        text = re.sub(r"<[^<>]*>", " ", html)
     text = _MD_ESCAPE.sub(r"\1", text)
     lines = [line for line in text.split("\n") if not _TABLE_RULE.match(line) or not line.strip()]
     return "\n".join("" if line.strip() == "* * *" else line for line in lines)
