@@ -223,6 +223,9 @@ class MailHandler:
                 mail, text = await asyncio.to_thread(read_mail, raw, store_limit(self.config.max_packets))
             except MailParseError as exc:
                 return f"554 5.6.0 Message could not be read: {exc}"
+            except Exception as exc:  # a parser bug: the same bytes fail the same way, so a retry cannot help
+                log.error("DATA: message unreadable (%s)", type(exc).__name__, exc_info=exc)
+                return "554 5.6.0 Message could not be read"
             auth = await checked
             if decision(auth) == "reject":  # a forged From under p=reject: nothing stored, nothing paid
                 log.info("DATA refused by DMARC: %s", auth.summary())

@@ -433,3 +433,20 @@ def test_a_block_holds_on_the_from_and_on_the_vouched_sender(server, dns, make_u
         s.ehlo()
         s.mail("pest@nodmarc.test")
         assert s.rcpt(f"{user.username}@beaver.test")[0] == 550, "the envelope sender is refused at RCPT already"
+
+
+def test_a_parser_failure_is_a_permanent_554_not_a_451_retried_forever(server, make_user, monkeypatch):
+    """Parsing is deterministic: should it ever raise something unexpected, the same bytes fail again on every
+    retry, so the answer is permanent (the sender learns), never a 451 that keeps the mail coming back."""
+    import messaging.mailserver as mailserver
+
+    def broken(raw, limit):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(mailserver, "read_mail", broken)
+    port, _, _ = server
+    user = make_user()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s, pytest.raises(smtplib.SMTPDataError) as err:
+        s.send_message(mail(f"{user.username}@beaver.test"))
+    assert err.value.smtp_code == 554 and b"RecursionError" not in err.value.smtp_error
+    assert not Message.objects.filter(user=user).exists()
