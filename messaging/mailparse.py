@@ -8,6 +8,7 @@ attachments it dropped. ``device_text`` turns the result into the string the dev
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ _SILENT_TYPES = {
 }
 # Declared Latin-1/ASCII mail is decoded as its superset windows-1252 (as browsers do):
 # Outlook's "smart quotes" are labelled iso-8859-1 but are cp1252 bytes.
+# Python text codecs a mail may name as its "charset" but that are no character set: they would interpret escape
+# sequences or punycode in the body rather than decode it.
+_NOT_MAIL_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "punycode", "idna", "undefined"})
 _CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252"}
 _REPLY_PREFIX = re.compile(r"^\s*(?:re|aw|sv|antw|r)\s*(?:\[\d+\])?\s*:\s*", re.IGNORECASE)
 _FORWARD_PREFIX = re.compile(r"^\s*(?:fwd?|wg|tr|rv|doorst)\s*(?:\[\d+\])?\s*:\s*", re.IGNORECASE)
@@ -434,6 +438,8 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
             return data.decode("cp1252", errors="replace")
     name = _CHARSET_ALIASES.get(name, name)
     try:  # bytes.decode refuses non-text codecs (rot13, base64...) with LookupError
+        if codecs.lookup(name).name in _NOT_MAIL_CHARSETS:  # Python's own text codecs: not a charset
+            raise LookupError(name)
         return data.decode(name, errors="replace")
     except (LookupError, UnicodeError, ValueError, TypeError):
         return data.decode("utf-8", errors="replace")

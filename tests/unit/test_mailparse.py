@@ -310,3 +310,12 @@ def test_mailbox_username(addr, expected):
 def test_attachment_note():
     assert attachment_note([]) == ""
     assert attachment_note(["a.pdf"]) == "[1 attachment dropped: a.pdf]"
+
+
+def test_a_python_codec_named_as_charset_is_not_applied():
+    """``charset=unicode_escape`` (or punycode, idna) names no character set: the body is read as UTF-8 text,
+    its backslashes kept, never interpreted as escape sequences."""
+    from messaging.mailparse import decode_bytes
+
+    assert decode_bytes(b"C:\\huts\\n \\u00e9", "unicode_escape") == "C:\\huts\\n \\u00e9"
+    assert decode_bytes(b"xn--caf-dma", "punycode") == "xn--caf-dma"
