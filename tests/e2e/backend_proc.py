@@ -61,12 +61,17 @@ def manage(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.
 class Backend:
     """One ``manage.py runbackend`` process; its output goes to a file the test can read."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, own_group: bool = False) -> None:
         self.env = env
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runbackend"], cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT
+            [sys.executable, "manage.py", "runbackend"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,  # a process group of its own, which a test may signal as a whole
         )
         self.seen: dict[int, psutil.Process] = {}
 

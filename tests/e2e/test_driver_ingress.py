@@ -68,3 +68,23 @@ def test_sigkill_then_sigterm_of_the_driver_leave_nothing_and_a_fresh_start_work
         first.kill_all()
         if second is not None:
             second.kill_all()
+
+
+def test_a_sigterm_to_the_whole_process_group_stops_in_bounded_time_and_leaves_nothing(tmp_path):
+    """`timeout`, a service manager or a terminal signals the driver's whole process group, Ray's own processes
+    (GCS, raylet) included: the driver must not wait forever on a Ray that is going away under it."""
+    import os
+
+    from web.delivery.management.commands.runbackend import STOP_DEADLINE
+
+    env = backend_env(tmp_path / "data")
+    ports = stack_ports(env)
+    backend = Backend(env, tmp_path / "run.log", own_group=True)
+    try:
+        backend.wait_ready()
+        backend.note_processes()
+        os.killpg(backend.proc.pid, signal.SIGTERM)
+        backend.wait(timeout=STOP_DEADLINE + 60)
+        assert_nothing_left(backend, ports)
+    finally:
+        backend.kill_all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 from django.conf import settings
@@ -88,19 +89,35 @@ class Command(BaseCommand):
             return
         if ray.is_initialized():
             self._logs = _serve_log_dir()
-            if failure is None:
-                echo("Stopping: draining first ...")
-                try:
-                    drain_all(config, timeout=30, echo=echo)
-                except Exception as exc:  # still stop
-                    echo(f"  drain failed: {exc}")
-            else:
-                echo("Stopping what was started ...")
-            try:
-                stop_stack(config, echo)
-            except Exception as exc:  # Ray itself still goes below
-                echo(f"  stop failed: {exc}")
-            ray.shutdown()
+
+            def stop_everything() -> None:
+                if _local_ray_stopping():  # the signal reached Ray's own processes too (a process-group kill)
+                    echo("Ray is stopping already: nothing left to drain.")
+                else:
+                    if failure is None:
+                        echo("Stopping: draining first ...")
+                        try:
+                            drain_all(config, timeout=30, echo=echo)
+                        except Exception as exc:  # still stop
+                            echo(f"  drain failed: {exc}")
+                    else:
+                        echo("Stopping what was started ...")
+                    try:
+                        stop_stack(config, echo)
+                    except Exception as exc:  # Ray itself still goes below
+                        echo(f"  stop failed: {exc}")
+                ray.shutdown()
+
+            # A Ray that went away under us (its GCS stopped mid-drain) blocks its calls with no time limit of
+            # their own: the stop is bounded here, and what would be left is ended with this process (reaper).
+            stopper = threading.Thread(target=stop_everything, name="stop", daemon=True)
+            stopper.start()
+            stopper.join(STOP_DEADLINE)
+            if stopper.is_alive():
+                box.stop()
+                echo(f"Stopping did not finish in {STOP_DEADLINE:.0f}s (Ray not answering); exiting now.")
+                self.stdout.flush()
+                os._exit(1)
         box.stop()
         echo("Stopped.")
 
@@ -146,6 +163,20 @@ class Command(BaseCommand):
             user.save()
         Device.objects.get_or_create(device_id=1234, defaults={"owner": user, "nickname": "demo device"})
         echo("  sandbox    demo user 'demo' (Twilio number +15005550006) with device 1234")
+
+
+STOP_DEADLINE = 90.0  # seconds for drain (30) and stop of a local stack before the driver gives up and exits
+
+
+def _local_ray_stopping() -> bool:
+    """Has a process of the local Ray we started (raylet, GCS, ...) exited already?"""
+    try:
+        import ray
+
+        node = ray._private.worker._global_node
+        return node is not None and bool(node.dead_processes())
+    except Exception:
+        return False
 
 
 def _interrupt(*_) -> None:
