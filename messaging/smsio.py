@@ -256,8 +256,8 @@ def _sdk_client(
     return Client(account_sid, auth_token, http_client=http), http, base or TWILIO_DEFAULT_API_BASE_URL
 
 
-class TwilioSender:
-    """Sends SMS through Twilio's Messages API with the official SDK. Thread-safe."""
+class _TwilioApi:
+    """The official SDK's client for one account, re-aimed at ``api_base_url`` unless that is Twilio's."""
 
     def __init__(
         self,
@@ -269,7 +269,11 @@ class TwilioSender:
         self._client, self._http, self.api_base_url = _sdk_client(account_sid, auth_token, api_base_url, timeout)
 
     def __repr__(self) -> str:  # never show the token
-        return f"TwilioSender(api_base_url={self.api_base_url!r})"
+        return f"{type(self).__name__}(api_base_url={self.api_base_url!r})"
+
+
+class TwilioSender(_TwilioApi):
+    """Sends SMS through Twilio's Messages API with the official SDK. Thread-safe."""
 
     def send(self, *, from_: str, to: str, body: str) -> str:
         """Send one SMS; return Twilio's message SID.
@@ -307,22 +311,10 @@ class TwilioUnavailable(RuntimeError):
     """Twilio's Messages list could not be read now (network, 5xx, 429, bad credentials...)."""
 
 
-class TwilioInbox:
+class TwilioInbox(_TwilioApi):
     """Lists the messages Twilio received for a number, with the official SDK (Messages list). Thread-safe."""
 
     PAGE_SIZE = 200  # records per request; the SDK follows ``next_page_uri`` for the rest
-
-    def __init__(
-        self,
-        account_sid: str,
-        auth_token: str,
-        api_base_url: str = TWILIO_DEFAULT_API_BASE_URL,
-        timeout: float = 15,
-    ) -> None:
-        self._client, self._http, self.api_base_url = _sdk_client(account_sid, auth_token, api_base_url, timeout)
-
-    def __repr__(self) -> str:  # never show the token
-        return f"TwilioInbox(api_base_url={self.api_base_url!r})"
 
     def sent_to(self, number: str, since: datetime) -> list[ListedMessage]:
         """Every message Twilio lists with ``To`` = ``number`` sent on or after the UTC day of ``since``.
