@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -139,13 +138,9 @@ class Backend:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+    from messaging.launch import port_is_taken
+
+    return not port_is_taken(host, port)
 
 
 def stack_ports(env: dict[str, str]) -> list[int]:
