@@ -16,10 +16,22 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free right now and never handed out before in this test run.
+
+    The kernel may give the same ephemeral port to two binds in a row once the first socket is closed; a test
+    that holds one of its ports (a squatter) would then see a second service of its own collide with it.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def database_url(settings_dict: dict) -> str:
