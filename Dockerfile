@@ -26,7 +26,7 @@ RUN mkdir -p messaging web \
 COPY --chown=ray:users . .
 RUN pip install --no-cache-dir --no-deps . \
     && mkdir -p /home/ray/data \
-    && python -m messaging.haproxy_admin --write-launcher /home/ray/app/bin/spacebeaver-haproxy
+    && python -m messaging.operations.haproxy_admin --write-launcher /home/ray/app/bin/spacebeaver-haproxy
 
 # 2525: SMTP intake (mail server actors); 8000: Ray Serve HTTP (and gunicorn in the admin pod).
 EXPOSE 2525 8000

@@ -45,8 +45,7 @@ def main() -> int:
     import ray
     from ray.util.state import list_actors
 
-    from messaging.config import Config
-    from messaging.launch import (
+    from messaging.operations.launch import (
         KINDS,
         connect_ray,
         private_ingress_ports,
@@ -55,8 +54,9 @@ def main() -> int:
         stop_stack,
         worker_env,
     )
-    from messaging.lifecycle import drain_all, upgrade
-    from messaging.pool import member_name
+    from messaging.operations.lifecycle import drain_all, upgrade
+    from messaging.runtime.config import Config
+    from messaging.runtime.pool import member_name
     from messaging.sandbox.stack import start_sandbox
     from messaging.sandbox.traffic import Person, Traffic
     from web.accounts.models import Device, User

@@ -25,10 +25,10 @@ from benchmarks import smtp_load, webhook_load
 from benchmarks.backend import PUBLIC_SMS_URL, Backend, MemorySampler, actor_pids
 from benchmarks.bare_servers import free_port, start_bare, stop_process
 from benchmarks.report import native_share, top_frames
-from messaging.codec import encode_from_device
-from messaging.pb import MessageDataPB_pb2 as pb
+from messaging.core.codec import encode_from_device
+from messaging.core.pb import MessageDataPB_pb2 as pb
+from messaging.core.types import Protocol
 from messaging.sandbox.fake_twilio import SANDBOX_AUTH_TOKEN
-from messaging.types import Protocol
 
 TOKEN = re.compile(r"tok ([0-9A-Za-z]+-\d{6})")
 BARE_PUBLIC_URL = "https://sms.bare.test/sms"

@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 from benchmarks.report import latency_summary
 from benchmarks.smtp_load import LoadResult, token
-from messaging.smsio import sign
+from messaging.sms.twilio import sign
 
 TOKEN_ENV = "BENCH_TWILIO_AUTH_TOKEN"
 ACCOUNT_SID = "AC" + "0" * 32

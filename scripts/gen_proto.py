@@ -1,11 +1,11 @@
-"""Regenerate messaging/pb/*_pb2.py from proto/*.proto with grpc_tools.protoc.
+"""Regenerate messaging/core/pb/*_pb2.py from proto/*.proto with grpc_tools.protoc.
 
-Usage: ``.venv/bin/python scripts/gen_proto.py [OUT_DIR]`` (default: messaging/pb).
+Usage: ``.venv/bin/python scripts/gen_proto.py [OUT_DIR]`` (default: messaging/core/pb).
 
 protoc names the generated Python module after the .proto path relative to the
-include root. So that generated classes report ``messaging.pb.X_pb2`` as their
+include root. So that generated classes report ``messaging.core.pb.X_pb2`` as their
 module (needed to pickle them, e.g. across Ray actors), each source is staged as
-``messaging/pb/X.proto`` in a temp include root before running protoc.
+``messaging/core/pb/X.proto`` in a temp include root before running protoc.
 
 tests/unit/test_proto_sync.py calls :func:`generate` into a temp dir and compares
 the result with the committed files byte for byte.
@@ -23,8 +23,8 @@ from grpc_tools import protoc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO_ROOT / "proto"
-DEFAULT_OUT_DIR = REPO_ROOT / "messaging" / "pb"
-PACKAGE_PATH = Path("messaging", "pb")
+DEFAULT_OUT_DIR = REPO_ROOT / "messaging" / "core" / "pb"
+PACKAGE_PATH = Path("messaging", "core", "pb")
 
 
 def proto_files(proto_dir: Path = PROTO_DIR) -> list[Path]:

@@ -23,7 +23,7 @@ def _bool(name: str, default: bool = False) -> bool:
 def _sandboxed() -> bool:
     """The all-fakes sandbox (SANDBOX=1, or auto without any credential): the same decision as runbackend's. A
     configuration runbackend refuses counts as production here (runbackend names what is missing)."""
-    from messaging.config import Config
+    from messaging.runtime.config import Config
     from messaging.sandbox.stack import sandboxed
 
     try:

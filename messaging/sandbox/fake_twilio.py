@@ -32,12 +32,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
-from messaging.config import Config
-from messaging.phones import is_e164
-from messaging.redact import mask_phone
-from messaging.smsio import TWILIO_BODY_LIMIT, sign
-
-from .recorded import snapshot, wait_on
+from messaging.core.phones import is_e164
+from messaging.core.redact import mask_phone
+from messaging.runtime.config import Config
+from messaging.sandbox.recorded import snapshot, wait_on
+from messaging.sms.twilio import TWILIO_BODY_LIMIT, sign
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from .recorded import snapshot, wait_on
+from messaging.sandbox.recorded import snapshot, wait_on
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import TWILIO_DEFAULT_API_BASE_URL, Config, ConfigError
+from messaging.runtime.config import TWILIO_DEFAULT_API_BASE_URL, Config, ConfigError
 
 _ON = {"1", "true", "yes", "on", "all"}
 _OFF = {"0", "false", "no", "off", "none"}
@@ -82,9 +82,9 @@ def start_sandbox(
 ) -> tuple[Config, Sandbox]:
     """Start the fakes the config calls for (all or none, see :func:`sandboxed`, which raises ConfigError before
     anything starts); return the config pointing at them, with ``sandbox="1"`` when they run."""
-    from .fake_hive import FakeHive
-    from .fake_twilio import FakeTwilio
-    from .relay_sink import RelaySink
+    from messaging.sandbox.fake_hive import FakeHive
+    from messaging.sandbox.fake_twilio import FakeTwilio
+    from messaging.sandbox.relay_sink import RelaySink
 
     box = Sandbox()
     if not sandboxed(config):
@@ -108,7 +108,7 @@ def start_sandbox(
         f"SMTP relay sink      127.0.0.1:{box.relay.port}" + (f"  (records to {record})" if record else "")
     )
     if not config.dns_nameservers:  # the sender checks (SPF, DKIM, DMARC) ask a DNS of our own, offline
-        from .fake_dns import FakeDNS
+        from messaging.sandbox.fake_dns import FakeDNS
 
         box.dns = FakeDNS().start()
         box.started.append(f"DNS for sender checks {box.dns.nameservers}  (answers NXDOMAIN unless told otherwise)")
@@ -131,7 +131,7 @@ def start_sandbox(
         email_relay_password="",
     )
     if not config.smtp_tls_cert_file:  # STARTTLS as in production, with a self-signed certificate (Config: both)
-        from .selfsigned import certificate
+        from messaging.sandbox.selfsigned import certificate
 
         if record_dir is None:
             box.scratch = Path(tempfile.mkdtemp(prefix="spacebeaver-tls-"))

@@ -20,10 +20,10 @@ from email.message import EmailMessage
 
 import requests
 
-from ..codec import encode_from_device
-from ..config import Config
-from ..smsio import sign
-from ..types import Protocol
+from messaging.core.codec import encode_from_device
+from messaging.core.types import Protocol
+from messaging.runtime.config import Config
+from messaging.sms.twilio import sign
 
 TOKEN = re.compile(r"tok-[0-9a-f]{6}-[a-z]-\d{6}")
 

@@ -138,7 +138,7 @@ class Backend:
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    from messaging.launch import port_is_taken
+    from messaging.operations.launch import port_is_taken
 
     return not port_is_taken(host, port)
 

@@ -64,7 +64,7 @@ def device_texts(e2e, device_id: int) -> list[str]:
     """Texts of every packet the fake Hive delivered to ``device_id``, decoded."""
     import base64
 
-    from messaging.pb import MessageDataPB_pb2 as pb
+    from messaging.core.pb import MessageDataPB_pb2 as pb
 
     texts = []
     for packet in e2e.box.hive.to_device(device_id):
@@ -91,8 +91,15 @@ def e2e(django_db_setup, django_db_blocker):
     from django.db import connection
     from ray import serve
 
-    from messaging.config import Config
-    from messaging.launch import connect_ray, private_ingress_ports, start_actors, start_serve, stop_stack, worker_env
+    from messaging.operations.launch import (
+        connect_ray,
+        private_ingress_ports,
+        start_actors,
+        start_serve,
+        stop_stack,
+        worker_env,
+    )
+    from messaging.runtime.config import Config
     from messaging.sandbox.stack import start_sandbox
 
     serve_port = free_port()

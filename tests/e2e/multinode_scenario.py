@@ -33,12 +33,19 @@ def main() -> None:
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
 
-    from messaging.codec import encode_from_device
-    from messaging.config import Config
-    from messaging.djangoenv import ensure_django
-    from messaging.launch import KINDS, connect_ray, export_for_local_ray, start_actors, stop_stack, worker_env
+    from messaging.core.codec import encode_from_device
+    from messaging.core.types import Protocol
+    from messaging.operations.launch import (
+        KINDS,
+        connect_ray,
+        export_for_local_ray,
+        start_actors,
+        stop_stack,
+        worker_env,
+    )
+    from messaging.runtime.config import Config
+    from messaging.runtime.djangoenv import ensure_django
     from messaging.sandbox.stack import start_sandbox
-    from messaging.types import Protocol
 
     smtp_port, dashboard_port, pool = int(sys.argv[1]), int(sys.argv[2]), 3
     ensure_django()
@@ -133,7 +140,7 @@ def main() -> None:
             for i in range(pool)
         }
         report["accepted_per_mailserver"] = accepted
-        from messaging.routing import stable_index
+        from messaging.runtime.pool import stable_index
 
         crossings = sum(
             1

@@ -70,7 +70,7 @@ def message_status(data_dir: Path, subject: str) -> str | None:
 @pytest.fixture
 def ray_cluster(tmp_path):
     """A one-node Ray cluster of our own (`ray start --head --block`), its whole process tree ended afterwards."""
-    from messaging.haproxy_admin import write_launcher
+    from messaging.operations.haproxy_admin import write_launcher
     from messaging.sandbox.fake_twilio import SANDBOX_AUTH_TOKEN
 
     # The cluster's own token (not ~/.ray/auth_token, which other local clusters may rewrite), for every client.

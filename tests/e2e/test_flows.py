@@ -9,10 +9,10 @@ from email.message import EmailMessage
 import pytest
 import requests
 
-from messaging.codec import encode_from_device
-from messaging.pb import MessageDataPB_pb2 as pb
-from messaging.smsio import sign
-from messaging.types import Protocol
+from messaging.core.codec import encode_from_device
+from messaging.core.pb import MessageDataPB_pb2 as pb
+from messaging.core.types import Protocol
+from messaging.sms.twilio import sign
 
 from .conftest import device_texts, free_port, wait_until
 

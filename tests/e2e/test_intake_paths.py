@@ -8,8 +8,8 @@ import json
 import pytest
 import requests
 
-from messaging.codec import encode_from_device
-from messaging.types import Protocol
+from messaging.core.codec import encode_from_device
+from messaging.core.types import Protocol
 
 from .conftest import wait_until
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import ray
 
-from messaging.podlabel import LABEL_KEY, LABEL_VALUE
-from messaging.pool import NamedPool
+from messaging.runtime.podlabel import LABEL_KEY, LABEL_VALUE
+from messaging.runtime.pool import NamedPool
 from tests.fakes.fake_kube_api import FakeKubeApi
 
 from .conftest import free_port, wait_until
@@ -54,7 +54,7 @@ def labelled(kube: FakeKubeApi) -> bool:
 @pytest.fixture
 def mail_server(e2e, kube: FakeKubeApi, tmp_path: Path):
     """A MailServerActor in pod ``NAMESPACE/POD`` as far as it can tell; killed afterwards."""
-    from messaging.mailserver import MailServerActor
+    from messaging.intake.smtp.server import MailServerActor
 
     namespace = f"podlabel-{uuid.uuid4().hex[:8]}"
     config = dataclasses.replace(e2e.config, smtp_listen_port=free_port(), ray_namespace=namespace)

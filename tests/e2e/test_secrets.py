@@ -7,8 +7,15 @@ import json
 
 import pytest
 
-from messaging.config import SECRET_FIELDS, ConfigError
-from messaging.launch import CONFIG_KV_NAMESPACE, SECRET_ENV, _config_key, check_worker_secrets, split_env, worker_env
+from messaging.operations.launch import (
+    CONFIG_KV_NAMESPACE,
+    SECRET_ENV,
+    _config_key,
+    check_worker_secrets,
+    split_env,
+    worker_env,
+)
+from messaging.runtime.config import SECRET_FIELDS, ConfigError
 
 pytestmark = pytest.mark.e2e
 

@@ -116,7 +116,7 @@ def test_a_slowloris_client_is_capped_and_never_shuts_out_other_senders(e2e, new
 def mail_server_stats(e2e) -> list[dict]:
     import ray
 
-    from messaging.pool import member_name
+    from messaging.runtime.pool import member_name
 
     return [
         ray.get(ray.get_actor(member_name("mailserver", i), namespace=e2e.config.ray_namespace).stats.remote())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from messaging.launch import running_config
+from messaging.operations.launch import running_config
 
 pytestmark = pytest.mark.e2e
 

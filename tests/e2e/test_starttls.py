@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from messaging.intake.smtp.tls import RECHECK_SECONDS
 from messaging.sandbox import selfsigned
-from messaging.tls import RECHECK_SECONDS
 
 from .conftest import device_texts, wait_until
 

@@ -15,8 +15,8 @@ import time
 import pytest
 import ray
 
-from messaging.lifecycle import busy, replace_member, upgrade
-from messaging.pool import member_name
+from messaging.operations.lifecycle import busy, replace_member, upgrade
+from messaging.runtime.pool import member_name
 from messaging.sandbox.traffic import Person, Traffic
 
 from .conftest import device_texts, wait_until

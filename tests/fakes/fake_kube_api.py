@@ -1,6 +1,6 @@
 """A local fake of the Kubernetes API server's pod endpoints, on 127.0.0.1 only.
 
-Speaks the real wire format for what :mod:`messaging.podlabel` uses:
+Speaks the real wire format for what :mod:`messaging.runtime.podlabel` uses:
 
 * ``GET   /api/v1/namespaces/{ns}/pods/{name}`` -> the Pod JSON, or a 404 ``Status``.
 * ``PATCH /api/v1/namespaces/{ns}/pods/{name}`` with ``Content-Type``

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from messaging.batching import CallBatcher
-from messaging.pool import PoolUnavailable
+from messaging.runtime.batching import CallBatcher
+from messaging.runtime.pool import PoolUnavailable
 
 
 class GatedPool:

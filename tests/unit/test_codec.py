@@ -1,4 +1,4 @@
-"""messaging.codec: Hive packet decoding, its errors, and fitting text into 192-byte packets."""
+"""messaging.core.codec: Hive packet decoding, its errors, and fitting text into 192-byte packets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from messaging.codec import (
+from messaging.core.codec import (
     TRIM_MARKER,
     BadBase64,
     BadProtobuf,
@@ -27,8 +27,8 @@ from messaging.codec import (
     fit_packets,
     text_capacity,
 )
-from messaging.pb import MessageDataPB
-from messaging.types import Direction, Protocol, storable_text
+from messaging.core.pb import MessageDataPB
+from messaging.core.types import Direction, Protocol, storable_text
 
 MARKER = re.compile(r"\((\d+)/(\d+)\) ")
 

@@ -10,8 +10,8 @@ import pickle
 import pytest
 from ray import cloudpickle
 
-from messaging.config import SECRET_FIELDS, Config
-from messaging.launch import SECRET_ENV, split_env, worker_env
+from messaging.operations.launch import SECRET_ENV, split_env, worker_env
+from messaging.runtime.config import SECRET_FIELDS, Config
 
 SECRETS = {
     "swarm_password": "hive-pw-5e1f",

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from messaging import outbox
-from messaging.config import Config
-from messaging.delivery import SenderBase, SenderShell
-from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
-from messaging.types import CombinedMessage, Direction, Protocol
+from messaging.core.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.delivery.base import SenderBase, SenderShell
+from messaging.outbox import store as outbox
+from messaging.runtime.config import Config
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,7 +130,7 @@ def test_a_slow_remote_never_gets_a_message_twice(make_user):
     over, while a second sender sweeps as fast as it can. Each message goes out exactly once and ends sent."""
     from datetime import timedelta
 
-    from messaging.outbox import RetryPolicy
+    from messaging.outbox.store import RetryPolicy
 
     policy = RetryPolicy(lease=timedelta(seconds=2.5))
     user = make_user()

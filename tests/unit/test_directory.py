@@ -6,9 +6,9 @@ from collections import Counter
 
 import pytest
 
-from messaging.directory import Directory, lookup_key
-from messaging.routing import Policy
-from messaging.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.routing.decisions import Policy
+from messaging.routing.directory import Directory, lookup_key
 from web.accounts.models import BlockedSender
 
 pytestmark = pytest.mark.django_db
@@ -72,7 +72,7 @@ def test_quota_count_advances_with_what_this_actor_accepts(make_user):
 
 
 def test_each_month_count_is_of_its_own_direction(make_user):
-    from messaging import outbox
+    from messaging.outbox import store as outbox
 
     user = make_user(quota=10)
     user.monthly_outbound_quota = 10
@@ -91,7 +91,7 @@ def test_each_month_count_is_of_its_own_direction(make_user):
 
 
 def test_hourly_counts_are_cached_advanced_and_recounted_fresh(make_user):
-    from messaging import outbox
+    from messaging.outbox import store as outbox
 
     user = make_user()
     clock = Clock()

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from messaging.config import RAY_SERVE_DEFAULTS, Config
+from messaging.runtime.config import RAY_SERVE_DEFAULTS, Config
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 DJANGO_VARS = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from messaging.config import Config, ConfigError
+from messaging.runtime.config import Config, ConfigError
 from messaging.sandbox.stack import sandboxed, start_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from messaging.codec import PacketDecodeError, decode_hive_packet, encode_from_device
-from messaging.mailparse import MailParseError, count_mime_parts
-from messaging.mailserver import read_mail, store_limit
-from messaging.types import CombinedMessage, Protocol, storable_text
+from messaging.core.codec import PacketDecodeError, decode_hive_packet, encode_from_device
+from messaging.core.types import CombinedMessage, Protocol, storable_text
+from messaging.intake.smtp.parse import MailParseError, count_mime_parts
+from messaging.intake.smtp.server import read_mail, store_limit
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 MAIL_CASES = 10_000
@@ -556,7 +556,7 @@ def test_the_payload_generator_covers_what_it_should():
 
 # ----------------------------------------------------------------------------------------- what the fuzz found
 # Hostile inputs within SMTP_MAX_MESSAGE_SIZE that crashed the parser or held a worker thread for minutes
-# to hours before the bounds in messaging/mailparse.py. Each test would fail on the old code: the first with
+# to hours before the bounds in messaging/intake/smtp/parse.py. Each test would fail on the old code: the first with
 # a RecursionError, the others at the time bound (the old code took from 40 seconds to hours on them). These
 # calls run in a child process: the old code spent its time inside C regular expressions holding the GIL,
 # where no alarm or thread can stop it, and a killed child can.
@@ -628,7 +628,7 @@ def test_unclosed_markup_is_read_as_text_in_bounded_time(unit):
 
 
 def test_html_still_reads_as_before():
-    from messaging.mailparse import html_to_text
+    from messaging.intake.smtp.parse import html_to_text
 
     html = "<p>1 < 2 and <b>bold</b></p><!--[if mso]><p>m</p><![endif]--><ul><li>a<ul><li>b</li></ul></li></ul>"
     assert html_to_text(html).split() == ["1", "<", "2", "and", "bold", "*", "a", "*", "b"]

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from messaging.haproxy_admin import bind_admin_listeners, config_path, launcher_text
-from messaging.launch import IngressNotAnswering, ingress_failure, serve_failure_detail
-from messaging.reaper import descendants, still_running
+from messaging.operations.haproxy_admin import bind_admin_listeners, config_path, launcher_text
+from messaging.operations.launch import IngressNotAnswering, ingress_failure, serve_failure_detail
+from messaging.operations.reaper import descendants, still_running
 
 # The shape Ray Serve 2.60 renders (haproxy_templates.py), cut down to the sections that bind.
 SERVE_CONFIG = """global
@@ -114,5 +114,7 @@ def test_the_image_writes_the_launcher_the_configmap_names():
     configmap = yaml.safe_load((root / "k8s" / "configmap.yaml").read_text())["data"]
     path = configmap["RAY_SERVE_HAPROXY_BINARY_PATH"]
     dockerfile = (root / "Dockerfile").read_text()
-    assert re.search(rf"python -m messaging\.haproxy_admin --write-launcher {re.escape(path)}\s*$", dockerfile, re.M)
+    assert re.search(
+        rf"python -m messaging\.operations\.haproxy_admin --write-launcher {re.escape(path)}\s*$", dockerfile, re.M
+    )
     assert configmap["SERVE_HAPROXY_HOST"] == "127.0.0.1"

@@ -1,4 +1,4 @@
-"""HiveClient against a real FakeHive over loopback sockets, plus the pure helpers of messaging.hive."""
+"""HiveClient against a real FakeHive over loopback sockets, plus the pure helpers of messaging.satellite.swarm."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
-from messaging.hive import (
+from messaging.core.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.sandbox.fake_hive import FakeHive
+from messaging.satellite.swarm import (
     MAX_DATA_BYTES,
     HiveAuthError,
     HiveClient,
@@ -24,7 +25,6 @@ from messaging.hive import (
     hive_error_message,
     parse_retry_after,
 )
-from messaging.sandbox.fake_hive import FakeHive
 
 PASSWORD = "pw-Zq81-do-not-log"
 KNOWN_DEVICES = {101, 102}
@@ -338,7 +338,7 @@ def test_malformed_items_are_kept_with_their_ids_for_a_dead_letter(hive: FakeHiv
 
 
 def test_an_item_without_a_usable_id_gets_a_stable_digest_key() -> None:
-    from messaging.hive import MalformedPacket
+    from messaging.satellite.swarm import MalformedPacket
 
     a, b = MalformedPacket.of({"packetId": "x"}, "bad"), MalformedPacket.of({"packetId": "x"}, "bad")
     assert a.packet_id is None and a.key() == b.key() and a.key().startswith("hive-malformed:")

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from messaging.config import Config
-from messaging.podlabel import LABEL_KEY, LABEL_VALUE
+from messaging.runtime.config import Config
+from messaging.runtime.podlabel import LABEL_KEY, LABEL_VALUE
 from messaging.sandbox.stack import sandboxed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -353,7 +353,7 @@ def kube_api_calls(path: Path) -> set[tuple[str, str]]:
 
 
 def test_role_grants_exactly_the_api_calls_the_pod_labeler_makes() -> None:
-    calls = kube_api_calls(ROOT / "messaging" / "podlabel.py")
+    calls = kube_api_calls(ROOT / "messaging" / "runtime" / "podlabel.py")
     assert calls == {("patch", "pods")}
     role, binding = one("Role"), one("RoleBinding")
     granted = set()

@@ -16,8 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from messaging.config import Config
-from messaging.mailauth import (
+from messaging.intake.smtp.authentication import (
     AuthResult,
     ConfigError,
     Nameserver,
@@ -28,6 +27,7 @@ from messaging.mailauth import (
     parse_nameservers,
     sender_to_match,
 )
+from messaging.runtime.config import Config
 from messaging.sandbox.fake_dns import FakeDNS
 
 GENEROUS = 30.0  # seconds: a sanity bound that "returns at all", not a speed claim

@@ -14,8 +14,8 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
-from messaging.mailout import (
+from messaging.core.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.delivery.email_relay import (
     EMPTY_SUBJECT,
     SUBJECT_MAX,
     InvalidRecipient,
@@ -252,7 +252,7 @@ def test_relay_sink_runs_as_a_module(tmp_path):
 
 
 def test_kept_session_carries_many_messages(sink):
-    from messaging.mailout import RelaySessions
+    from messaging.delivery.email_relay import RelaySessions
 
     relay = RelaySessions("127.0.0.1", sink.port, timeout=10)
     for n in range(3):
@@ -263,7 +263,7 @@ def test_kept_session_carries_many_messages(sink):
 
 
 def test_a_session_the_relay_dropped_is_replaced_without_losing_the_message(sink):
-    from messaging.mailout import RelaySessions
+    from messaging.delivery.email_relay import RelaySessions
 
     relay = RelaySessions("127.0.0.1", sink.port, timeout=10)
     relay.send(outbound("before the relay restarts"))
@@ -275,7 +275,7 @@ def test_a_session_the_relay_dropped_is_replaced_without_losing_the_message(sink
 
 
 def test_idle_sessions_expire(sink):
-    from messaging.mailout import RelaySessions
+    from messaging.delivery.email_relay import RelaySessions
 
     relay = RelaySessions("127.0.0.1", sink.port, timeout=10, idle_seconds=0)
     relay.send(outbound("one"))
@@ -308,7 +308,7 @@ def test_log_lines_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(cap
     controller = Controller(_EchoingRelay(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        with caplog.at_level("INFO", logger="messaging.mailout"):
+        with caplog.at_level("INFO", logger="messaging.delivery.email_relay"):
             ok = outbound(to="margaret.hill@example.org")
             send_via_relay(ok, host="127.0.0.1", port=port, timeout=10)
             refused = outbound(to="nobody.here@example.org")
@@ -316,7 +316,7 @@ def test_log_lines_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(cap
                 send_via_relay(refused, host="127.0.0.1", port=port, timeout=10)
     finally:
         controller.stop()
-    lines = [r.getMessage() for r in caplog.records if r.name == "messaging.mailout"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "messaging.delivery.email_relay"]
     assert len(lines) == 2
     text = "\n".join(lines)
     assert "margaret.hill@example.org" not in text and "nobody.here@example.org" not in text

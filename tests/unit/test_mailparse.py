@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messaging.mailparse import (
+from messaging.core.addresses import mailbox_username, normalise_email
+from messaging.intake.smtp.parse import (
     PROBE_CHARS,
     PROBE_LINE,
     InboundMail,
@@ -17,8 +18,6 @@ from messaging.mailparse import (
     attachment_note,
     device_text,
     html_to_text,
-    mailbox_username,
-    normalise_email,
     parse_inbound,
     strip_reply,
 )
@@ -315,7 +314,7 @@ def test_attachment_note():
 def test_a_python_codec_named_as_charset_is_not_applied():
     """``charset=unicode_escape`` (or punycode, idna) names no character set: the body is read as UTF-8 text,
     its backslashes kept, never interpreted as escape sequences."""
-    from messaging.mailparse import decode_bytes
+    from messaging.intake.smtp.parse import decode_bytes
 
     assert decode_bytes(b"C:\\huts\\n \\u00e9", "unicode_escape") == "C:\\huts\\n \\u00e9"
     assert decode_bytes(b"xn--caf-dma", "punycode") == "xn--caf-dma"

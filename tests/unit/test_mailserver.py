@@ -13,11 +13,11 @@ from email.message import EmailMessage
 
 import pytest
 
-from messaging.config import Config
-from messaging.mailserver import MailHandler, idempotency_key, smtp_protocol
-from messaging.pool import PoolUnavailable
+from messaging.intake.smtp.server import MailHandler, idempotency_key, smtp_protocol
+from messaging.routing.user_actor import UserBase
+from messaging.runtime.config import Config
+from messaging.runtime.pool import PoolUnavailable
 from messaging.sandbox.fake_dns import FakeDNS
-from messaging.users import UserBase
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -335,7 +335,7 @@ def test_too_many_mime_parts_are_refused_before_parsing(server, make_user):
 
 
 def test_deep_nesting_is_read_up_to_the_cap():
-    from messaging.mailparse import MAX_MIME_DEPTH, parse_inbound
+    from messaging.intake.smtp.parse import MAX_MIME_DEPTH, parse_inbound
 
     raw = "Subject: deep\r\n"
     for level in range(MAX_MIME_DEPTH + 10):
@@ -438,7 +438,7 @@ def test_a_block_holds_on_the_from_and_on_the_vouched_sender(server, dns, make_u
 def test_a_parser_failure_is_a_permanent_554_not_a_451_retried_forever(server, make_user, monkeypatch):
     """Parsing is deterministic: should it ever raise something unexpected, the same bytes fail again on every
     retry, so the answer is permanent (the sender learns), never a 451 that keeps the mail coming back."""
-    import messaging.mailserver as mailserver
+    import messaging.intake.smtp.server as mailserver
 
     def broken(raw, limit):
         raise RecursionError("maximum recursion depth exceeded")

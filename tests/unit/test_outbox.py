@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from messaging import outbox
-from messaging.outbox import RetryPolicy
-from messaging.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.outbox import store as outbox
+from messaging.outbox.store import RetryPolicy
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db

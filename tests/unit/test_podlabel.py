@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from messaging.podlabel import (
+from messaging.runtime.podlabel import (
     LABEL_KEY,
     LABEL_VALUE,
     MERGE_PATCH,
@@ -124,7 +124,7 @@ def test_persistent_errors_are_logged_not_raised(kube: FakeKubeApi, caplog: pyte
     sleep = RecordingSleep()
     labeler = labeler_for(kube, attempts=3, base_delay=0.1, sleep=sleep)
     kube.fail_next(10, status=503)
-    with caplog.at_level(logging.WARNING, logger="messaging.podlabel"):
+    with caplog.at_level(logging.WARNING, logger="messaging.runtime.podlabel"):
         assert labeler.add() is False
     assert len(kube.requests) == 3
     assert sleep.calls == [0.1, 0.2]
@@ -137,7 +137,7 @@ def test_persistent_errors_are_logged_not_raised(kube: FakeKubeApi, caplog: pyte
 def test_unknown_pod_is_not_retried(kube: FakeKubeApi, caplog: pytest.LogCaptureFixture) -> None:
     sleep = RecordingSleep()
     labeler = labeler_for(kube, pod=PodRef("gone", POD.namespace), sleep=sleep)
-    with caplog.at_level(logging.ERROR, logger="messaging.podlabel"):
+    with caplog.at_level(logging.ERROR, logger="messaging.runtime.podlabel"):
         assert labeler.add() is False
     assert len(kube.requests) == 1
     assert sleep.calls == []
@@ -202,7 +202,7 @@ def test_fake_applies_json_patch(kube: FakeKubeApi) -> None:
 def test_outside_a_pod_is_a_noop_that_logs_once(caplog: pytest.LogCaptureFixture) -> None:
     labeler = PodLabeler.from_env({"PATH": "/usr/bin"})
     assert not labeler.enabled
-    with caplog.at_level(logging.INFO, logger="messaging.podlabel"):
+    with caplog.at_level(logging.INFO, logger="messaging.runtime.podlabel"):
         assert labeler.add() is False
         assert labeler.remove() is False
         assert labeler.add() is False
@@ -218,7 +218,7 @@ def test_pod_env_without_service_account_files_is_a_noop(caplog: pytest.LogCaptu
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
         "KUBERNETES_SERVICE_PORT": "6443",
     }
-    with caplog.at_level(logging.INFO, logger="messaging.podlabel"):
+    with caplog.at_level(logging.INFO, logger="messaging.runtime.podlabel"):
         labeler = PodLabeler.from_env(env)
         assert labeler.add() is False
     assert not labeler.enabled

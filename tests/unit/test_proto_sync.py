@@ -1,4 +1,4 @@
-"""The committed messaging/pb code matches proto/, and the wire schema keeps its field numbers."""
+"""The committed messaging/core/pb code matches proto/, and the wire schema keeps its field numbers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from types import ModuleType
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from messaging.pb import MessageDataPB_pb2 as pb
-from messaging.types import Protocol
+from messaging.core.pb import MessageDataPB_pb2 as pb
+from messaging.core.types import Protocol
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def test_committed_code_is_what_protoc_generates(tmp_path: Path) -> None:
     generated = gen_proto.generate(out_dir=tmp_path)
     assert [p.name for p in generated] == ["MessageDataPB_pb2.py"]
     for path in generated:
-        committed = REPO_ROOT / "messaging" / "pb" / path.name
+        committed = REPO_ROOT / "messaging" / "core" / "pb" / path.name
         assert path.read_bytes() == committed.read_bytes(), (
             f"{committed} is stale: run .venv/bin/python scripts/gen_proto.py"
         )
@@ -71,14 +71,14 @@ def test_known_device_bytes_still_parse() -> None:
 def test_generated_classes_live_in_the_package_so_they_pickle() -> None:
     packet = pb.MessageDataPB(version=1, from_device=True)
     packet.message.add(text="x", to="+15550001111", protocol=pb.SMS)
-    assert type(packet).__module__ == "messaging.pb.MessageDataPB_pb2"
+    assert type(packet).__module__ == "messaging.core.pb.MessageDataPB_pb2"
     assert pickle.loads(pickle.dumps(packet)) == packet
 
 
 def test_generated_module_imports_cleanly_with_the_installed_runtime() -> None:
     """The gencode/runtime version check passes, and emits no warning either (fresh interpreter)."""
     result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", "import messaging.pb.MessageDataPB_pb2"],
+        [sys.executable, "-W", "error", "-c", "import messaging.core.pb.MessageDataPB_pb2"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from messaging.config import Config
-from messaging.reconcile import GIVE_UP_AFTER, Reconciler, missing_inbound, pool_store
-from messaging.redact import mask_phone
+from messaging.core.redact import mask_phone
+from messaging.delivery.senders import runs_reconcile
+from messaging.intake.sms_reconcile import GIVE_UP_AFTER, Reconciler, missing_inbound, pool_store
+from messaging.routing.user_actor import UserBase
+from messaging.runtime.config import Config
 from messaging.sandbox.fake_twilio import FakeTwilio
-from messaging.senders import runs_reconcile
-from messaging.smsio import ListedMessage, TwilioInbox
-from messaging.users import UserBase
+from messaging.sms.twilio import ListedMessage, TwilioInbox
 
 FRIEND = "+447911123456"
 OURS = "+14155550100"
@@ -125,7 +125,7 @@ def test_a_text_whose_webhook_failed_is_stored_once(fake, users, make_user, capl
         return users.intake_many(msgs)
 
     sweeper = reconciler(fake, store)
-    with caplog.at_level(logging.INFO, logger="messaging.reconcile"):
+    with caplog.at_level(logging.INFO, logger="messaging.intake.sms_reconcile"):
         report = sweeper.sweep()
     assert (report.numbers, report.missing, report.stored, report.failed) == (2, 1, 1, [])
     row = Message.objects.get(idempotency_key=f"twilio:{sid}")

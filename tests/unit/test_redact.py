@@ -1,4 +1,4 @@
-from messaging.redact import mask_address, mask_email, mask_key, mask_phone
+from messaging.core.redact import mask_address, mask_email, mask_key, mask_phone
 
 
 def test_email_keeps_first_letter_and_domain():

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from messaging.routing import (
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.routing.decisions import (
     NOT_STORED,
     SMTP_REPLIES,
     DeviceFacts,
@@ -16,9 +17,8 @@ from messaging.routing import (
     decide,
     outbound_channel,
     refusal_reason,
-    stable_index,
 )
-from messaging.types import CombinedMessage, Direction, Protocol
+from messaging.runtime.pool import stable_index
 
 USER = UserFacts(
     id=1,
@@ -207,7 +207,7 @@ def test_routing_key_keeps_a_device_stream_together():
 
 
 def test_each_hive_packet_has_one_poller_until_it_waits_too_long():
-    from messaging.satellite import TAKEOVER_AFTER, takes_packet
+    from messaging.delivery.satellite import TAKEOVER_AFTER, takes_packet
 
     owners = [[i for i in range(3) if takes_packet(pid, i, 3, waited=0.0)] for pid in range(100, 130)]
     assert all(len(o) == 1 for o in owners), "exactly one owner while fresh"

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from messaging import outbox
-from messaging.config import Config
-from messaging.pb import MessageDataPB_pb2 as pb
-from messaging.satellite import SatelliteBase
-from messaging.senders import MailOutSender, SmsSender
-from messaging.types import CombinedMessage, Direction, Protocol
+from messaging.core.pb import MessageDataPB_pb2 as pb
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.delivery.satellite import SatelliteBase
+from messaging.delivery.senders import MailOutSender, SmsSender
+from messaging.outbox import store as outbox
+from messaging.runtime.config import Config
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)

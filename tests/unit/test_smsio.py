@@ -20,10 +20,11 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 
-from messaging.errors import PermanentDeliveryError, TemporaryDeliveryError
-from messaging.phones import is_e164, normalise_phone
+from messaging.core.errors import PermanentDeliveryError, TemporaryDeliveryError
+from messaging.core.phones import is_e164, normalise_phone
+from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.sandbox.fake_twilio import FakeTwilio, num_segments
-from messaging.smsio import (
+from messaging.sms.twilio import (
     EMPTY_TWIML,
     TRIM_MARKER,
     BadWebhook,
@@ -37,7 +38,6 @@ from messaging.smsio import (
     trim_body,
     validate_signature,
 )
-from messaging.types import CombinedMessage, Direction, Protocol
 
 TOKEN = "12345678901234567890123456789012"
 PUBLIC_URL = "https://sms.example.com/sms"
@@ -554,6 +554,6 @@ def test_fake_list_envelope_and_bad_filters(fake: FakeTwilio) -> None:
 
 
 def test_sender_logs_mask_the_number(fake: FakeTwilio, sender: TwilioSender, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="messaging.smsio"):
+    with caplog.at_level(logging.INFO, logger="messaging.sms.twilio"):
         sender.send(from_=USER_NUMBER, to=FRIEND, body="z" * 2000)
     assert FRIEND not in caplog.text and "3456" in caplog.text

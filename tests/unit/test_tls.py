@@ -19,13 +19,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from messaging.config import Config, ConfigError
-from messaging.mailserver import MailHandler, smtp_protocol
+from messaging.intake.smtp.server import MailHandler, smtp_protocol
+from messaging.intake.smtp.tls import ReloadingContext, check_local_files, server_context
+from messaging.routing.user_actor import UserBase
+from messaging.runtime.config import Config, ConfigError
 from messaging.sandbox import selfsigned
 from messaging.sandbox.fake_dns import FakeDNS
 from messaging.sandbox.stack import start_sandbox
-from messaging.tls import ReloadingContext, check_local_files, server_context
-from messaging.users import UserBase
 from tests.unit.test_mailserver import LocalPool
 from web.delivery.models import Message
 
@@ -136,7 +136,7 @@ def test_broken_new_files_keep_the_old_context_until_good_ones_come(tmp_path, ca
     holder = ReloadingContext(cert, key, recheck_seconds=0.0, clock=clock)
     first = holder.current()
     Path(cert).write_text("half a certificate")
-    with caplog.at_level(logging.ERROR, logger="messaging.tls"):
+    with caplog.at_level(logging.ERROR, logger="messaging.intake.smtp.tls"):
         assert holder.current() is first
     assert "keeping the previous one" in caplog.text and "SMTP_TLS_CERT_FILE" in caplog.text
     Path(key).unlink()  # a file gone for a moment: still the old context, no crash
@@ -312,4 +312,4 @@ def test_a_failed_handshake_ends_the_session_quietly_and_counts_it_once(tls_serv
             s.starttls(context=old)
     wait_for(lambda: handler.sessions == 0 and not handler.sessions_by_client)
     assert "STARTTLS handshake failed" in caplog.text
-    assert not [r for r in caplog.records if r.name == "messaging.mailserver" and r.levelno >= logging.ERROR]
+    assert not [r for r in caplog.records if r.name == "messaging.intake.smtp.server" and r.levelno >= logging.ERROR]

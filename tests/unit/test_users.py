@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from messaging.config import Config
-from messaging.routing import Verdict
-from messaging.types import CombinedMessage, Direction, Protocol
-from messaging.users import UserBase
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.routing.decisions import Verdict
+from messaging.routing.user_actor import UserBase
+from messaging.runtime.config import Config
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db

@@ -8,12 +8,12 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
-from messaging.config import Config
-from messaging.pool import PoolUnavailable
-from messaging.routing import Verdict
-from messaging.smsio import EMPTY_TWIML, sign
-from messaging.users import IntakeResult
-from messaging.webhooks import Webhooks
+from messaging.intake.webhooks import Webhooks
+from messaging.routing.decisions import Verdict
+from messaging.routing.user_actor import IntakeResult
+from messaging.runtime.config import Config
+from messaging.runtime.pool import PoolUnavailable
+from messaging.sms.twilio import EMPTY_TWIML, sign
 
 TOKEN = "sms-webhook-token"
 PUBLIC_URL = "https://sms.example.com/sms"

@@ -12,10 +12,10 @@ from urllib.parse import urlencode
 import pytest
 from starlette.requests import Request
 
-from messaging.config import Config
-from messaging.smsio import sign
-from messaging.users import UserBase
-from messaging.webhooks import Webhooks
+from messaging.intake.webhooks import Webhooks
+from messaging.routing.user_actor import UserBase
+from messaging.runtime.config import Config
+from messaging.sms.twilio import sign
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)

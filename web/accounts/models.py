@@ -9,8 +9,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from messaging.mailparse import MAILBOX_NAME
-from messaging.phones import normalise_phone
+from messaging.core.addresses import MAILBOX_NAME
+from messaging.core.phones import normalise_phone
 
 MAILBOX_VALIDATOR = RegexValidator(
     rf"^{MAILBOX_NAME.pattern}$",

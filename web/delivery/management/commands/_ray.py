@@ -5,12 +5,12 @@ from __future__ import annotations
 import ray
 from django.core.management.base import CommandError
 
-from messaging.config import Config
+from messaging.runtime.config import Config
 
 
 def join_running_stack() -> Config:
     """Connect to the running stack's Ray (RAY_ADDRESS, else the local one) and return its config."""
-    from messaging.launch import SECRET_ENV, running_config, worker_env
+    from messaging.operations.launch import SECRET_ENV, running_config, worker_env
 
     env = Config.from_env()
     try:

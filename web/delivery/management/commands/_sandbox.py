@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from django.core.management.base import CommandError
 
-from messaging.config import Config
+from messaging.runtime.config import Config
 
 
 def hive_url(config: Config) -> str:

@@ -6,8 +6,8 @@ import base64
 
 from django.core.management.base import BaseCommand
 
-from messaging.config import Config
-from messaging.pb import MessageDataPB_pb2 as pb
+from messaging.core.pb import MessageDataPB_pb2 as pb
+from messaging.runtime.config import Config
 
 from ._sandbox import call, hive_url
 

@@ -6,10 +6,10 @@ import base64
 
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.codec import encode_from_device
-from messaging.config import Config
-from messaging.phones import normalise_phone
-from messaging.types import Protocol
+from messaging.core.codec import encode_from_device
+from messaging.core.phones import normalise_phone
+from messaging.core.types import Protocol
+from messaging.runtime.config import Config
 
 from ._sandbox import call, hive_url
 

@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for idle (default 120)")
 
     def handle(self, *args, **options) -> None:
-        from messaging.lifecycle import drain_all
+        from messaging.operations.lifecycle import drain_all
 
         config = join_running_stack()
         self.stdout.write(f"Draining the stack in namespace {config.ray_namespace!r} ...")

@@ -19,10 +19,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Do not create the sandbox demo user/device.")
 
     def handle(self, *args, **options) -> None:
-        from messaging.config import Config, ConfigError
-        from messaging.launch import IngressNotAnswering, connect_ray, start_actors, start_serve, worker_env
+        from messaging.intake.smtp.tls import check_local_files
+        from messaging.operations.launch import IngressNotAnswering, connect_ray, start_actors, start_serve, worker_env
+        from messaging.runtime.config import Config, ConfigError
         from messaging.sandbox.stack import sandboxed, start_sandbox
-        from messaging.tls import check_local_files
 
         echo = self.stdout.write
         t0 = time.monotonic()
@@ -42,7 +42,7 @@ class Command(BaseCommand):
             self._demo_user(echo)
         joined = bool(config.ray_address)
         if not joined:  # whatever happens to this process, the local Ray it starts ends with it
-            from messaging import reaper
+            from messaging.operations import reaper
 
             self._reaper = reaper.start()
         failure = None
@@ -74,8 +74,8 @@ class Command(BaseCommand):
         """A Ray we started: drain and stop everything. A cluster we joined: leave the stack running there."""
         import ray
 
-        from messaging.launch import stop_stack
-        from messaging.lifecycle import drain_all
+        from messaging.operations.launch import stop_stack
+        from messaging.operations.lifecycle import drain_all
 
         echo = self.stdout.write
         if joined:
@@ -122,7 +122,7 @@ class Command(BaseCommand):
         echo("Stopped.")
 
     def _failure_line(self, config, failure, joined: bool) -> str:
-        from messaging.launch import ingress_failure, ingress_ports, port_is_taken
+        from messaging.operations.launch import ingress_failure, ingress_ports, port_is_taken
 
         ports = ingress_ports(config)
         if joined:  # the ports are on the cluster's nodes: name the likely ones

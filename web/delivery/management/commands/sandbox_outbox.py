@@ -7,7 +7,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from messaging.config import Config
+from messaging.runtime.config import Config
 
 from ._sandbox import call, twilio_url
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from messaging.config import Config
+from messaging.runtime.config import Config
 
 from ._sandbox import call, twilio_url
 

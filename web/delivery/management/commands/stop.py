@@ -17,8 +17,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         import ray
 
-        from messaging.launch import stop_stack
-        from messaging.lifecycle import drain_all
+        from messaging.operations.launch import stop_stack
+        from messaging.operations.lifecycle import drain_all
 
         config = join_running_stack()
         echo = self.stdout.write

@@ -12,7 +12,7 @@ class Command(BaseCommand):
     help = "Replace every actor one at a time (drain, kill, restart under the same name); redeploy the Serve app."
 
     def handle(self, *args, **options) -> None:
-        from messaging.lifecycle import upgrade
+        from messaging.operations.lifecycle import upgrade
 
         call_command("migrate", interactive=False, verbosity=0)
         config = join_running_stack()

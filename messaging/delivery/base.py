@@ -1,0 +1,277 @@
+"""What every sender shares: take a due message from the outbox, send it, record the outcome.
+
+A ``SenderBase`` subclass implements ``send(row) -> remote_id`` for one channel; the base turns its
+result into exactly one durable state change (sent / retry later / dead) and sweeps for due work.
+The Ray actor shells (async) run these sync methods in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from messaging.core.errors import LeaseLost, PermanentDeliveryError, TemporaryDeliveryError
+from messaging.runtime import metrics
+from messaging.runtime.config import Config
+from messaging.runtime.djangoenv import ensure_django, refresh_connections
+
+log = logging.getLogger("messaging.delivery.base")
+
+SEND_CONCURRENCY = 8  # users whose messages a sender sends side by side (each user's in order)
+RUNNERS = 2  # batches a sender actor delivers at once
+BATCH = 64  # messages per claim
+LINGER = 0.2  # seconds a sender lets a small batch grow before claiming it (a satellite hop takes minutes)
+
+
+class Lease:
+    """One claim's lease while its sends go on (shared by the send threads of one ``deliver_many``).
+
+    ``holds`` is asked before each send: once a third of the lease has passed it records the sends done so
+    far and renews the lease of the rows still unfinished; a row whose lease was lost (another sender
+    re-claimed it) is not sent. ``flush`` records the remaining sends at the end.
+    """
+
+    def __init__(self, token: str, ids: list[int], policy, clock=time.monotonic):
+        self.token = token
+        self.policy = policy
+        self.clock = clock
+        self._open = set(ids)  # neither sent nor failed yet
+        self._sent: list[tuple[int, str]] = []  # sent, not yet recorded
+        self._renewed = clock()
+        self._lock = threading.Lock()
+
+    def holds(self, message_id: int) -> bool:
+        with self._lock:
+            if self.clock() - self._renewed >= self.policy.lease.total_seconds() / 3:
+                from messaging.outbox.store import renew_lease
+
+                self._record_sent()
+                held = renew_lease(sorted(self._open), self.token, self.policy)
+                self._renewed = self.clock()
+                for lost in self._open - held:
+                    log.warning("message %s: lease lost to another sender; not sending it", lost)
+                self._open &= held
+            return message_id in self._open
+
+    def sent(self, message_id: int, remote_id: str) -> None:
+        with self._lock:
+            self._open.discard(message_id)
+            self._sent.append((message_id, remote_id))
+
+    def finished(self, message_id: int, status: str) -> str:
+        with self._lock:
+            self._open.discard(message_id)
+        return status
+
+    def flush(self) -> int:
+        """Record the sends not recorded yet; returns how many messages this claim recorded as sent."""
+        with self._lock:
+            self._record_sent()
+            return self.recorded
+
+    recorded = 0
+
+    def _record_sent(self) -> None:
+        from messaging.outbox.store import mark_sent_many
+
+        if self._sent:
+            self.recorded += mark_sent_many(self.token, self._sent)
+            self._sent = []
+
+
+class SenderBase:
+    channel = ""  # "satellite", "mailout", "sms"
+    direction = ""  # Message.Direction value
+    protocols: tuple[str, ...] = ()
+
+    def __init__(self, config: Config, policy=None):
+        ensure_django()
+        from messaging.outbox.store import RetryPolicy
+
+        self.config = config
+        self.policy = policy or RetryPolicy.from_config(config)
+        self.in_flight = 0
+        self.delivered = 0
+        self._count_lock = threading.Lock()
+        self._sends = ThreadPoolExecutor(max_workers=SEND_CONCURRENCY, thread_name_prefix=f"{self.channel}-send")
+
+    def send(self, row) -> str:
+        """Send one claimed Message row; return the remote id. Raise Temporary/PermanentDeliveryError."""
+        raise NotImplementedError
+
+    def deliver(self, message_id: int) -> str:
+        """Deliver one message if it is due and nobody else holds it. Returns its new status or 'skipped'."""
+        return self.deliver_many([message_id])[message_id]
+
+    def deliver_many(self, message_ids: list[int]) -> dict[int, str]:
+        """Deliver those of ``message_ids`` that are due and free: one claim, the sends (each user's in
+        order, users side by side), then one write for all that were sent. Returns id -> new status.
+
+        Every outcome is fenced on the claim's lease token, and the lease is renewed before a send once a
+        third of it has passed (sends done by then are recorded at that moment), so a slow remote never
+        lets the sweep re-claim and resend a message this sender is still working through. A crash
+        between a send and its write resends the message after its lease (at least once)."""
+        from messaging.outbox.store import claim_many
+
+        refresh_connections()
+        outcomes = dict.fromkeys(message_ids, "skipped")
+        rows = claim_many(list(message_ids), self.policy)
+        if not rows:
+            return outcomes
+        lease = Lease(rows[0].lease_token, [row.id for row in rows], self.policy)
+        with self._count_lock:
+            self.in_flight += len(rows)
+        try:
+            per_user: dict[object, list] = {}
+            for row in rows:
+                per_user.setdefault(row.user_id, []).append(row)
+            if len(per_user) == 1:
+                self._send_in_order(rows, outcomes, lease)
+            else:
+                list(self._sends.map(lambda group: self._send_in_order(group, outcomes, lease), per_user.values()))
+            recorded = lease.flush()
+            with self._count_lock:
+                self.delivered += recorded
+            return outcomes
+        finally:
+            with self._count_lock:
+                self.in_flight -= len(rows)
+
+    def _send_in_order(self, rows: list, outcomes: dict[int, str], lease: Lease) -> None:
+        """Send claimed rows one after another; failures are recorded at once, successes handed to the lease."""
+        from messaging.outbox.store import mark_dead, mark_retry
+
+        refresh_connections()  # this may be one of the send threads, with a connection of its own
+        for row in rows:
+            if not lease.holds(row.id):
+                continue  # another sender took it over; it records the outcome
+            try:
+                remote_id = self.send(row)
+            except LeaseLost as exc:
+                log.warning("%s; the sender holding it now carries on", exc)
+                outcomes[row.id] = lease.finished(row.id, "stale")
+            except PermanentDeliveryError as exc:
+                metrics.count(row.protocol, row.direction, "dead")
+                outcomes[row.id] = lease.finished(row.id, mark_dead(row.id, lease.token, f"permanent: {exc}"))
+            except TemporaryDeliveryError as exc:
+                metrics.count(row.protocol, row.direction, "failed")
+                error = f"temporary: {exc}"
+                status = mark_retry(row.id, lease.token, error, retry_after=exc.retry_after, policy=self.policy)
+                outcomes[row.id] = lease.finished(row.id, status)
+            except Exception as exc:  # a bug or an unexpected library error: retry, do not crash the actor
+                log.exception("message %s: unexpected error in %s sender", row.id, self.channel)
+                metrics.count(row.protocol, row.direction, "failed")
+                error = f"unexpected: {type(exc).__name__}: {exc}"
+                outcomes[row.id] = lease.finished(row.id, mark_retry(row.id, lease.token, error, policy=self.policy))
+            else:
+                metrics.count(row.protocol, row.direction, "forwarded")
+                outcomes[row.id] = "sent"
+                lease.sent(row.id, remote_id)
+
+    def due_ids(self, limit: int = 100) -> list[int]:
+        from messaging.outbox.store import due
+
+        refresh_connections()
+        return due(
+            self.direction,
+            list(self.protocols),
+            limit=limit,
+            grace=timedelta(seconds=self.config.outbox_sweep_interval),
+        )
+
+    def sweep(self, limit: int = 100) -> int:
+        """Deliver every message of this channel that is due now. Returns how many were attempted."""
+        ids = self.due_ids(limit)
+        self.deliver_many(ids)
+        return len(ids)
+
+
+class SenderShell:
+    """Async Ray actor body around a ``SenderBase``: deliveries in threads, a periodic sweep."""
+
+    base: SenderBase
+
+    _sweeper: asyncio.Task | None = None
+    _stopping = False
+
+    def autostart(self, sweep_interval: float) -> None:
+        """Called at the end of ``__init__`` (which Ray runs on the actor's event loop): the loops start
+        by themselves, also when Ray restarts the actor after a crash."""
+        asyncio.get_running_loop().create_task(self.start(sweep_interval))
+
+    async def start(self, sweep_interval: float = 5.0) -> str:
+        """Start the periodic sweep; idempotent (the launcher calls it to know the actor is up)."""
+        if self._sweeper is None:
+            self._sweep_interval = sweep_interval
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+        return "started"
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping:
+            try:
+                ids = await asyncio.to_thread(self.base.due_ids)
+                if ids and not self._stopping:
+                    self._enqueue(ids)
+            except Exception:
+                log.exception("%s sweep failed; trying again", self.base.channel)
+            await asyncio.sleep(self._sweep_interval)
+
+    # Kicked and swept ids wait here; up to RUNNERS batches are delivered at once, and ids that arrive
+    # meanwhile form the next batch, so under load one claim and one write cover many messages.
+    _queue: list[int] | None = None
+    _runners = 0
+    _accepted = 0  # ids queued or being delivered: counted on the event loop, so a drain that sees 0 here
+    # cannot race a delivery that is about to claim its message
+
+    def _enqueue(self, message_ids: list[int]) -> None:
+        if self._queue is None:
+            self._queue = []
+        self._queue.extend(message_ids)
+        self._accepted += len(message_ids)
+        while self._runners < RUNNERS and self._queue:
+            self._runners += 1
+            asyncio.get_running_loop().create_task(self._run_queue())
+
+    async def _run_queue(self) -> None:
+        try:
+            while self._queue and not self._stopping:
+                if len(self._queue) < BATCH:  # a moment for more kicks to join: nobody waits on a send,
+                    await asyncio.sleep(LINGER)  # and one claim and one write then cover them all
+                    if self._stopping or not self._queue:
+                        break
+                batch = self._queue[:BATCH]
+                del self._queue[:BATCH]
+                try:
+                    await asyncio.to_thread(self.base.deliver_many, batch)
+                except Exception:  # e.g. the database is away: the messages stay due for the sweep
+                    log.exception("%s: delivering %d messages failed; the sweep retries", self.base.channel, len(batch))
+                finally:
+                    self._accepted -= len(batch)
+        finally:
+            self._runners -= 1
+
+    async def deliver_many(self, message_ids: list[int]) -> str:
+        """Kick from a user actor: queue these for delivery. While draining, refuse: they stay due."""
+        if self._stopping:
+            return "skipped"
+        self._enqueue(list(message_ids))
+        return "queued"
+
+    async def stats(self) -> dict:
+        in_flight = max(self.base.in_flight, self._accepted)
+        return {"in_flight": in_flight, "delivered": self.base.delivered, "draining": self._stopping}
+
+    async def drain(self) -> dict:
+        """Stop sweeping for new work; deliveries in flight finish (watch ``stats``)."""
+        self._stopping = True
+        if self._queue:  # not claimed yet: they stay due for the sweep of whoever runs next
+            self._accepted -= len(self._queue)
+            self._queue.clear()
+        return await self.stats()
+
+    async def ping(self) -> str:
+        return "ok"

@@ -1,0 +1,175 @@
+"""Satellite actors: poll the Swarm Hive for device packets, and send packets to devices.
+
+``SatelliteBase`` is the logic (sync Hive client, sync outbox); ``SatelliteActor`` is the async Ray
+shell that runs the poll loop and deliveries in threads. Device packets are acknowledged (rxack) only
+after every message in them is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import ray
+
+from messaging.core.types import Protocol
+from messaging.delivery.base import SenderBase, SenderShell
+from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
+from messaging.runtime.batching import CallBatcher
+from messaging.runtime.config import Config
+from messaging.runtime.pool import NamedPool
+from messaging.satellite.swarm import HiveClient
+
+log = logging.getLogger("messaging.delivery.satellite")
+
+PROTOCOLS = {"email": Protocol.EMAIL, "sms": Protocol.SMS}
+
+
+ACK_CONCURRENCY = 8  # rxack calls in flight at once per poller
+TAKEOVER_AFTER = 30.0  # seconds a packet may wait for its own poller before any other takes it
+
+
+def takes_packet(
+    packet_id: int, index: int, pool_size: int, waited: float, takeover_after: float = TAKEOVER_AFTER
+) -> bool:
+    """Does poller ``index`` handle this packet? Each packet has one owner (packet id modulo the pool), so
+    pollers do not all store and ack the same packets; one left waiting (its owner is down) goes to anyone."""
+    return packet_id % pool_size == index or waited >= takeover_after
+
+
+class SatelliteBase(SenderBase):
+    channel = "satellite"
+    direction = "to_device"
+    protocols = ("email", "sms")
+
+    def __init__(self, config: Config, hive: HiveClient | None = None, policy=None):
+        super().__init__(config, policy)
+        self.hive = hive or HiveClient.from_config(config)
+
+    def packets_for(self, row) -> list[str]:
+        """The base64 packets that carry this message to its device (fitted to the Swarm limit)."""
+        from messaging.core.codec import encode_to_device_b64
+
+        return encode_to_device_b64(
+            row.text, to=row.sender, protocol=PROTOCOLS[row.protocol], max_packets=self.config.max_packets
+        )
+
+    def send(self, row) -> str:
+        """Send each packet once; progress is saved so a retry resumes after the last packet sent."""
+        from messaging.core.errors import LeaseLost, PermanentDeliveryError
+        from messaging.outbox.store import save_progress
+
+        if row.device is None or not row.device.is_active:
+            raise PermanentDeliveryError("the user has no active device")
+        packets = self.packets_for(row)
+        sent = [p for p in row.remote_id.split(",") if p]
+        for data in packets[len(sent) :]:
+            packet_id = self.hive.send(
+                device_type=self.config.swarm_device_type,
+                device_id=row.device.device_id,
+                user_application_id=self.config.swarm_user_application_id,
+                data_b64=data,
+            )
+            sent.append(str(packet_id))
+            if len(sent) < len(packets) and not save_progress(row.id, row.lease_token, ",".join(sent)):
+                raise LeaseLost(f"message {row.id}: lease lost after packet {len(sent)} of {len(packets)}")
+        return ",".join(sent)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class SatelliteActor(SenderShell):
+    def __init__(self, config: Config, users: NamedPool, index: int = 0, poll: bool = True):
+        self.base = SatelliteBase(config)
+        self.config = config
+        self.users = users
+        self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
+        self.index = index
+        self.poll = poll
+        self._first_seen: dict[int, float] = {}
+        self.full_batch = False
+        self._poller: asyncio.Task | None = None
+        self.polled = 0
+        self.polling = False  # inside a poll batch (fetch -> store -> ack)
+        self.autostart(config.outbox_sweep_interval)
+
+    async def start(self, sweep_interval: float = 5.0) -> str:
+        await SenderShell.start(self, sweep_interval)
+        if self.poll and self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        return "started"
+
+    async def stats(self) -> dict:
+        stats = await SenderShell.stats(self)
+        stats.update(polling=self.polling, polled=self.polled)
+        return stats
+
+    async def poll_once(self) -> int:
+        """Fetch one batch, store it, ack what was stored. Returns the number of packets acked."""
+        self.polling = True
+        try:
+            return await self._poll_batch()
+        finally:
+            self.polling = False
+
+    async def _poll_batch(self) -> int:
+        """One batch: this member's share of the pending packets, stored (each device's in order), then acked."""
+        packets, malformed = await asyncio.to_thread(self.base.hive.fetch_batch, self.config.swarm_poll_count)
+        self.full_batch = len(packets) + len(malformed) >= self.config.swarm_poll_count
+        now = time.monotonic()
+        ids = [p.packet_id for p in packets] + [m.packet_id for m in malformed if m.packet_id is not None]
+        self._first_seen = {i: self._first_seen.get(i, now) for i in ids}
+
+        def mine(packet_id: int | None) -> bool:
+            if packet_id is None:  # no id to share by: the first poller stores it
+                return self.index == 0
+            return takes_packet(packet_id, self.index, self.config.pool_size, now - self._first_seen[packet_id])
+
+        share = [p for p in packets if mine(p.packet_id)]
+        groups = list(by_device(share).values())
+        stored, dead = await asyncio.gather(
+            asyncio.gather(*(self._store(device_packets) for device_packets in groups)),
+            dead_letter_malformed(
+                [m for m in malformed if mine(m.packet_id)], self.users, timeout=self.config.smtp_store_timeout
+            ),
+        )
+        acks = [packet.packet_id for group in stored for packet in group] + dead
+        limit = asyncio.Semaphore(ACK_CONCURRENCY)
+
+        async def ack(packet_id: int) -> bool:
+            async with limit:
+                try:
+                    await asyncio.to_thread(self.base.hive.ack, packet_id)
+                except Exception as exc:  # stored already: the next poll sees it again and acks it then
+                    log.warning("packet %s stored but not acked (%s); acking it next poll", packet_id, exc)
+                    return False
+            return True  # (the Hive client logs the ack)
+
+        acked = sum(await asyncio.gather(*(ack(p) for p in acks)))
+        self.polled += acked
+        return acked
+
+    async def _store(self, packets: list) -> list:
+        """Store one device's packets in order; the packets that may be acked (up to the first that could not)."""
+        try:
+            safe = await intake_device_packets(packets, self.users, self.store, timeout=self.config.smtp_store_timeout)
+        except Exception as exc:  # pool down, database trouble: the packets stay at the Hive for the next poll
+            log.warning("device %s: %d packets not stored (%s)", packets[0].device_id, len(packets), exc)
+            return []
+        ok = []
+        for packet, stored in zip(packets, safe, strict=True):
+            if not stored:
+                break
+            ok.append(packet)
+        return ok
+
+    async def _poll_loop(self) -> None:
+        delay = self.config.swarm_poll_interval
+        while not self._stopping:
+            try:
+                got = await self.poll_once()
+                delay = 0 if (got and self.full_batch) else self.config.swarm_poll_interval
+            except Exception as exc:  # Hive down, auth trouble: keep polling, with backoff
+                log.warning("hive poll failed: %s", exc)
+                delay = min(max(delay * 2, 1.0), 300.0)
+            await asyncio.sleep(delay)

@@ -1,0 +1,488 @@
+"""Start and stop the whole stack on Ray: named actor pools, the Serve app, start-up progress.
+
+Used by ``manage.py runbackend`` and by the end-to-end tests (so the tests run the real launch path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ray
+from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError
+from messaging.runtime.pool import NamedPool, member_name
+
+KINDS = ("user", "satellite", "mailout", "sms", "mailserver")
+SERVE_APP = "spacebeaver"
+# What Ray workers need to bring up Django (the Config itself travels as an actor argument, without its secrets).
+WORKER_ENV = (
+    "DJANGO_SETTINGS_MODULE",
+    "DATABASE_URL",
+    "DATA_DIR",
+    "DJANGO_SECRET_KEY",
+    "EMAIL_DOMAIN",
+    "LOG_LEVEL",
+)
+# Never handed over through Ray (a runtime_env, like actor arguments and the key-value store, is kept in the GCS,
+# in Redis on Kubernetes): Ray workers have them in their own environment. A local Ray inherits them from the
+# driver that starts it; on Kubernetes the Ray pods get them from the Secret. connect_ray checks that they agree.
+SECRET_ENV = frozenset({name.upper() for name in SECRET_FIELDS} | {"DJANGO_SECRET_KEY"})
+
+
+@dataclass
+class Stack:
+    config: Config
+    pools: dict[str, NamedPool]
+    actors: dict[str, list] = field(default_factory=dict)
+
+
+# The running stack's Config, for drain/upgrade from another process: a value in the GCS key-value store
+# (it lives as long as the cluster, survives the driver, and costs no process).
+CONFIG_KV_NAMESPACE = "spacebeaver"
+# Before the KV store, a detached actor of this name held the config: still read, and retired, for a stack
+# started by an older version (so its `manage.py upgrade` works).
+LEGACY_RECORD_NAME = "stack_config"
+
+
+def _config_key(namespace: str) -> str:
+    return f"stack_config:{namespace}"
+
+
+def publish_config(config: Config) -> None:
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(_config_key(config.ray_namespace), config.to_json(), overwrite=True, namespace=CONFIG_KV_NAMESPACE)
+    _kill_legacy_record(config.ray_namespace)
+
+
+def running_config(namespace: str) -> Config:
+    """The config of the stack running in ``namespace`` (raises ValueError when none runs)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
+    if raw is not None:
+        return Config.from_json(raw)
+    legacy = ray.get_actor(LEGACY_RECORD_NAME, namespace=namespace)  # ValueError when there is none either
+    return ray.get(legacy.get.remote(), timeout=30)
+
+
+def forget_config(namespace: str) -> None:
+    from ray.experimental.internal_kv import _internal_kv_del
+
+    _internal_kv_del(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
+    _kill_legacy_record(namespace)
+
+
+def _kill_legacy_record(namespace: str) -> None:
+    try:
+        ray.kill(ray.get_actor(LEGACY_RECORD_NAME, namespace=namespace), no_restart=True)
+    except ValueError:
+        pass
+
+
+def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """What Ray workers need in their environment (secrets included: see :func:`split_env`)."""
+    env = {"DJANGO_SETTINGS_MODULE": "web.settings"}
+    env.update({k: os.environ[k] for k in WORKER_ENV if os.environ.get(k)})
+    env.update(overrides or {})
+    return env
+
+
+def split_env(config: Config, env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(public, secret)``: the variables that may travel as a Ray runtime_env, and the secrets (the config's
+    and the environment's) that Ray workers must find in their own environment."""
+    public = {k: v for k, v in env.items() if k not in SECRET_ENV}
+    public["SANDBOX"] = config.sandbox  # Django refuses its built-in key outside the sandbox (web/settings.py)
+    secret = {**config.secret_env(), **{k: v for k, v in env.items() if k in SECRET_ENV}}
+    return public, secret
+
+
+def export_for_local_ray(config: Config, env: dict[str, str]) -> None:
+    """Put the workers' secrets (and SANDBOX) into this process's environment, which a Ray started from here
+    (``ray.init`` without an address, or ``ray.cluster_utils.Cluster``) passes on to its raylets and workers."""
+    public, secret = split_env(config, env)
+    os.environ.update(secret)
+    os.environ["SANDBOX"] = public["SANDBOX"]
+
+
+def _fingerprints(names: list[str]) -> dict[str, str]:
+    """A digest per variable ('' when unset): compared between processes, never logged or stored."""
+    return {n: hashlib.sha256(os.environ[n].encode()).hexdigest() if os.environ.get(n) else "" for n in names}
+
+
+@ray.remote(num_cpus=0, max_calls=1)
+def _node_fingerprints(names: list[str]) -> dict[str, str]:
+    return _fingerprints(names)
+
+
+def check_worker_secrets(secret: dict[str, str], timeout: float = 120.0) -> None:
+    """Fail closed when a Ray node's environment lacks a secret this driver has, or has another value (e.g. a
+    Secret changed but the Ray pods not restarted). One task per alive node; raises ConfigError naming them."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # Every secret, set or not: a node that has one this driver lacks (say a DATABASE_URL) is as wrong as one
+    # that lacks it, since its workers would write elsewhere.
+    names = sorted(set(SECRET_ENV) | set(secret))
+    want = {n: hashlib.sha256(secret[n].encode()).hexdigest() if secret.get(n) else "" for n in names}
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    refs = [
+        _node_fingerprints.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(names)
+        for node in nodes
+    ]
+    wrong: set[str] = set()
+    for got in ray.get(refs, timeout=timeout):
+        wrong |= {n for n in names if got.get(n) != want[n]}
+    if wrong:
+        raise ConfigError(
+            f"the Ray workers' environment lacks or differs in {', '.join(sorted(wrong))}: give every Ray node "
+            "the same values as this process (Kubernetes: the Secret spacebeaver-secrets, then restart the Ray pods)"
+        )
+
+
+def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None] = print) -> None:
+    """Join RAY_ADDRESS, or start a local Ray. Workers get the Django environment; secrets never travel through
+    Ray (see SECRET_ENV): a local Ray inherits them from here, a cluster must have them, which is checked."""
+    if ray.is_initialized():
+        return
+    address = config.ray_address or None
+    echo(f"Ray: {'connecting to ' + address if address else 'starting a local instance'} ...")
+    public, secret = split_env(config, env)
+    kwargs = {}
+    if not address:
+        export_for_local_ray(config, env)
+        kwargs = {
+            # Off (RAY_DASHBOARD=0): Ray still runs its dashboard process, with one small module, and the
+            # dashboard agent, which exports the metrics; the nine dashboard module processes do not start.
+            "include_dashboard": config.ray_dashboard,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": config.ray_dashboard_port,
+        }
+        # No idle worker prestarted for the driver (every actor gets a worker process of its own anyway).
+        # An environment override of Ray's system config, read by the raylet we start; unlike _system_config
+        # it is harmless when ray.init joins a local Ray that is already running.
+        os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+        # Serve behind HAProxy, on its throughput-optimised path (config.RAY_SERVE_DEFAULTS), unless set:
+        # read by the Serve processes of the Ray we start (on Kubernetes the ConfigMap sets them).
+        for name, value in RAY_SERVE_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        prepare_local_haproxy(config)
+    ray.init(
+        address=address,
+        namespace=config.ray_namespace,
+        runtime_env={"env_vars": public},
+        logging_level="WARNING",
+        **kwargs,
+    )
+    try:
+        check_worker_secrets(secret)
+    except ConfigError:
+        ray.shutdown()
+        raise
+    echo(f"Ray: up ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
+
+
+# Where Serve's HAProxy puts its stats page and Prometheus exporter (operations/haproxy_admin.py applies them).
+HAPROXY_SETTINGS = {
+    "SERVE_HAPROXY_HOST": "serve_haproxy_host",
+    "SERVE_HAPROXY_STATS_PORT": "serve_haproxy_stats_port",
+    "SERVE_HAPROXY_METRICS_PORT": "serve_haproxy_metrics_port",
+}
+
+
+def prepare_local_haproxy(config: Config) -> None:
+    """For a Ray we start: HAProxy's admin listeners where the config says (unless the environment already
+    says), through our launcher as Serve's HAProxy binary. Read by the Serve processes of that Ray; on
+    Kubernetes the ConfigMap sets the same variables for the Ray pods and the image carries the launcher."""
+    from messaging.operations.haproxy_admin import write_launcher
+
+    for name, attr in HAPROXY_SETTINGS.items():
+        os.environ.setdefault(name, str(getattr(config, attr)))
+    os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = write_launcher()
+
+
+def haproxy_admin_ports(config: Config) -> dict[str, int]:
+    """The stats and metrics ports HAProxy is told to use (the environment wins, as for the Ray we start)."""
+    return {
+        "HAProxy stats": int(os.environ.get("SERVE_HAPROXY_STATS_PORT") or config.serve_haproxy_stats_port),
+        "HAProxy metrics": int(os.environ.get("SERVE_HAPROXY_METRICS_PORT") or config.serve_haproxy_metrics_port),
+    }
+
+
+def private_ingress_ports(pick_port: Callable[[], int]) -> None:
+    """For a stack sharing its host with others (tests, benchmarks): Serve's HAProxy stats and metrics ports,
+    fixed by default (8404, 9101), on free ports instead, so two stacks do not collide."""
+    for name in ("SERVE_HAPROXY_STATS_PORT", "SERVE_HAPROXY_METRICS_PORT"):
+        os.environ.setdefault(name, str(pick_port()))
+
+
+def make_pools(config: Config) -> dict[str, NamedPool]:
+    return {kind: NamedPool(kind, config.pool_size, config.ray_namespace) for kind in KINDS}
+
+
+BUNDLE = {"CPU": 0.001}  # a token amount: bundles must ask for something; actors run with num_cpus=0
+
+
+def placement_name(config: Config, kind: str) -> str:
+    return f"{config.ray_namespace}-{kind}-spread"
+
+
+def pool_placement(config: Config, kind: str):
+    """The pool's placement group: one bundle per member, SPREAD over the nodes.
+
+    So members land on different nodes where there are several (a mail server per node: the SMTP Service
+    forwards port 25 to one port per pod), and when a node dies Ray moves its bundles - and the members
+    restarting in them - to the nodes that are left (a soft spread, so fewer nodes than members is fine).
+    """
+    name = placement_name(config, kind)
+    try:
+        pg = get_placement_group(name)
+        if len(pg.bundle_specs) != config.pool_size:
+            remove_placement_group(pg)
+            raise ValueError("pool size changed")
+    except ValueError:
+        pg = placement_group([BUNDLE] * config.pool_size, strategy="SPREAD", name=name, lifetime="detached")
+    ray.get(pg.ready(), timeout=120)
+    return pg
+
+
+def remove_placements(config: Config) -> None:
+    for kind in KINDS:
+        try:
+            remove_placement_group(get_placement_group(placement_name(config, kind)))
+        except ValueError:
+            continue
+
+
+def _create(kind: str, idx: int, config: Config, pools: dict[str, NamedPool]):
+    from messaging.delivery.satellite import SatelliteActor
+    from messaging.delivery.senders import MailOutActor, SmsActor
+    from messaging.intake.smtp.server import MailServerActor
+    from messaging.routing.user_actor import UserActor
+
+    opts = {
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(
+            placement_group=pool_placement(config, kind), placement_group_bundle_index=idx
+        ),
+        "name": member_name(kind, idx),
+        "namespace": config.ray_namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "num_cpus": 0,
+    }
+    if kind == "user":
+        senders = {k: pools[k] for k in ("satellite", "mailout", "sms")}
+        return UserActor.options(**opts).remote(config, senders)
+    if kind == "satellite":
+        return SatelliteActor.options(**opts).remote(config, pools["user"], idx)
+    if kind == "mailout":
+        return MailOutActor.options(**opts).remote(config)
+    if kind == "sms":
+        return SmsActor.options(**opts).remote(config, pools["user"], idx)
+    if kind == "mailserver":
+        return MailServerActor.options(**opts).remote(config, pools["user"])
+    raise ValueError(kind)
+
+
+def start_actors(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
+    """Start POOL_SIZE actors of each kind (user actors first, mail servers last) and wait until each is up."""
+    pools = make_pools(config)
+    stack = Stack(config=config, pools=pools)
+    publish_config(config)
+    for kind in KINDS:
+        handles = [_create(kind, i, config, pools) for i in range(config.pool_size)]
+        if kind == "mailserver":
+            refs = [h.start.remote() for h in handles]
+        elif kind == "user":
+            refs = [h.ping.remote() for h in handles]
+        else:
+            refs = [h.start.remote(config.outbox_sweep_interval) for h in handles]
+        started = time.monotonic()
+        ray.get(refs, timeout=timeout)
+        echo(f"  {kind:<10} x{config.pool_size} up ({time.monotonic() - started:.1f}s)")
+        stack.actors[kind] = handles
+    return stack
+
+
+# Serve's client library (``ray.serve``, ~50 MB resident) is used in a task, on a worker that exits
+# afterwards (max_calls=1), so that it never stays in the long-running driver (runbackend).
+@ray.remote(num_cpus=0, max_calls=1)
+def _run_serve_app(config: Config, users: NamedPool, mount_admin: bool) -> None:
+    from ray import serve
+
+    from messaging.intake.webhooks import Webhooks
+
+    serve.start(http_options={"host": config.serve_http_host, "port": config.serve_http_port})
+    serve.run(Webhooks.bind(config, users, mount_admin), name=SERVE_APP, route_prefix="/")
+
+
+@ray.remote(num_cpus=0, max_calls=1)
+def _shutdown_serve() -> None:
+    """Serve and everything of it (controller, ingress, replicas). Not ``serve.delete`` first: behind HAProxy that
+    waits ~30 s for routes to drain, and intake is safe without it (nothing is acknowledged before it is stored;
+    a webhook cut off here is retried by its sender)."""
+    from ray import serve
+
+    serve.shutdown()
+
+
+class IngressNotAnswering(RuntimeError):
+    """Serve did not deploy, or its HTTP ingress did not answer ``GET /healthz``, within SERVE_START_TIMEOUT."""
+
+    def __init__(self, address: str, waited: float, detail: str) -> None:
+        super().__init__(f"HTTP ingress not answering on {address} after {waited:.0f} s ({detail})")
+        self.address, self.waited, self.detail = address, waited, detail
+
+
+def probe_address(config: Config) -> tuple[str, int]:
+    """Where a process on a Ray node reaches Serve's HTTP ingress (the wildcard address is reached on loopback)."""
+    host = config.serve_http_host if config.serve_http_host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return host, config.serve_http_port
+
+
+def wait_healthz(host: str, port: int, timeout: float) -> str | None:
+    """Poll ``GET /healthz`` until it answers 200 (returns None) or ``timeout`` passes (returns the last error)."""
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            try:
+                conn.request("GET", "/healthz")
+                status = conn.getresponse().status
+            finally:
+                conn.close()
+            if status == 200:
+                return None
+            last = f"GET /healthz answered {status}"
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            return last
+        time.sleep(0.25)
+
+
+@ray.remote(num_cpus=0, max_calls=1)
+def _wait_healthz_on_a_node(host: str, port: int, timeout: float) -> str | None:
+    return wait_healthz(host, port, timeout)
+
+
+def start_serve(
+    config: Config,
+    stack: Stack,
+    echo: Callable[[str], None] = print,
+    mount_admin: bool = True,
+    timeout: float | None = None,
+) -> str:
+    """Deploy the Serve app and wait until its HTTP ingress answers ``GET /healthz``; both within ``timeout``
+    (default SERVE_START_TIMEOUT), else :class:`IngressNotAnswering`. With a Ray we started the driver is on the
+    node and asks itself; in a cluster a task on one of its nodes asks."""
+    timeout = config.serve_start_timeout if timeout is None else timeout
+    started = time.monotonic()
+    host, port = probe_address(config)
+    address = f"{host}:{port}"
+    ref = _run_serve_app.remote(config, stack.pools["user"], mount_admin)
+    try:
+        ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise IngressNotAnswering(address, time.monotonic() - started, "Serve did not finish deploying") from None
+    except ray.exceptions.RayError as exc:  # e.g. HAProxy exited at start: serve.start raises
+        raise IngressNotAnswering(address, time.monotonic() - started, serve_failure_detail(str(exc))) from None
+    left = max(timeout - (time.monotonic() - started), 1.0)
+    if config.ray_address:
+        try:
+            error = ray.get(_wait_healthz_on_a_node.remote(host, port, left), timeout=left + 30)
+        except ray.exceptions.GetTimeoutError:
+            error = "the probe task did not run"
+    else:
+        error = wait_healthz(host, port, left)
+    if error is not None:
+        raise IngressNotAnswering(address, time.monotonic() - started, error)
+    url = f"http://{config.serve_http_host}:{config.serve_http_port}"
+    echo(f"  serve      up at {url} ({time.monotonic() - started:.1f}s)")
+    return url
+
+
+def serve_failure_detail(text: str) -> str:
+    """A short cause from the error Serve raised when it could not start (HAProxy's bind failure above all)."""
+    import re
+
+    bind = re.search(r"cannot bind socket \(([^)]*)\) for \[([^\]]*)\]", text)
+    if bind:
+        return f"HAProxy cannot bind {bind.group(2)}: {bind.group(1)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^\w+(Error|Exception):", line)]
+    return ((errors or lines or ["Serve failed to start"])[-1])[:200]
+
+
+def port_is_taken(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def ingress_ports(config: Config) -> dict[int, tuple[str, str]]:
+    """Every port the HTTP ingress needs on a node: port -> (what, bind host)."""
+    admin_host = os.environ.get("SERVE_HAPROXY_HOST") or config.serve_haproxy_host
+    ports = {config.serve_http_port: ("HTTP", config.serve_http_host or "0.0.0.0")}
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1":
+        for what, port in haproxy_admin_ports(config).items():
+            ports.setdefault(port, (what, admin_host))
+    return ports
+
+
+def ingress_failure(exc: IngressNotAnswering, taken: dict[int, str], candidates: dict[int, str], logs: str) -> str:
+    """The one line runbackend ends with when the HTTP ingress does not come up: what, and the likely cause.
+
+    ``taken``: ports found held by another process (port -> what); ``candidates``: the ports that could be, when
+    nothing could be checked (a cluster's nodes)."""
+    head = f"HTTP ingress not answering on {exc.address} after {exc.waited:.0f} s"
+    if taken:
+        held = " and ".join(f"port {port} ({what})" for port, what in sorted(taken.items()))
+        verb = "is" if len(taken) == 1 else "are"
+        return f"{head}: {held} {verb} taken by another process ({exc.detail}); see {logs}"
+    if candidates:
+        asked = " or ".join(f"{port} ({what})" for port, what in sorted(candidates.items()))
+        return f"{head} ({exc.detail}): is port {asked} taken? see {logs}"
+    return f"{head} ({exc.detail}); see {logs}"
+
+
+def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
+    """Stop intake first (mail servers, Serve), then kill every named actor."""
+    for kind in reversed(KINDS):
+        for idx in range(config.pool_size):
+            try:
+                handle = ray.get_actor(member_name(kind, idx), namespace=config.ray_namespace)
+            except ValueError:
+                continue
+            if kind == "mailserver":
+                try:
+                    ray.get(handle.stop.remote(), timeout=10)
+                except Exception as exc:  # stopping anyway
+                    echo(f"  {member_name(kind, idx)}: stop failed: {exc}")
+            ray.kill(handle, no_restart=True)
+        echo(f"  {kind:<10} stopped")
+        if kind == "user":  # the last kind: the stack is gone
+            remove_placements(config)
+            forget_config(config.ray_namespace)
+        if kind == "mailserver":
+            try:
+                ray.get(_shutdown_serve.remote(), timeout=120)
+                echo("  serve      stopped")
+            except Exception as exc:
+                echo(f"  serve: {exc}")

@@ -1,0 +1,149 @@
+"""Graceful drain and rolling upgrade of the named actor pools, with progress a person can follow.
+
+Drain: intake stops first (mail servers turn new sessions away and drop their ingress label; satellites
+stop polling after the current batch), then senders stop sweeping, and we wait - by polling each actor's
+``stats`` - until nothing is in flight, or the timeout passes. Never a fixed sleep.
+
+Upgrade: one member at a time, for each kind: drain it, wait until idle, kill it, start its replacement
+under the same name and wait until it is up. Callers meanwhile wait (bounded) in the lazy pools, and
+every intake call is idempotent, so a retried call stores nothing twice. Mail servers share their port
+with ``SO_REUSEPORT``: while one is replaced the others keep accepting (with ``POOL_SIZE`` 1 there is a
+short window in which senders get ``421`` or a refused connection: a temporary failure they retry).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import ray
+
+from messaging.operations.launch import KINDS, _create, make_pools, publish_config
+from messaging.runtime.config import Config
+from messaging.runtime.pool import member_name
+
+# Order of draining: intake first, then the user actors it feeds, then the senders they kick.
+DRAIN_ORDER = ("mailserver", "satellite", "user", "mailout", "sms")
+Echo = Callable[[str], None]
+
+
+def _handles(config: Config, kind: str) -> list[tuple[str, object]]:
+    found = []
+    for idx in range(config.pool_size):
+        name = member_name(kind, idx)
+        try:
+            found.append((name, ray.get_actor(name, namespace=config.ray_namespace)))
+        except ValueError:
+            continue
+    return found
+
+
+def busy(kind: str, stats: dict) -> int:
+    """How much work an actor still has, from its ``stats``: 0 means idle."""
+    load = stats.get("in_flight", 0)
+    if kind == "mailserver":
+        load += stats.get("sessions", 0)
+    if kind == "satellite" and stats.get("polling"):
+        load += 1
+    return load
+
+
+def wait_idle(members: list[tuple[str, str, object]], timeout: float, echo: Echo, every: float = 1.0) -> bool:
+    """Poll ``stats`` of (kind, name, handle) members until all are idle; print progress. False on timeout."""
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while True:
+        loads = {}
+        for kind, name, handle in members:
+            try:
+                loads[name] = busy(kind, ray.get(handle.stats.remote(), timeout=10))
+            except Exception as exc:  # a dead actor has nothing in flight
+                echo(f"  {name}: not answering ({type(exc).__name__}); counted as idle")
+                loads[name] = 0
+        pending = {n: v for n, v in loads.items() if v}
+        now = time.monotonic()
+        if not pending:
+            return True
+        if now >= deadline:
+            echo(f"  timeout: still busy: {', '.join(f'{n}={v}' for n, v in pending.items())}")
+            return False
+        if now - last_report >= 2.0:
+            echo(f"  waiting: {', '.join(f'{n}={v}' for n, v in pending.items())} in flight")
+            last_report = now
+        time.sleep(every)
+
+
+def drain_all(config: Config, timeout: float = 120.0, echo: Echo = print) -> bool:
+    """Drain every actor, intake first. True when everything went idle before the timeout."""
+    started = time.monotonic()
+    members = []
+    for kind in DRAIN_ORDER:
+        handles = _handles(config, kind)
+        for name, handle in handles:
+            ray.get(handle.drain.remote(), timeout=30)
+            members.append((kind, name, handle))
+        echo(f"  {kind:<10} x{len(handles)} draining")
+    idle = wait_idle(members, max(timeout - (time.monotonic() - started), 1.0), echo)
+    echo(f"Drain {'complete' if idle else 'timed out'} after {time.monotonic() - started:.1f}s")
+    return idle
+
+
+def _wait_name_free(config: Config, name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=config.ray_namespace)
+        except ValueError:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    raise TimeoutError(f"{name} was killed but its name is still taken after {timeout:.0f}s")
+
+
+def replace_member(config: Config, kind: str, idx: int, echo: Echo = print, drain_timeout: float = 120.0) -> float:
+    """Drain, kill and restart one member under the same name. Returns the seconds it was away."""
+    name = member_name(kind, idx)
+    pools = make_pools(config)
+    try:
+        old = ray.get_actor(name, namespace=config.ray_namespace)
+    except ValueError:
+        old = None
+    if old is not None:
+        if kind == "mailserver":
+            ray.get(old.drain.remote(close_listener=config.pool_size > 1), timeout=30)
+        else:
+            ray.get(old.drain.remote(), timeout=30)
+        wait_idle([(kind, name, old)], drain_timeout, echo)
+    away = time.monotonic()
+    if old is not None:
+        if kind == "mailserver":
+            ray.get(old.stop.remote(), timeout=30)
+        ray.kill(old, no_restart=True)
+        _wait_name_free(config, name)
+    new = _create(kind, idx, config, pools)
+    if kind == "mailserver":
+        ray.get(new.start.remote(), timeout=120)
+    elif kind == "user":
+        ray.get(new.ping.remote(), timeout=120)
+    else:
+        ray.get(new.start.remote(config.outbox_sweep_interval), timeout=120)
+    gap = time.monotonic() - away
+    echo(f"  {name:<12} replaced (away {gap:.1f}s)")
+    return gap
+
+
+def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> dict[str, float]:
+    """Rolling replacement of every member of every pool; then Serve redeploys its app itself."""
+    started = time.monotonic()
+    publish_config(config)  # the same config; moves a record kept by an older version into the KV store
+    gaps: dict[str, float] = {}
+    for kind in KINDS:
+        for idx in range(config.pool_size):
+            gaps[member_name(kind, idx)] = replace_member(config, kind, idx, echo)
+    if redeploy_serve:
+        from messaging.operations.launch import Stack, start_serve
+
+        start_serve(config, Stack(config=config, pools=make_pools(config)), echo)
+    echo(f"Upgrade complete in {time.monotonic() - started:.1f}s")
+    return gaps

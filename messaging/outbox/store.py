@@ -1,0 +1,466 @@
+"""The durable outbox: every state change of a Message is one write to the database.
+
+Sync functions over the Django ORM. Intake records a message (idempotently, by its key); senders
+``claim`` a due message with a lease, then record ``sent``, ``retry`` or ``dead``. A sweep finds
+messages that are due, or whose lease ran out because their sender died mid-send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import DataError, IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from messaging.core.redact import mask_key
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from web.delivery.models import Message
+
+log = logging.getLogger("messaging.outbox.store")
+
+KEY_LENGTH = Message._meta.get_field("idempotency_key").max_length
+PROTOCOL_NAMES = {Protocol.EMAIL: Message.Protocol.EMAIL, Protocol.SMS: Message.Protocol.SMS}
+DUE_STATUSES = (Message.Status.RECEIVED, Message.Status.QUEUED, Message.Status.FAILED)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    max_age: timedelta = timedelta(days=3)
+    base_delay: float = 2.0
+    max_delay: float = 900.0
+    lease: timedelta = timedelta(seconds=120)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Exponential backoff with full jitter, in seconds, for the ``attempt``-th failure (1-based)."""
+        rng = rng or random
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(attempt - 1, 0)))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+    @classmethod
+    def from_config(cls, config) -> RetryPolicy:
+        return cls(
+            max_attempts=config.outbox_max_attempts,
+            max_age=timedelta(hours=config.outbox_max_age_hours),
+            base_delay=config.outbox_base_delay,
+            max_delay=config.outbox_max_delay,
+            lease=timedelta(seconds=config.outbox_lease_seconds),
+        )
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    message_id: int
+    status: str
+    created: bool  # False: the idempotency key was seen before; nothing new was stored
+    reason: str = ""
+
+
+def _row_fields(msg: CombinedMessage) -> dict:
+    return {
+        "direction": msg.direction.value,
+        "protocol": PROTOCOL_NAMES.get(msg.protocol, Message.Protocol.UNKNOWN),
+        "sender": msg.sender[:320],
+        "recipient": msg.recipient[:320],
+        "subject": msg.subject[:255],
+        "text": msg.text,
+        "external_id": msg.external_id[:255],
+        "authentication": msg.authentication[:500],
+    }
+
+
+def record(
+    msg: CombinedMessage, *, user_id: int | None, device_id: int | None, accepted: bool, reason: str = ""
+) -> Recorded:
+    """Store an inbound message once. Accepted: status ``received`` (due now); else ``rejected``."""
+    status = Message.Status.RECEIVED if accepted else Message.Status.REJECTED
+    existing = Message.objects.filter(idempotency_key=msg.idempotency_key).values("id", "status").first()
+    if existing:
+        return Recorded(existing["id"], existing["status"], created=False)
+    try:
+        with transaction.atomic():
+            row = Message.objects.create(
+                idempotency_key=msg.idempotency_key,
+                user_id=user_id,
+                device_id=device_id,
+                status=status,
+                last_error=reason,
+                next_attempt_at=timezone.now() if accepted else None,
+                **_row_fields(msg),
+            )
+    except IntegrityError:  # another actor stored the same key just now
+        row = Message.objects.get(idempotency_key=msg.idempotency_key)
+        return Recorded(row.id, row.status, created=False)
+    log.info("message %s %s key=%s %s", row.id, status, mask_key(msg.idempotency_key), reason)
+    return Recorded(row.id, status, created=True, reason=reason)
+
+
+@dataclass(frozen=True)
+class ToRecord:
+    """One message for ``record_many``: who it is for and whether it was accepted."""
+
+    msg: CombinedMessage
+    user_id: int | None
+    device_id: int | None
+    accepted: bool
+    reason: str = ""
+
+
+def record_many(items: list[ToRecord]) -> list[Recorded]:
+    """``record`` for a batch, in one transaction (one commit, one fsync); results in the same order.
+
+    A key seen before (or twice in the batch) stores nothing new. If another transaction stores one of
+    the keys at the same moment (possible on PostgreSQL), the batch falls back to ``record`` one by one.
+    """
+    if not items:
+        return []
+    keys = {item.msg.idempotency_key for item in items}
+    try:
+        with transaction.atomic():
+            known = {
+                key: Recorded(mid, status, created=False)
+                for key, mid, status in Message.objects.filter(idempotency_key__in=keys).values_list(
+                    "idempotency_key", "id", "status"
+                )
+            }
+            fresh: dict[str, Message] = {}
+            for item in items:
+                key = item.msg.idempotency_key
+                if key not in known and key not in fresh:
+                    fresh[key] = _new_row(item)
+            Message.objects.bulk_create(list(fresh.values()))
+    except IntegrityError:
+        log.info("batch of %d raced another writer on a key; recording one by one", len(items))
+        return [_record_one(item) for item in items]
+    except ITEM_ERRORS as exc:  # one item the database refuses must not fail its neighbours
+        log.warning("batch of %d not stored (%s); recording one by one", len(items), type(exc).__name__)
+        return [_record_one(item) for item in items]
+    results = []
+    for item in items:
+        key = item.msg.idempotency_key
+        if key in known:
+            results.append(known[key])
+            continue
+        row = fresh[key]
+        known[key] = Recorded(row.id, row.status, created=False)
+        log.info("message %s %s key=%s %s", row.id, row.status, mask_key(key), item.reason)
+        results.append(Recorded(row.id, row.status, created=True, reason=item.reason))
+    return results
+
+
+# What one item's data can make a write raise (a value the column or the driver refuses). Anything else - the
+# database away, locked, out of connections - is the database's trouble: it is raised, and the caller answers
+# "try again later".
+ITEM_ERRORS = (DataError, ValueError)
+
+
+def _record_one(item: ToRecord) -> Recorded:
+    """``record`` for one item of a batch; an item that cannot be stored as it is becomes a dead letter."""
+    try:
+        return record(
+            item.msg, user_id=item.user_id, device_id=item.device_id, accepted=item.accepted, reason=item.reason
+        )
+    except ITEM_ERRORS as exc:
+        msg = item.msg
+        return record_dead_letter(
+            _fits_key(msg.idempotency_key),
+            sender=msg.sender,
+            raw=msg.text,
+            reason=f"could not be stored: {type(exc).__name__}: {str(exc)[:300]}",
+            device_id=item.device_id,
+            user_id=item.user_id,
+            direction=msg.direction,
+            protocol=msg.protocol,
+        )
+
+
+def _fits_key(key: str) -> str:
+    """The key as stored: itself when it fits the column, else a digest of it (stable, so a retry finds it)."""
+    if len(key) <= KEY_LENGTH and key.isascii():
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _new_row(item: ToRecord) -> Message:
+    now = timezone.now()
+    return Message(
+        idempotency_key=item.msg.idempotency_key,
+        user_id=item.user_id,
+        device_id=item.device_id,
+        status=Message.Status.RECEIVED if item.accepted else Message.Status.REJECTED,
+        last_error=item.reason,
+        next_attempt_at=now if item.accepted else None,
+        **_row_fields(item.msg),
+    )
+
+
+def record_dead_letter(
+    key: str,
+    *,
+    sender: str,
+    raw: str,
+    reason: str,
+    device_id: int | None = None,
+    user_id: int | None = None,
+    direction: Direction = Direction.FROM_DEVICE,
+    protocol: Protocol = Protocol.UNKNOWN,
+) -> Recorded:
+    """Store input that can never be delivered (an undecodable Hive packet, text the database refuses), so its
+    source can be acknowledged. Everything is stored in a form any database takes (ASCII escapes)."""
+    key = _fits_key(key)
+    existing = Message.objects.filter(idempotency_key=key).values("id", "status").first()
+    if existing:
+        return Recorded(existing["id"], existing["status"], created=False)
+    safe = CombinedMessage(
+        direction=direction,
+        protocol=protocol,
+        sender=_ascii(sender, 320),
+        recipient="",
+        text=raw if raw.isascii() and "\x00" not in raw else _ascii(raw, 20_000),
+        idempotency_key=key,
+    )
+    try:
+        row = Message.objects.create(
+            idempotency_key=key,
+            device_id=device_id,
+            user_id=user_id,
+            status=Message.Status.DEAD,
+            last_error=_ascii(reason, 2000),
+            error_history=[{"at": timezone.now().isoformat(), "error": _ascii(reason, 500)}],
+            **_row_fields(safe),
+        )
+    except IntegrityError:
+        row = Message.objects.get(idempotency_key=key)
+        return Recorded(row.id, row.status, created=False)
+    log.warning("message %s dead key=%s %s", row.id, mask_key(key), reason)
+    return Recorded(row.id, row.status, created=True, reason=reason)
+
+
+def _ascii(text: str, limit: int) -> str:
+    """``text`` with everything outside printable ASCII escaped (``\\x00``, ``\\udcff``), cut to ``limit``."""
+    escaped = text if text.isascii() and text.isprintable() else text.encode("ascii", "backslashreplace").decode()
+    return escaped.replace("\x00", "\\x00")[:limit]
+
+
+def claim(message_id: int, policy: RetryPolicy = DEFAULT_POLICY, now: datetime | None = None) -> Message | None:
+    """Take the lease on a due message; None if it is not due, final, or leased by another sender."""
+    rows = claim_many([message_id], policy, now)
+    return rows[0] if rows else None
+
+
+# What senders read of a claimed row (other fields load on first use): fewer columns, cheaper rows.
+CLAIMED_FIELDS = (
+    *("id", "direction", "protocol", "sender", "recipient", "subject", "text", "status", "attempts"),
+    *("idempotency_key", "remote_id", "lease_token", "user_id", "device_id", "created_at"),
+    *("user__id", "user__username", "user__twilio_number", "user__is_active"),
+    *("device__id", "device__device_id", "device__is_active"),
+)
+
+
+def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: datetime | None = None) -> list[Message]:
+    """Take the lease on those of ``ids`` that are due and free, in one write; returns them (by id).
+
+    The lease carries a fresh token, so the rows read back are exactly the ones this call won, even when
+    another sender claims some of the same ids at the same moment.
+    """
+    if not ids:
+        return []
+    now = now or timezone.now()
+    token = uuid.uuid4().hex
+    claimable = Q(status__in=DUE_STATUSES) | Q(status=Message.Status.SENDING, lease_until__lt=now)
+    updated = (
+        Message.objects.filter(claimable, id__in=ids)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now) | Q(status=Message.Status.SENDING))
+        .update(
+            status=Message.Status.SENDING,
+            lease_until=now + policy.lease,
+            lease_token=token,
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not updated:
+        return []
+    rows = list(
+        Message.objects.select_related("user", "device")
+        .only(*CLAIMED_FIELDS)
+        .filter(id__in=ids, lease_token=token)
+        .order_by("id")
+    )
+    for row in rows:
+        log.info("message %s sending attempt=%s", row.id, row.attempts)
+    return rows
+
+
+def _held(message_id: int, token: str):
+    """The row while the claim ``token`` still holds its lease: every outcome a sender records is fenced on
+    it, so a sender whose lease ran out (and whose message another sender re-claimed) changes nothing."""
+    return Message.objects.filter(id=message_id, status=Message.Status.SENDING, lease_token=token)
+
+
+def _lost_lease(message_id: int, outcome: str) -> str:
+    log.warning("message %s %s not recorded: its lease was lost to another sender", message_id, outcome)
+    return "stale"
+
+
+def save_progress(message_id: int, token: str, remote_id: str) -> bool:
+    """Record partial progress (e.g. packets already handed to the Hive) without ending the lease."""
+    return bool(_held(message_id, token).update(remote_id=remote_id[:255]))
+
+
+def renew_lease(ids: list[int], token: str, policy: RetryPolicy = DEFAULT_POLICY) -> set[int]:
+    """Extend the lease of those of ``ids`` this claim still holds; returns their ids (the rest were lost)."""
+    if not ids:
+        return set()
+    held = Message.objects.filter(id__in=ids, status=Message.Status.SENDING, lease_token=token)
+    held.update(lease_until=timezone.now() + policy.lease)
+    return set(held.values_list("id", flat=True))
+
+
+def mark_sent(message_id: int, token: str, remote_id: str) -> str:
+    return "sent" if mark_sent_many(token, [(message_id, remote_id)]) else _lost_lease(message_id, "sent")
+
+
+def mark_sent_many(token: str, sent: list[tuple[int, str]]) -> int:
+    """Record ``(message id, remote id)`` pairs of the claim ``token`` as sent, in one transaction (one
+    statement, many rows). Rows whose lease was lost are left alone. Returns how many were recorded."""
+    if not sent:
+        return 0
+    now = timezone.now()
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    table = connection.ops.quote_name(Message._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET status = %s, remote_id = %s, sent_at = %s, updated_at = %s, "
+        "lease_until = NULL, next_attempt_at = NULL, last_error = '' "
+        "WHERE id = %s AND status = %s AND lease_token = %s"
+    )
+    sending = Message.Status.SENDING.value
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            sql, [(Message.Status.SENT.value, rid[:255], stamp, stamp, mid, sending, token) for mid, rid in sent]
+        )
+        recorded = set(
+            Message.objects.filter(
+                id__in=[mid for mid, _ in sent], status=Message.Status.SENT, lease_token=token
+            ).values_list("id", flat=True)
+        )
+    for message_id, remote_id in sent:
+        if message_id in recorded:
+            log.info("message %s sent remote_id=%s", message_id, remote_id)
+        else:
+            _lost_lease(message_id, "sent")
+    return len(recorded)
+
+
+def _history(row: Message, error: str, now: datetime) -> list:
+    return (row.error_history or [])[-19:] + [{"at": now.isoformat(), "attempt": row.attempts, "error": error[:500]}]
+
+
+def mark_retry(
+    message_id: int,
+    token: str,
+    error: str,
+    *,
+    retry_after: float | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    now: datetime | None = None,
+) -> str:
+    """A temporary failure: back off and try again, or dead when out of attempts/age. Returns the new status
+    (``stale`` when the lease was lost: the sender that holds it now records the outcome)."""
+    now = now or timezone.now()
+    row = _held(message_id, token).only("attempts", "created_at", "error_history").first()
+    if row is None:
+        return _lost_lease(message_id, "failed")
+    too_old = now - row.created_at > policy.max_age
+    if row.attempts >= policy.max_attempts or too_old:
+        why = "too old" if too_old else f"{row.attempts} attempts"
+        return mark_dead(message_id, token, f"gave up after {why}: {error}", now=now)
+    delay = max(policy.delay(row.attempts), retry_after or 0.0)
+    updated = _held(message_id, token).update(
+        status=Message.Status.FAILED,
+        last_error=error[:2000],
+        error_history=_history(row, error, now),
+        next_attempt_at=now + timedelta(seconds=delay),
+        lease_until=None,
+    )
+    if not updated:
+        return _lost_lease(message_id, "failed")
+    log.info("message %s failed attempt=%s retry_in=%.1fs error=%s", message_id, row.attempts, delay, error[:200])
+    return Message.Status.FAILED
+
+
+def mark_dead(message_id: int, token: str, error: str, now: datetime | None = None) -> str:
+    now = now or timezone.now()
+    row = _held(message_id, token).only("attempts", "error_history").first()
+    updated = row is not None and _held(message_id, token).update(
+        status=Message.Status.DEAD,
+        last_error=error[:2000],
+        error_history=_history(row, error, now),
+        lease_until=None,
+        next_attempt_at=None,
+    )
+    if not updated:
+        return _lost_lease(message_id, "dead")
+    log.warning("message %s dead error=%s", message_id, error[:200])
+    return Message.Status.DEAD
+
+
+def due(
+    channel_direction: str,
+    channel_protocols: list[str],
+    *,
+    limit: int = 100,
+    now: datetime | None = None,
+    grace: timedelta = timedelta(seconds=5),
+) -> list[int]:
+    """Ids of messages this channel should (re)send now: due retries, stale fresh rows, expired leases.
+
+    Fresh ``received`` rows get a short grace period, since the intake's kick normally delivers them.
+    """
+    now = now or timezone.now()
+    query = Message.objects.filter(direction=channel_direction, protocol__in=channel_protocols).filter(
+        Q(status=Message.Status.RECEIVED, created_at__lte=now - grace)
+        | Q(status__in=(Message.Status.QUEUED, Message.Status.FAILED), next_attempt_at__lte=now)
+        | Q(status=Message.Status.SENDING, lease_until__lt=now)
+    )
+    return list(query.order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
+
+
+def count_this_month(user_id: int, now: datetime | None = None, *, direction: str | None = None) -> int:
+    """Messages stored (not refused) for ``user_id`` this calendar month; only ``direction`` when given."""
+    now = now or timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    query = Message.objects.filter(user_id=user_id, created_at__gte=start)
+    if direction is not None:
+        query = query.filter(direction=direction)
+    return query.exclude(status=Message.Status.REJECTED).count()
+
+
+def count_last_hour_from_device(device_pk: int, now: datetime | None = None) -> int:
+    """Messages from the device (its row id) stored, not refused, in the last hour: its outbound rate."""
+    since = (now or timezone.now()) - timedelta(hours=1)
+    return (
+        Message.objects.filter(device_id=device_pk, direction=Direction.FROM_DEVICE.value, created_at__gte=since)
+        .exclude(status=Message.Status.REJECTED)
+        .count()
+    )
+
+
+def count_last_hour_from_sender(user_id: int, sender: str, now: datetime | None = None) -> int:
+    """Messages from ``sender`` (any case) to the user's device stored, not refused, in the last hour."""
+    since = (now or timezone.now()) - timedelta(hours=1)
+    return (
+        Message.objects.filter(
+            user_id=user_id, direction=Direction.TO_DEVICE.value, sender__iexact=sender, created_at__gte=since
+        )
+        .exclude(status=Message.Status.REJECTED)
+        .count()
+    )

@@ -1,0 +1,191 @@
+"""Who is a message for, and may it pass? Pure decisions over plain data, no I/O.
+
+The user actor looks the facts up (user, device, blocked senders, the month's and the last hour's counts)
+and asks these functions; the mail server maps the verdicts onto SMTP replies.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from messaging.core.phones import parse_countries, sms_destination_refusal
+from messaging.core.types import CombinedMessage, Direction, Protocol
+
+
+class Verdict(enum.StrEnum):
+    ACCEPT = "accept"
+    UNKNOWN_RECIPIENT = "unknown_recipient"  # no such mailbox / number / device
+    INACTIVE_USER = "inactive_user"
+    NO_DEVICE = "no_device"  # user has no active device to deliver to
+    INACTIVE_DEVICE = "inactive_device"
+    BLOCKED_SENDER = "blocked_sender"
+    QUOTA_EXCEEDED = "quota_exceeded"  # the user's monthly quota of messages to the device
+    BAD_DESTINATION = "bad_destination"  # a device named an address we cannot send to
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    REFUSED_DESTINATION = "refused_destination"  # a device named a number we never text (toll fraud)
+    OUTBOUND_QUOTA_EXCEEDED = "outbound_quota_exceeded"  # the user's monthly quota of messages from the device
+    DEVICE_RATE_LIMITED = "device_rate_limited"  # the device sent DEVICE_OUTBOUND_PER_HOUR in the last hour
+    RATE_LIMITED = "rate_limited"  # temporary: this sender sent INBOUND_PER_SENDER_PER_HOUR to this user
+
+
+# Verdicts whose message is not stored at all: the sender is told to try again later (SMTP 4xx, HTTP 503),
+# so an honest sender's retry is stored once the hour has room again.
+NOT_STORED = frozenset({Verdict.RATE_LIMITED})
+
+
+# What the sending side is told (SMTP reply for email; the same words are stored as the reason).
+SMTP_REPLIES: dict[Verdict, tuple[int, str]] = {
+    Verdict.ACCEPT: (250, "2.0.0 OK"),
+    Verdict.UNKNOWN_RECIPIENT: (550, "5.1.1 No such mailbox here"),
+    Verdict.INACTIVE_USER: (550, "5.2.1 Mailbox disabled"),
+    Verdict.NO_DEVICE: (550, "5.2.1 Mailbox has no active device"),
+    Verdict.INACTIVE_DEVICE: (550, "5.2.1 Mailbox has no active device"),
+    Verdict.BLOCKED_SENDER: (550, "5.7.1 Sender refused by recipient"),
+    Verdict.QUOTA_EXCEEDED: (552, "5.2.2 Recipient's monthly message quota is used up"),
+    Verdict.BAD_DESTINATION: (550, "5.1.3 Bad destination address"),
+    Verdict.UNSUPPORTED_PROTOCOL: (550, "5.6.0 Unsupported protocol"),
+    # The next three only answer a device's own messages, never an SMTP client; the words are stored.
+    Verdict.REFUSED_DESTINATION: (550, "5.7.1 Destination number refused"),
+    Verdict.OUTBOUND_QUOTA_EXCEEDED: (552, "5.2.2 Monthly quota of messages from the device is used up"),
+    Verdict.DEVICE_RATE_LIMITED: (550, "5.7.1 Device is sending too many messages"),
+    Verdict.RATE_LIMITED: (451, "4.7.1 Too many messages from you to this mailbox; try again later"),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The operator's limits (from ``Config``). 0 turns an hourly limit off."""
+
+    sms_allowed_countries: frozenset[str] = frozenset({"US", "CA"})
+    device_outbound_per_hour: int = 0
+    inbound_per_sender_per_hour: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> Policy:
+        return cls(
+            sms_allowed_countries=parse_countries(config.sms_allowed_countries),
+            device_outbound_per_hour=config.device_outbound_per_hour,
+            inbound_per_sender_per_hour=config.inbound_per_sender_per_hour,
+        )
+
+    def hourly_limit(self, direction: Direction) -> int:
+        """The limit on ``last_hour`` for a message in this direction (0: none)."""
+        if direction is Direction.FROM_DEVICE:
+            return self.device_outbound_per_hour
+        return self.inbound_per_sender_per_hour
+
+
+DEFAULT_POLICY = Policy()  # the default countries, no hourly limits (pure callers and tests)
+
+
+@dataclass(frozen=True)
+class UserFacts:
+    id: int
+    username: str
+    is_active: bool
+    monthly_quota: int | None  # messages to the device per calendar month (None: unlimited)
+    twilio_number: str | None
+    inbound_this_month: int  # messages to the device stored (not refused) this month
+    blocked: frozenset[str]  # normalised addresses
+    monthly_outbound_quota: int | None = None  # messages from the device per calendar month (None: unlimited)
+    outbound_this_month: int = 0  # messages from the device stored (not refused) this month
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    id: int
+    device_id: int
+    is_active: bool
+
+
+def decide(
+    msg: CombinedMessage,
+    user: UserFacts | None,
+    device: DeviceFacts | None,
+    *,
+    destination_ok: bool = True,
+    policy: Policy = DEFAULT_POLICY,
+    last_hour: int = 0,
+) -> Verdict:
+    """May this message be accepted for this user and device?
+
+    ``device`` is the user's active device (to-device) or the sending device (from-device).
+    ``destination_ok`` says whether a from-device recipient is a deliverable address.
+    ``last_hour`` counts the messages stored (not refused) in the last hour from this message's sender to
+    this user (to-device), or from this device (from-device).
+
+    Each direction is judged on its own counts: however much arrives for a device, its own messages
+    (an SOS among them) are never refused for it.
+    """
+    if user is None:
+        return Verdict.UNKNOWN_RECIPIENT
+    if not user.is_active:
+        return Verdict.INACTIVE_USER
+    if msg.protocol not in (Protocol.EMAIL, Protocol.SMS):
+        return Verdict.UNSUPPORTED_PROTOCOL
+    if device is None:
+        return Verdict.NO_DEVICE
+    if not device.is_active:
+        return Verdict.INACTIVE_DEVICE
+    limit = policy.hourly_limit(msg.direction)
+    if msg.direction is Direction.TO_DEVICE:
+        # A block holds on the From and on the address sender authentication vouches for (the envelope sender
+        # unless DMARC passed): a blocked sender who forges another From is still caught by the envelope.
+        if any(address.lower() in user.blocked for address in (msg.sender, msg.match_sender) if address):
+            return Verdict.BLOCKED_SENDER
+        if user.monthly_quota is not None and user.inbound_this_month >= user.monthly_quota:
+            return Verdict.QUOTA_EXCEEDED
+        if limit and last_hour >= limit:
+            return Verdict.RATE_LIMITED
+        return Verdict.ACCEPT
+    if not destination_ok:
+        return Verdict.BAD_DESTINATION
+    if msg.protocol is Protocol.SMS:
+        if not user.twilio_number:
+            return Verdict.BAD_DESTINATION
+        if sms_destination_refusal(msg.recipient, policy.sms_allowed_countries) is not None:
+            return Verdict.REFUSED_DESTINATION
+    if user.monthly_outbound_quota is not None and user.outbound_this_month >= user.monthly_outbound_quota:
+        return Verdict.OUTBOUND_QUOTA_EXCEEDED
+    if limit and last_hour >= limit:
+        return Verdict.DEVICE_RATE_LIMITED
+    return Verdict.ACCEPT
+
+
+def refusal_reason(
+    verdict: Verdict,
+    msg: CombinedMessage,
+    user: UserFacts | None,
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    last_hour: int = 0,
+) -> str:
+    """What is stored (``last_error``) with a refused message: the verdict, and for the refusals of a
+    device's own messages a sentence its owner can read. Empty for an acceptance."""
+    if verdict is Verdict.ACCEPT:
+        return ""
+    if verdict is Verdict.REFUSED_DESTINATION:
+        why = sms_destination_refusal(msg.recipient, policy.sms_allowed_countries)
+        return f"{verdict.value}: {why}"
+    if verdict is Verdict.OUTBOUND_QUOTA_EXCEEDED and user is not None:
+        quota = user.monthly_outbound_quota
+        return f"{verdict.value}: not sent, this month's quota of {quota} messages from the device is used up"
+    if verdict is Verdict.DEVICE_RATE_LIMITED:
+        limit = policy.device_outbound_per_hour
+        return (
+            f"{verdict.value}: not sent, the device already sent {last_hour} messages in the last hour "
+            f"(limit {limit}, DEVICE_OUTBOUND_PER_HOUR)"
+        )
+    return verdict.value
+
+
+def outbound_channel(direction: Direction, protocol: Protocol) -> str:
+    """Which sender pool delivers a stored message: ``satellite``, ``mailout`` or ``sms``."""
+    if direction is Direction.TO_DEVICE:
+        return "satellite"
+    if protocol is Protocol.EMAIL:
+        return "mailout"
+    if protocol is Protocol.SMS:
+        return "sms"
+    raise ValueError(f"no channel for {direction.value} {protocol.name}")

@@ -1,0 +1,224 @@
+"""User actors: find the user and device of each message, decide, store, and hand it to a sender.
+
+``UserBase`` holds the logic and runs without Ray (unit tests call it directly); ``UserActor`` is the
+thin Ray shell. Sync on purpose: the Django ORM is sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import ray
+
+from messaging.core.redact import mask_address, mask_key
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.routing.decisions import (
+    NOT_STORED,
+    Policy,
+    Verdict,
+    decide,
+    outbound_channel,
+    refusal_reason,
+)
+from messaging.routing.directory import Directory, Found, count_keys
+from messaging.runtime import metrics
+from messaging.runtime.config import Config
+from messaging.runtime.djangoenv import ensure_django, refresh_connections
+from messaging.runtime.pool import NamedPool, stable_index
+
+log = logging.getLogger("messaging.routing.user_actor")
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    verdict: Verdict
+    message_id: int | None
+    created: bool
+
+    @property
+    def stored(self) -> bool:
+        """True when the message is durably recorded (accepted, rejected or duplicate). False for a temporary
+        refusal (``RATE_LIMITED``): nothing was stored, the sender must be told to try again later."""
+        return self.message_id is not None
+
+
+class UserBase:
+    def __init__(self, config: Config, pools: dict[str, NamedPool] | None = None):
+        ensure_django()
+        self.config = config
+        self.pools = pools or {}
+        self.policy = Policy.from_config(config)
+        self.directory = Directory(config.email_domain, ttl=config.user_cache_seconds, policy=self.policy)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.handled = 0
+
+    @staticmethod
+    def _normalise_destination(msg: CombinedMessage) -> tuple[CombinedMessage, bool]:
+        """For a device's message: the recipient in canonical form, and whether it is deliverable."""
+        from django.core.exceptions import ValidationError
+        from django.core.validators import validate_email
+
+        from messaging.core.phones import normalise_phone
+
+        if msg.direction is not Direction.FROM_DEVICE:
+            return msg, True
+        if msg.protocol is Protocol.SMS:
+            number = normalise_phone(msg.recipient)
+            return (dataclasses.replace(msg, recipient=number), True) if number else (msg, False)
+        try:
+            validate_email(msg.recipient)
+        except ValidationError:
+            return msg, False
+        return msg, True
+
+    def _decide(
+        self, msg: CombinedMessage, destination_ok: bool = True, pending: Counter | None = None
+    ) -> tuple[Verdict, Found]:
+        """The verdict for one message; a refusal is always decided on fresh facts, never on cached ones.
+        ``pending``: what this batch accepted so far (not stored yet), added to the counts."""
+
+        def verdict_on(found: Found) -> Verdict:
+            return decide(
+                msg,
+                found.user,
+                found.device,
+                destination_ok=destination_ok,
+                policy=self.policy,
+                last_hour=found.last_hour,
+            )
+
+        found = self.directory.find(msg, pending=pending)
+        verdict = verdict_on(found)
+        if verdict is not Verdict.ACCEPT and found.cached:
+            found = self.directory.find(msg, fresh=True, pending=pending)
+            verdict = verdict_on(found)
+        return verdict, found
+
+    # -- the actor's methods ---------------------------------------------------------------------
+    def check_recipient(self, address: str, sender: str) -> Verdict:
+        """For SMTP RCPT: would mail from ``sender`` to ``address`` be accepted (quota aside)? A sender over
+        its hourly limit for this mailbox hears ``RATE_LIMITED`` (a 4xx: try again later) already here."""
+        probe = CombinedMessage(
+            direction=Direction.TO_DEVICE,
+            protocol=Protocol.EMAIL,
+            sender=sender.lower(),
+            recipient=address,
+            text="",
+            idempotency_key="probe",
+        )
+        refresh_connections()
+        verdict, _ = self._decide(probe)
+        return Verdict.ACCEPT if verdict is Verdict.QUOTA_EXCEEDED else verdict
+
+    def intake(self, msg: CombinedMessage) -> IntakeResult:
+        """Decide and store one message (idempotent by key); kick its delivery. Returns once stored."""
+        return self.intake_many([msg])[0]
+
+    def intake_many(self, msgs: list[CombinedMessage]) -> list[IntakeResult]:
+        """Decide and store a batch in one transaction, in order; kick deliveries. Returns once stored."""
+        with self._lock:
+            self.in_flight += len(msgs)
+        try:
+            return self._intake_many(msgs)
+        finally:
+            with self._lock:
+                self.in_flight -= len(msgs)
+                self.handled += len(msgs)
+
+    def _intake_many(self, msgs: list[CombinedMessage]) -> list[IntakeResult]:
+        from messaging.outbox.store import ToRecord, record_many
+
+        refresh_connections()
+        decided: list[tuple[CombinedMessage, Verdict, Found]] = []
+        pending: Counter = Counter()  # counts of what this batch accepted, before it is stored
+        for original in msgs:
+            msg, destination_ok = self._normalise_destination(original)
+            verdict, found = self._decide(msg, destination_ok, pending)
+            if verdict is Verdict.ACCEPT:
+                pending.update(count_keys(msg, found.user, found.device))
+            decided.append((msg, verdict, found))
+        items = [
+            ToRecord(
+                msg,
+                user_id=found.user.id if found.user else None,
+                device_id=found.device.id if found.device else None,
+                accepted=verdict is Verdict.ACCEPT,
+                reason=refusal_reason(verdict, msg, found.user, policy=self.policy, last_hour=found.last_hour),
+            )
+            for msg, verdict, found in decided
+            if verdict not in NOT_STORED
+        ]
+        recs = iter(record_many(items))
+        kicks: dict[tuple[str, int], list[int]] = {}
+        results = []
+        for msg, verdict, found in decided:
+            if verdict in NOT_STORED:
+                metrics.count(msg.protocol.name.lower(), msg.direction.value, verdict.value)
+                log.info(
+                    "%s key=%s from %s to user %s not stored: %s (%d in the last hour), sender to retry later",
+                    msg.protocol.name.lower(),
+                    mask_key(msg.idempotency_key),
+                    mask_address(msg.sender),
+                    found.user.id if found.user else "?",
+                    verdict.value,
+                    found.last_hour,
+                )
+                results.append(IntakeResult(verdict=verdict, message_id=None, created=False))
+                continue
+            rec = next(recs)
+            accepted = verdict is Verdict.ACCEPT
+            outcome = "duplicate" if not rec.created else ("accepted" if accepted else "rejected")
+            metrics.count(msg.protocol.name.lower(), msg.direction.value, outcome)
+            if rec.created and accepted:
+                self.directory.accepted(msg, found.user, found.device)
+                channel = outbound_channel(msg.direction, msg.protocol)
+                pool = self.pools.get(channel)
+                if pool is not None:
+                    idx = stable_index(f"user:{found.user.id}", pool.size)
+                    kicks.setdefault((channel, idx), []).append(rec.message_id)
+            results.append(IntakeResult(verdict=verdict, message_id=rec.message_id, created=rec.created))
+        for (channel, idx), ids in kicks.items():
+            self.kick(channel, idx, ids)
+        return results
+
+    def kick(self, channel: str, idx: int, message_ids: list[int]) -> None:
+        """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
+        if not self.pools[channel].notify(idx, "deliver_many", message_ids):
+            log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
+
+    def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:
+        """Store an input that can never be delivered, so that its source may be acknowledged."""
+        from messaging.outbox.store import record_dead_letter
+        from web.accounts.models import Device
+
+        refresh_connections()
+        device = Device.objects.filter(device_id=device_id).first() if device_id is not None else None
+        rec = record_dead_letter(key, sender=sender, raw=raw, reason=reason, device_id=device.id if device else None)
+        if rec.created:
+            metrics.count("unknown", Direction.FROM_DEVICE.value, "dead")
+        return rec.message_id
+
+    def ping(self) -> str:
+        return "ok"
+
+    def stats(self) -> dict:
+        return {
+            "in_flight": self.in_flight,
+            "handled": self.handled,
+            "cache_hits": self.directory.hits,
+            "cache_misses": self.directory.misses,
+        }
+
+    def drain(self) -> dict:
+        """User actors have no intake of their own: drained when their callers are and in_flight is 0."""
+        return self.stats()
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3, max_concurrency=4)
+class UserActor(UserBase):
+    """Ray shell: intake is idempotent by key, so retried tasks store nothing twice."""

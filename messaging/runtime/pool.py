@@ -1,0 +1,147 @@
+"""Lazily named actor pools: members are named ``<kind>_<idx>`` and resolved on use.
+
+A pool never holds a member that is not up yet against anyone: it waits a bounded time for the
+name to appear, then raises ``PoolUnavailable``. When a member dies or is replaced under the same
+name, the cached handle is dropped and the name resolved again, so replacements are picked up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+log = logging.getLogger(__name__)
+
+# Errors after which the member is resolved again (it died, or is being replaced).
+MEMBER_GONE = (RayActorError, ActorUnavailableError)
+
+
+def stable_index(key: str, size: int) -> int:
+    """Sticky pool index for a routing key: the same key always lands on the same member."""
+    if size <= 0:
+        raise ValueError("pool size must be positive")
+    return zlib.crc32(key.encode("utf-8")) % size
+
+
+class PoolUnavailable(RuntimeError):
+    """No member of the pool answered in time."""
+
+
+def member_name(kind: str, idx: int) -> str:
+    return f"{kind}_{idx}"
+
+
+class NamedPool:
+    def __init__(self, kind: str, size: int, namespace: str, wait_timeout: float = 30.0):
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self.kind = kind
+        self.size = size
+        self.namespace = namespace
+        self.wait_timeout = wait_timeout
+        self._handles: dict[int, Any] = {}
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return f"NamedPool({self.kind!r}, size={self.size})"
+
+    def index_for(self, key: str) -> int:
+        return stable_index(key, self.size)
+
+    def round_robin(self) -> int:
+        self._next = (self._next + 1) % self.size
+        return self._next
+
+    def try_get(self, idx: int) -> Any | None:
+        """The member's handle if its name resolves now, else None (no waiting)."""
+        handle = self._handles.get(idx)
+        if handle is not None:
+            return handle
+        try:
+            handle = ray.get_actor(member_name(self.kind, idx), namespace=self.namespace)
+        except ValueError:
+            return None
+        self._handles[idx] = handle
+        return handle
+
+    def forget(self, idx: int) -> None:
+        self._handles.pop(idx, None)
+
+    def get(self, idx: int) -> Any:
+        """The member's handle, waiting up to ``wait_timeout`` for it to appear."""
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.05
+        while (handle := self.try_get(idx)) is None:
+            if time.monotonic() >= deadline:
+                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not come up in {self.wait_timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return handle
+
+    async def aget(self, idx: int) -> Any:
+        deadline = time.monotonic() + self.wait_timeout
+        delay = 0.05
+        while (handle := self.try_get(idx)) is None:
+            if time.monotonic() >= deadline:
+                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not come up in {self.wait_timeout:.0f}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return handle
+
+    async def acall(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` on member ``idx`` and await the result.
+
+        If the member is gone (died, being replaced) the name is resolved again and the call made
+        once more, within the overall ``timeout``. Callers must only use this for idempotent methods.
+        """
+        deadline = time.monotonic() + (timeout if timeout is not None else self.wait_timeout)
+        while True:
+            handle = await self.aget(idx)
+            remaining = deadline - time.monotonic()
+            try:
+                ref = getattr(handle, method).remote(*args)
+                return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=max(remaining, 0.01))
+            except MEMBER_GONE as exc:
+                self.forget(idx)
+                if time.monotonic() >= deadline:
+                    raise PoolUnavailable(f"{member_name(self.kind, idx)} unavailable: {exc}") from exc
+                log.info("pool %s: member %d gone, resolving again", self.kind, idx)
+                await asyncio.sleep(0.1)
+            except TimeoutError as exc:
+                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
+
+    def call(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Synchronous twin of ``acall`` (for sync actors and management commands)."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.wait_timeout)
+        while True:
+            handle = self.get(idx)
+            try:
+                return ray.get(getattr(handle, method).remote(*args), timeout=max(deadline - time.monotonic(), 0.01))
+            except MEMBER_GONE as exc:
+                self.forget(idx)
+                if time.monotonic() >= deadline:
+                    raise PoolUnavailable(f"{member_name(self.kind, idx)} unavailable: {exc}") from exc
+                time.sleep(0.1)
+            except GetTimeoutError as exc:
+                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
+
+    def notify(self, idx: int, method: str, *args: Any) -> bool:
+        """Fire-and-forget: start ``method`` on the member if it is up now. False if it is not.
+
+        Used for delivery kicks: the outbox sweep covers anything a kick misses.
+        """
+        handle = self.try_get(idx)
+        if handle is None:
+            return False
+        try:
+            getattr(handle, method).remote(*args)
+        except MEMBER_GONE:
+            self.forget(idx)
+            return False
+        return True

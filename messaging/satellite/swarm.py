@@ -1,0 +1,368 @@
+"""Synchronous client for the Swarm Hive HTTP API (the satellite side of the backend).
+
+Wire format (base URL is ``SWARM_HIVE_URL``, e.g. ``https://bumblebee.hive.swarm.space/hive``):
+
+* ``POST {base}/login`` form ``username``, ``password`` -> session cookie (``JSESSIONID``).
+* ``GET {base}/api/v1/messages?count=N&status=0`` -> JSON list of device->cloud packets not yet acked.
+* ``POST {base}/api/v1/messages/rxack/{packetId}`` -> ``{"packetId": id, "status": "OK"}``.
+* ``POST {base}/api/v1/messages`` JSON ``{deviceType, deviceId, userApplicationId, data}``
+  -> ``{"packetId": id, "status": "OK"}``.
+
+The client logs in lazily and, when a call answers 401 (or redirects to the login page), logs in
+again once and retries that call. Failures are mapped to :mod:`messaging.core.errors`:
+timeouts, connection errors, 5xx, 408 and 429 are temporary (``retry_after`` from ``Retry-After``);
+other 4xx are permanent; a refused login raises :class:`HiveAuthError`. Delivery is at least once:
+a send that timed out may have been accepted, so a retry can duplicate it.
+
+It is deliberately synchronous; async callers use ``asyncio.to_thread``. It never logs the password
+or the session cookie.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import requests
+
+from messaging.core.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
+from messaging.runtime.config import Config
+
+logger = logging.getLogger(__name__)
+
+MAX_DATA_BYTES = 192  # the Hive rejects larger user payloads
+DIRECTION_FROM_DEVICE = 1
+STATUS_NEW = 0
+STATUS_ACKED = 1
+_RELOGIN_STATUSES = frozenset({301, 302, 303, 307, 308, 401})
+_MAX_ERROR_TEXT = 300
+
+
+class HiveAuthError(PermanentDeliveryError):
+    """The Hive refused our login: wrong username/password or a disabled account."""
+
+
+# attribute name -> JSON key on the wire
+_WIRE_NAMES = {
+    "packet_id": "packetId",
+    "message_id": "messageId",
+    "device_type": "deviceType",
+    "device_id": "deviceId",
+    "direction": "direction",
+    "data_type": "dataType",
+    "user_application_id": "userApplicationId",
+    "organization_id": "organizationId",
+    "len": "len",
+    "data": "data",
+    "ack_packet_id": "ackPacketId",
+    "status": "status",
+    "hive_rx_time": "hiveRxTime",
+}
+_REQUIRED = ("packet_id", "device_id", "data")
+
+
+def _as_int(key: str, value: Any) -> int:
+    """A JSON number or digit string as int; anything else is a ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"{key}: expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"{key}: expected an integer, got {type(value).__name__}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HivePacket:
+    """One packet as the Hive reports it. ``data`` is the base64 payload, left opaque here."""
+
+    packet_id: int
+    message_id: int = 0
+    device_type: int = 0
+    device_id: int
+    direction: int = DIRECTION_FROM_DEVICE
+    data_type: int = 0
+    user_application_id: int = 0
+    organization_id: int = 0
+    len: int = 0
+    data: str
+    ack_packet_id: int = 0
+    status: int = STATUS_NEW
+    hive_rx_time: str = ""
+
+    @classmethod
+    def from_json(cls, d: Any) -> HivePacket:
+        """Build from a Hive JSON object; extra keys are ignored, missing ids/data raise ValueError."""
+        if not isinstance(d, dict):
+            raise ValueError(f"packet: expected a JSON object, got {type(d).__name__}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = _WIRE_NAMES[f.name]
+            raw = d.get(key)
+            if raw is None:
+                if f.name in _REQUIRED:
+                    raise ValueError(f"packet: missing {key}")
+                continue
+            if f.name in ("data", "hive_rx_time"):
+                if not isinstance(raw, str):
+                    raise ValueError(f"{key}: expected a string, got {type(raw).__name__}")
+                values[f.name] = raw
+            else:
+                values[f.name] = _as_int(key, raw)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The packet in the Hive's JSON shape."""
+        return {_WIRE_NAMES[f.name]: getattr(self, f.name) for f in fields(self)}
+
+    def payload(self) -> bytes:
+        """The decoded payload; ValueError if ``data`` is not valid base64."""
+        try:
+            return base64.b64decode(self.data, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"packet {self.packet_id}: data is not base64") from exc
+
+    def rx_timestamp(self) -> float | None:
+        """``hiveRxTime`` as a POSIX timestamp, or None when absent or unparseable."""
+        if not self.hive_rx_time:
+            return None
+        try:
+            return datetime.fromisoformat(self.hive_rx_time).timestamp()
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class MalformedPacket:
+    """An item of a Hive answer that is not a packet we can read: its raw JSON, why, and its packet id when
+    that at least is readable (then it can be acked)."""
+
+    packet_id: int | None
+    device_id: int | None
+    raw: str
+    reason: str
+
+    @classmethod
+    def of(cls, item: Any, reason: str) -> MalformedPacket:
+        ids = {}
+        for key in ("packetId", "deviceId"):
+            try:
+                ids[key] = _as_int(key, item.get(key)) if isinstance(item, dict) else None
+            except ValueError:
+                ids[key] = None
+        raw = json.dumps(item, sort_keys=True, ensure_ascii=True, default=str)[:20_000]
+        return cls(packet_id=ids["packetId"], device_id=ids["deviceId"], raw=raw, reason=reason)
+
+    def key(self) -> str:
+        """The dead letter's idempotency key: the packet's, or a digest of the item when it has no usable id."""
+        if self.packet_id is not None:
+            return f"hive:{self.packet_id}"
+        return "hive-malformed:" + hashlib.sha256(self.raw.encode()).hexdigest()
+
+
+def hive_error_message(text: str) -> str:
+    """The human-readable reason from a Hive error body (JSON ``message``/``error`` or raw text)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail", "status"):
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:_MAX_ERROR_TEXT]
+    return " ".join(text.split())[:_MAX_ERROR_TEXT] or "(empty body)"
+
+
+def error_for_response(
+    op: str, status: int, text: str, retry_after: str | None = None, now: float | None = None
+) -> DeliveryError:
+    """Map a non-2xx Hive answer to a temporary or permanent delivery error."""
+    reason = hive_error_message(text)
+    message = f"hive {op}: HTTP {status}: {reason}"
+    if status in (401, 408, 429) or status >= 500 or status < 400:
+        return TemporaryDeliveryError(message, retry_after=parse_retry_after(retry_after, now))
+    return PermanentDeliveryError(message)
+
+
+def check_send_data(data_b64: str) -> int:
+    """Decoded size of an outgoing payload; PermanentDeliveryError if not base64 or too large."""
+    try:
+        size = len(base64.b64decode(data_b64, validate=True))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise PermanentDeliveryError("hive send: data is not valid base64") from exc
+    if size == 0:
+        raise PermanentDeliveryError("hive send: empty payload")
+    if size > MAX_DATA_BYTES:
+        raise PermanentDeliveryError(f"hive send: payload is {size} bytes, the limit is {MAX_DATA_BYTES}")
+    return size
+
+
+def _json_body(resp: requests.Response, op: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise TemporaryDeliveryError(f"hive {op}: HTTP {resp.status_code} with a non-JSON body") from exc
+
+
+class HiveClient:
+    """Session-based client for one Hive account. Safe to share between threads."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 15) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["Accept"] = "application/json"
+        # Proxy and CA settings from the environment, read once here rather than on every request.
+        self._session.trust_env = False
+        self._session.proxies.update(requests.utils.get_environ_proxies(self._base_url))
+        if bundle := os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+            self._session.verify = bundle
+        self._login_lock = threading.Lock()
+        self._generation = 0  # bumped on every successful login
+
+    @classmethod
+    def from_config(cls, config: Config, timeout: float = 15) -> HiveClient:
+        """A client for ``SWARM_HIVE_URL`` / ``SWARM_USERNAME`` / ``SWARM_PASSWORD``."""
+        return cls(config.swarm_hive_url, config.swarm_username, config.swarm_password, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"HiveClient({self._base_url!r}, user={self._username!r})"
+
+    def __enter__(self) -> HiveClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._session.close()
+
+    def login(self) -> None:
+        """Log in now (normally lazy). HiveAuthError if refused, TemporaryDeliveryError if unreachable."""
+        with self._login_lock:
+            self._login_locked()
+
+    def fetch(self, count: int = 100) -> list[HivePacket]:
+        """Device->cloud packets not yet acked (at most ``count``); malformed ones are left out (see fetch_batch)."""
+        return self.fetch_batch(count)[0]
+
+    def fetch_batch(self, count: int = 100) -> tuple[list[HivePacket], list[MalformedPacket]]:
+        """Device->cloud packets not yet acked (at most ``count``), and the items among them that are not
+        packets we can read (kept, so the caller can store them as dead letters and ack them)."""
+        resp = self._call("fetch", "GET", "/api/v1/messages", params={"count": count, "status": STATUS_NEW})
+        items = _json_body(resp, "fetch")
+        if not isinstance(items, list):
+            raise TemporaryDeliveryError(f"hive fetch: expected a JSON list, got {type(items).__name__}")
+        packets, malformed = [], []
+        for item in items:
+            try:
+                packet = HivePacket.from_json(item)
+            except ValueError as exc:
+                bad = MalformedPacket.of(item, str(exc))
+                logger.error("hive packet malformed packet_id=%s: %s", bad.packet_id, exc)
+                malformed.append(bad)
+                continue
+            logger.debug(
+                "hive packet fetched packet_id=%d message_id=%d device_id=%d len=%d",
+                packet.packet_id,
+                packet.message_id,
+                packet.device_id,
+                packet.len,
+            )
+            packets.append(packet)
+        return packets, malformed
+
+    def ack(self, packet_id: int) -> None:
+        """Acknowledge a fetched packet so the Hive stops returning it."""
+        self._call("ack", "POST", f"/api/v1/messages/rxack/{int(packet_id)}")
+        logger.info("hive packet acked packet_id=%d", packet_id)
+
+    def send(self, *, device_type: int, device_id: int, user_application_id: int, data_b64: str) -> int:
+        """Queue a cloud->device packet; returns the Hive packetId."""
+        check_send_data(data_b64)
+        body = {
+            "deviceType": int(device_type),
+            "deviceId": int(device_id),
+            "userApplicationId": int(user_application_id),
+            "data": data_b64,
+        }
+        try:
+            resp = self._call("send", "POST", "/api/v1/messages", json=body)
+        except PermanentDeliveryError as exc:
+            logger.warning("hive send rejected device_id=%d: %s", device_id, exc)
+            raise
+        answer = _json_body(resp, "send")
+        try:
+            packet_id = _as_int("packetId", answer.get("packetId") if isinstance(answer, dict) else None)
+        except ValueError as exc:
+            raise TemporaryDeliveryError(f"hive send: answer has no packetId: {answer!r:.200}") from exc
+        logger.debug("hive packet sent packet_id=%d device_id=%d", packet_id, device_id)  # the message's line says
+        return packet_id
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self._base_url + path
+
+    def _login_locked(self) -> None:
+        self._session.cookies.clear()
+        form = {"username": self._username, "password": self._password}
+        try:
+            resp = self._session.post(self._url("/login"), data=form, timeout=self._timeout)
+        except requests.RequestException as exc:
+            raise TemporaryDeliveryError(f"hive login: {type(exc).__name__}: {exc}") from exc
+        status = resp.status_code
+        if 200 <= status < 300:
+            self._generation += 1
+            logger.info("hive login ok user=%s", self._username)
+            return
+        error = error_for_response("login", status, resp.text, resp.headers.get("Retry-After"))
+        if isinstance(error, TemporaryDeliveryError) and status != 401:
+            raise error
+        logger.error("hive login refused user=%s status=%d", self._username, status)
+        raise HiveAuthError(f"hive login refused for user {self._username!r}: HTTP {status}")
+
+    def _session_generation(self) -> int:
+        with self._login_lock:
+            if self._generation == 0:
+                self._login_locked()
+            return self._generation
+
+    def _relogin(self, stale_generation: int) -> None:
+        with self._login_lock:
+            if self._generation == stale_generation:  # nobody else has renewed it meanwhile
+                self._login_locked()
+
+    def _send_once(self, op: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(
+                method, self._url(path), timeout=self._timeout, allow_redirects=False, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise TemporaryDeliveryError(f"hive {op}: {type(exc).__name__}: {exc}") from exc
+
+    def _call(self, op: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One API call with lazy login and a single re-login when the session has expired."""
+        generation = self._session_generation()
+        resp = self._send_once(op, method, path, **kwargs)
+        if resp.status_code in _RELOGIN_STATUSES:
+            logger.info("hive session expired during %s (HTTP %d), logging in again", op, resp.status_code)
+            self._relogin(generation)
+            resp = self._send_once(op, method, path, **kwargs)
+        if 200 <= resp.status_code < 300:
+            return resp
+        raise error_for_response(op, resp.status_code, resp.text, resp.headers.get("Retry-After"))
