@@ -1,9 +1,9 @@
 """Packet codec for the device wire format (proto/MessageDataPB.proto). Pure functions, no I/O.
 
-* Decoding: a Hive packet (base64 of a ``MessageDataPB`` sent by a device) becomes one
-  :class:`CombinedMessage` per ``Message`` inside it, or a specific :class:`PacketDecodeError`.
+* Decoding: a packet from a device (a ``MessageDataPB``, whichever satellite network carried it) becomes
+  one :class:`CombinedMessage` per ``Message`` inside it, or a specific :class:`PacketDecodeError`.
 * Encoding: :func:`fit_packets` cuts a message for a device into complete ``MessageDataPB``
-  packets of at most ``limit`` bytes each (Swarm packets carry 192 bytes).
+  packets of at most ``limit`` bytes each (the network's packet budget: Swarm packets carry 192 bytes).
 
 Text handling: Python strings may hold surrogate code points, which are not valid UTF-8 and
 cannot go into a protobuf string. :func:`clean_text` joins valid surrogate pairs into the
@@ -14,8 +14,6 @@ decoder keeps such messages and replaces the bad bytes with U+FFFD rather than d
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 import unicodedata
 from collections.abc import Iterable
@@ -28,7 +26,6 @@ from messaging.core.types import CombinedMessage, Direction, Protocol, storable_
 from messaging.core.types import utf8_text as clean_text
 
 WIRE_VERSION = 1
-SWARM_PACKET_LIMIT = 192
 TRIM_MARKER = " [...]"
 DELIVERABLE_PROTOCOLS = frozenset({Protocol.EMAIL, Protocol.SMS})
 # A split prefers to end after whitespace found within this many code points of the hard cut.
@@ -50,8 +47,8 @@ class PacketDecodeError(ValueError):
         super().__init__(f"{where}: {self.reason}: {detail}")
 
 
-class BadBase64(PacketDecodeError):
-    reason = "invalid base64"
+class BadPayloadEncoding(PacketDecodeError):
+    reason = "payload not in the encoding its network uses"
 
 
 class BadProtobuf(PacketDecodeError):
@@ -111,22 +108,16 @@ def decode_device_payload(data: bytes, *, packet_id: int | None = None) -> Messa
     raise MissingRequiredField(", ".join(missing), packet_id=packet_id)
 
 
-def _decode_base64(data_b64: str, packet_id: int) -> bytes:
-    try:
-        return base64.b64decode(data_b64, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadBase64(f"{exc} (length {len(data_b64)})", packet_id=packet_id) from exc
-
-
-def decode_hive_packet(
-    data_b64: str, *, device_id: int, packet_id: int, received_at: float | None = None
+def decode_from_device(
+    payload: bytes, *, device_id: int, packet_id: int, key: str, received_at: float | None = None
 ) -> list[CombinedMessage]:
-    """Turn one Hive packet from a device into one FROM_DEVICE message per ``Message`` it holds.
+    """Turn one packet from a device (its payload bytes, from any satellite network) into one FROM_DEVICE
+    message per ``Message`` it holds; message ``i`` has the idempotency key ``<key>:<i>``.
 
     All or nothing: any bad message makes the whole packet raise a :class:`PacketDecodeError`
     subclass, so the caller can keep the raw packet instead of half of it.
     """
-    packet = decode_device_payload(_decode_base64(data_b64, packet_id), packet_id=packet_id)
+    packet = decode_device_payload(payload, packet_id=packet_id)
     if not packet.from_device:
         raise NotFromDevice(f"device {device_id}", packet_id=packet_id)
     if not packet.message:
@@ -147,7 +138,7 @@ def decode_hive_packet(
                 sender=f"device:{device_id}",
                 recipient=recipient,
                 text=_as_text(message.text),
-                idempotency_key=f"hive:{packet_id}:{index}",
+                idempotency_key=f"{key}:{index}",
                 device_id=device_id,
                 external_id=str(packet_id),
                 received_at=when,
@@ -296,9 +287,7 @@ def _fit_texts(text: str, *, capacity: int, max_packets: int = 4) -> list[str]:
     return _with_markers(bodies)
 
 
-def fit_packets(
-    text: str, *, to: str, protocol: Protocol, max_packets: int = 4, limit: int = SWARM_PACKET_LIMIT
-) -> list[bytes]:
+def fit_packets(text: str, *, to: str, protocol: Protocol, limit: int, max_packets: int = 4) -> list[bytes]:
     """Serialized to-device ``MessageDataPB`` packets (each <= ``limit`` bytes) carrying ``text``.
 
     ``to`` is who the message is from (the address the device replies to). If ``to`` is so long
@@ -325,11 +314,3 @@ def fit_packets(
     if oversize:  # a bug guard: sizes are computed above, this must never happen
         raise AssertionError(f"packet of {oversize[0]} bytes exceeds limit {limit}")
     return packets
-
-
-def encode_to_device_b64(
-    text: str, *, to: str, protocol: Protocol, max_packets: int = 4, limit: int = SWARM_PACKET_LIMIT
-) -> list[str]:
-    """:func:`fit_packets`, base64-encoded: the ``data`` of each Hive POST, in order."""
-    packets = fit_packets(text, to=to, protocol=protocol, max_packets=max_packets, limit=limit)
-    return [base64.b64encode(packet).decode("ascii") for packet in packets]

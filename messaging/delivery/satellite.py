@@ -1,8 +1,9 @@
-"""Satellite actors: poll the Swarm Hive for device packets, and send packets to devices.
+"""Satellite actors: poll the satellite networks for device packets, and send packets to devices.
 
-``SatelliteBase`` is the logic (sync Hive client, sync outbox); ``SatelliteActor`` is the async Ray
-shell that runs the poll loop and deliveries in threads. Device packets are acknowledged (rxack) only
-after every message in them is stored.
+``SatelliteBase`` is the logic (sync network clients, sync outbox); ``SatelliteActor`` is the async Ray
+shell that runs the poll loop and deliveries in threads. Device packets are acknowledged (e.g. Swarm's
+rxack) only after every message in them is stored. Which network does what is behind
+messaging/satellite/transport.py; nothing here is specific to one.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import time
 
 import ray
 
+from messaging.core.codec import fit_packets
+from messaging.core.errors import LeaseLost, PermanentDeliveryError
 from messaging.core.types import Protocol
 from messaging.delivery.base import SenderBase, SenderShell
 from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
-from messaging.satellite.swarm import HiveClient
+from messaging.satellite.networks import DEFAULT_NETWORK, connect
+from messaging.satellite.transport import SatelliteNetwork
 
 log = logging.getLogger("messaging.delivery.satellite")
 
@@ -43,35 +47,35 @@ class SatelliteBase(SenderBase):
     direction = "to_device"
     protocols = ("email", "sms")
 
-    def __init__(self, config: Config, hive: HiveClient | None = None, policy=None):
+    def __init__(self, config: Config, networks: dict[str, SatelliteNetwork] | None = None, policy=None):
         super().__init__(config, policy)
-        self.hive = hive or HiveClient.from_config(config)
+        self.networks = networks or connect(config)
 
-    def packets_for(self, row) -> list[str]:
-        """The base64 packets that carry this message to its device (fitted to the Swarm limit)."""
-        from messaging.core.codec import encode_to_device_b64
+    def network_of(self, device) -> SatelliteNetwork:
+        """The network a device is on."""
+        return self.networks[DEFAULT_NETWORK]
 
-        return encode_to_device_b64(
-            row.text, to=row.sender, protocol=PROTOCOLS[row.protocol], max_packets=self.config.max_packets
+    def packets_for(self, row, network: SatelliteNetwork) -> list[bytes]:
+        """The packets that carry this message to its device, fitted to its network's packet budget."""
+        return fit_packets(
+            row.text,
+            to=row.sender,
+            protocol=PROTOCOLS[row.protocol],
+            max_packets=self.config.max_packets,
+            limit=network.packet_budget,
         )
 
     def send(self, row) -> str:
         """Send each packet once; progress is saved so a retry resumes after the last packet sent."""
-        from messaging.core.errors import LeaseLost, PermanentDeliveryError
-        from messaging.outbox.store import save_progress
+        from messaging.outbox.store import save_progress  # Django models: loaded once the worker set Django up
 
         if row.device is None or not row.device.is_active:
             raise PermanentDeliveryError("the user has no active device")
-        packets = self.packets_for(row)
+        network = self.network_of(row.device)
+        packets = self.packets_for(row, network)
         sent = [p for p in row.remote_id.split(",") if p]
-        for data in packets[len(sent) :]:
-            packet_id = self.hive.send(
-                device_type=self.config.swarm_device_type,
-                device_id=row.device.device_id,
-                user_application_id=self.config.swarm_user_application_id,
-                data_b64=data,
-            )
-            sent.append(str(packet_id))
+        for payload in packets[len(sent) :]:
+            sent.append(network.send(row.device.device_id, payload))
             if len(sent) < len(packets) and not save_progress(row.id, row.lease_token, ",".join(sent)):
                 raise LeaseLost(f"message {row.id}: lease lost after packet {len(sent)} of {len(packets)}")
         return ",".join(sent)
@@ -86,7 +90,7 @@ class SatelliteActor(SenderShell):
         self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
         self.index = index
         self.poll = poll
-        self._first_seen: dict[int, float] = {}
+        self._first_seen: dict[str, dict[int, float]] = {}  # per network: packet id -> when first fetched
         self.full_batch = False
         self._poller: asyncio.Task | None = None
         self.polled = 0
@@ -113,17 +117,26 @@ class SatelliteActor(SenderShell):
             self.polling = False
 
     async def _poll_batch(self) -> int:
-        """One batch: this member's share of the pending packets, stored (each device's in order), then acked."""
-        packets, malformed = await asyncio.to_thread(self.base.hive.fetch_batch, self.config.swarm_poll_count)
-        self.full_batch = len(packets) + len(malformed) >= self.config.swarm_poll_count
+        """One batch from each polled network: this member's share of the pending packets, stored (each device's
+        in order), then acked."""
+        polled = [network for network in self.base.networks.values() if network.polled]
+        acked = await asyncio.gather(*(self._poll_network(network) for network in polled))
+        self.full_batch = any(full for _, full in acked)
+        return sum(count for count, _ in acked)
+
+    async def _poll_network(self, network: SatelliteNetwork) -> tuple[int, bool]:
+        """One batch from one network: packets acked, and whether the batch was full."""
+        packets, malformed = await asyncio.to_thread(network.fetch_batch, self.config.swarm_poll_count)
+        full = len(packets) + len(malformed) >= self.config.swarm_poll_count
         now = time.monotonic()
         ids = [p.packet_id for p in packets] + [m.packet_id for m in malformed if m.packet_id is not None]
-        self._first_seen = {i: self._first_seen.get(i, now) for i in ids}
+        seen = self._first_seen.get(network.name, {})
+        seen = self._first_seen[network.name] = {i: seen.get(i, now) for i in ids}
 
         def mine(packet_id: int | None) -> bool:
             if packet_id is None:  # no id to share by: the first poller stores it
                 return self.index == 0
-            return takes_packet(packet_id, self.index, self.config.pool_size, now - self._first_seen[packet_id])
+            return takes_packet(packet_id, self.index, self.config.pool_size, now - seen[packet_id])
 
         share = [p for p in packets if mine(p.packet_id)]
         groups = list(by_device(share).values())
@@ -139,21 +152,21 @@ class SatelliteActor(SenderShell):
         async def ack(packet_id: int) -> bool:
             async with limit:
                 try:
-                    await asyncio.to_thread(self.base.hive.ack, packet_id)
+                    await asyncio.to_thread(network.ack, packet_id)
                 except Exception as exc:  # stored already: the next poll sees it again and acks it then
                     log.warning("packet %s stored but not acked (%s); acking it next poll", packet_id, exc)
                     return False
-            return True  # (the Hive client logs the ack)
+            return True  # (the network's client logs the ack)
 
         acked = sum(await asyncio.gather(*(ack(p) for p in acks)))
         self.polled += acked
-        return acked
+        return acked, full
 
     async def _store(self, packets: list) -> list:
         """Store one device's packets in order; the packets that may be acked (up to the first that could not)."""
         try:
             safe = await intake_device_packets(packets, self.users, self.store, timeout=self.config.smtp_store_timeout)
-        except Exception as exc:  # pool down, database trouble: the packets stay at the Hive for the next poll
+        except Exception as exc:  # pool down, database trouble: the packets stay at their network for the next poll
             log.warning("device %s: %d packets not stored (%s)", packets[0].device_id, len(packets), exc)
             return []
         ok = []
@@ -169,7 +182,7 @@ class SatelliteActor(SenderShell):
             try:
                 got = await self.poll_once()
                 delay = 0 if (got and self.full_batch) else self.config.swarm_poll_interval
-            except Exception as exc:  # Hive down, auth trouble: keep polling, with backoff
-                log.warning("hive poll failed: %s", exc)
+            except Exception as exc:  # network down, auth trouble: keep polling, with backoff
+                log.warning("satellite poll failed: %s", exc)
                 delay = min(max(delay * 2, 1.0), 300.0)
             await asyncio.sleep(delay)

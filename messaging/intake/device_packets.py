@@ -1,6 +1,7 @@
-"""Turning Hive packets into stored messages: shared by the satellite poll and the /swarm webhook.
+"""Turning device packets from any satellite network into stored messages: shared by the satellite poll and
+the push webhooks.
 
-A packet may be acknowledged to the Hive only when this says so: every message in it is stored, or the
+A packet may be acknowledged to its network only when this says so: every message in it is stored, or the
 packet is stored as a dead letter because it can never be decoded.
 """
 
@@ -9,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from messaging.core.codec import PacketDecodeError, decode_hive_packet
+from messaging.core.codec import PacketDecodeError
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.pool import NamedPool
-from messaging.satellite.swarm import HivePacket, MalformedPacket
+from messaging.satellite.transport import DevicePacket, MalformedItem
 
 log = logging.getLogger("messaging.intake.device_packets")
 
 
 async def intake_device_packets(
-    packets: list[HivePacket], users: NamedPool, store: CallBatcher, *, timeout: float = 20.0
+    packets: list[DevicePacket], users: NamedPool, store: CallBatcher, *, timeout: float = 20.0
 ) -> list[bool]:
     """Store the messages of one device's packets, in order, through its user actor (one call when the
     batcher can). Returns, per packet, whether it is safe to ack; raises when nothing could be stored."""
@@ -31,13 +32,13 @@ async def intake_device_packets(
     messages, owners = [], []
     for n, packet in enumerate(packets):
         try:
-            decoded = decode_hive_packet(packet.data, device_id=packet.device_id, packet_id=packet.packet_id)
+            decoded = packet.messages()
         except PacketDecodeError as exc:
             log.warning("packet %s from device %s undecodable: %s", packet.packet_id, device_id, exc)
             await users.acall(
                 idx,
                 "dead_letter",
-                f"hive:{packet.packet_id}",
+                packet.key,
                 f"device:{device_id}",
                 packet.data,
                 f"undecodable packet: {exc}",
@@ -61,24 +62,24 @@ async def intake_device_packets(
     return safe
 
 
-async def dead_letter_malformed(items: list[MalformedPacket], users: NamedPool, *, timeout: float = 20.0) -> list[int]:
-    """Store Hive items that are not readable packets as dead letters, each on its own (one failing never
-    holds back another). Returns the packet ids now safe to ack (items without a usable id cannot be acked:
-    the Hive shows them again, and storing them again stores nothing new)."""
+async def dead_letter_malformed(items: list[MalformedItem], users: NamedPool, *, timeout: float = 20.0) -> list[int]:
+    """Store items a network handed over that are not readable packets as dead letters, each on its own (one
+    failing never holds back another). Returns the packet ids now safe to ack (items without a usable id cannot
+    be acked: the network hands them over again, and storing them again stores nothing new)."""
 
-    async def store(item: MalformedPacket) -> int | None:
+    async def store(item: MalformedItem) -> int | None:
         try:
             await users.acall(
                 users.index_for(item.key()),
                 "dead_letter",
                 item.key(),
-                f"device:{item.device_id}" if item.device_id is not None else "hive",
+                f"device:{item.device_id}" if item.device_id is not None else item.key_prefix,
                 item.raw,
-                f"malformed Hive item: {item.reason}",
+                f"malformed {item.key_prefix} item: {item.reason}",
                 item.device_id,
                 timeout=timeout,
             )
-        except Exception as exc:  # stays at the Hive for the next poll
+        except Exception as exc:  # stays at the network for the next poll or push
             log.warning("malformed packet %s not stored: %s: %s", item.packet_id, type(exc).__name__, exc)
             return None
         return item.packet_id
@@ -87,9 +88,9 @@ async def dead_letter_malformed(items: list[MalformedPacket], users: NamedPool, 
     return [packet_id for packet_id in stored if packet_id is not None]
 
 
-def by_device(packets: list[HivePacket]) -> dict[int, list[HivePacket]]:
-    """Packets grouped per device, each group in the order given (the Hive's order)."""
-    groups: dict[int, list[HivePacket]] = {}
+def by_device(packets: list[DevicePacket]) -> dict[int, list[DevicePacket]]:
+    """Packets grouped per device, each group in the order given (the network's order)."""
+    groups: dict[int, list[DevicePacket]] = {}
     for packet in packets:
         groups.setdefault(packet.device_id, []).append(packet)
     return groups

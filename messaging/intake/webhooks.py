@@ -24,21 +24,16 @@ from messaging.intake.device_packets import by_device, dead_letter_malformed, in
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
-from messaging.satellite.swarm import HivePacket, MalformedPacket
+from messaging.satellite.swarm import SwarmNetwork
+from messaging.satellite.transport import DevicePacket, MalformedItem
 from messaging.sms.twilio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
 
 log = logging.getLogger("messaging.intake.webhooks")
 
 
-def read_packets(payload: object) -> tuple[list[HivePacket], list[MalformedPacket]]:
-    """A push body (one packet object, or a list) as readable packets and the items that are not."""
-    packets, malformed = [], []
-    for item in payload if isinstance(payload, list) else [payload]:
-        try:
-            packets.append(HivePacket.from_json(item))
-        except ValueError as exc:
-            malformed.append(MalformedPacket.of(item, str(exc)))
-    return packets, malformed
+def read_packets(payload: object) -> tuple[list[DevicePacket], list[MalformedItem]]:
+    """A Swarm push body (one packet object, or a list) as readable packets and the items that are not."""
+    return SwarmNetwork.read_push(payload)
 
 
 app = FastAPI(title="Space Beaver webhooks", docs_url=None, redoc_url=None, openapi_url=None)

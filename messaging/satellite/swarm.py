@@ -22,23 +22,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import os
 import threading
 from dataclasses import dataclass, fields
-from datetime import datetime
 from typing import Any
 
 import requests
 
 from messaging.core.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
 from messaging.runtime.config import Config
+from messaging.satellite.transport import DevicePacket, MalformedItem, SatelliteNetwork
 
 logger = logging.getLogger(__name__)
 
 MAX_DATA_BYTES = 192  # the Hive rejects larger user payloads
+KEY_PREFIX = "hive"  # idempotency keys of Swarm packets: "hive:<packetId>:<index>" since the first release
 DIRECTION_FROM_DEVICE = 1
 STATUS_NEW = 0
 STATUS_ACKED = 1
@@ -121,53 +121,31 @@ class HivePacket:
                 values[f.name] = _as_int(key, raw)
         return cls(**values)
 
-    def to_json(self) -> dict[str, Any]:
-        """The packet in the Hive's JSON shape."""
-        return {_WIRE_NAMES[f.name]: getattr(self, f.name) for f in fields(self)}
+    def device_packet(self) -> DevicePacket:
+        """The packet as intake reads any network's (its idempotency keys start with "hive:", as always)."""
+        return DevicePacket(key_prefix=KEY_PREFIX, device_id=self.device_id, packet_id=self.packet_id, data=self.data)
 
-    def payload(self) -> bytes:
-        """The decoded payload; ValueError if ``data`` is not valid base64."""
-        try:
-            return base64.b64decode(self.data, validate=True)
-        except binascii.Error as exc:
-            raise ValueError(f"packet {self.packet_id}: data is not base64") from exc
 
-    def rx_timestamp(self) -> float | None:
-        """``hiveRxTime`` as a POSIX timestamp, or None when absent or unparseable."""
-        if not self.hive_rx_time:
-            return None
+def malformed(item: Any, reason: str) -> MalformedItem:
+    """A Hive item that is not a packet we can read, with its packet and device ids when those are readable."""
+    ids = {}
+    for key in ("packetId", "deviceId"):
         try:
-            return datetime.fromisoformat(self.hive_rx_time).timestamp()
+            ids[key] = _as_int(key, item.get(key)) if isinstance(item, dict) else None
         except ValueError:
-            return None
+            ids[key] = None
+    return MalformedItem.of(KEY_PREFIX, item, reason, packet_id=ids["packetId"], device_id=ids["deviceId"])
 
 
-@dataclass(frozen=True)
-class MalformedPacket:
-    """An item of a Hive answer that is not a packet we can read: its raw JSON, why, and its packet id when
-    that at least is readable (then it can be acked)."""
-
-    packet_id: int | None
-    device_id: int | None
-    raw: str
-    reason: str
-
-    @classmethod
-    def of(cls, item: Any, reason: str) -> MalformedPacket:
-        ids = {}
-        for key in ("packetId", "deviceId"):
-            try:
-                ids[key] = _as_int(key, item.get(key)) if isinstance(item, dict) else None
-            except ValueError:
-                ids[key] = None
-        raw = json.dumps(item, sort_keys=True, ensure_ascii=True, default=str)[:20_000]
-        return cls(packet_id=ids["packetId"], device_id=ids["deviceId"], raw=raw, reason=reason)
-
-    def key(self) -> str:
-        """The dead letter's idempotency key: the packet's, or a digest of the item when it has no usable id."""
-        if self.packet_id is not None:
-            return f"hive:{self.packet_id}"
-        return "hive-malformed:" + hashlib.sha256(self.raw.encode()).hexdigest()
+def read_items(items: list[Any]) -> tuple[list[HivePacket], list[MalformedItem]]:
+    """The packets among Hive JSON items (a fetch answer or a push), and the items that are not readable."""
+    packets, bad = [], []
+    for item in items:
+        try:
+            packets.append(HivePacket.from_json(item))
+        except ValueError as exc:
+            bad.append(malformed(item, str(exc)))
+    return packets, bad
 
 
 def hive_error_message(text: str) -> str:
@@ -256,26 +234,17 @@ class HiveClient:
         with self._login_lock:
             self._login_locked()
 
-    def fetch(self, count: int = 100) -> list[HivePacket]:
-        """Device->cloud packets not yet acked (at most ``count``); malformed ones are left out (see fetch_batch)."""
-        return self.fetch_batch(count)[0]
-
-    def fetch_batch(self, count: int = 100) -> tuple[list[HivePacket], list[MalformedPacket]]:
+    def fetch_batch(self, count: int = 100) -> tuple[list[HivePacket], list[MalformedItem]]:
         """Device->cloud packets not yet acked (at most ``count``), and the items among them that are not
         packets we can read (kept, so the caller can store them as dead letters and ack them)."""
         resp = self._call("fetch", "GET", "/api/v1/messages", params={"count": count, "status": STATUS_NEW})
         items = _json_body(resp, "fetch")
         if not isinstance(items, list):
             raise TemporaryDeliveryError(f"hive fetch: expected a JSON list, got {type(items).__name__}")
-        packets, malformed = [], []
-        for item in items:
-            try:
-                packet = HivePacket.from_json(item)
-            except ValueError as exc:
-                bad = MalformedPacket.of(item, str(exc))
-                logger.error("hive packet malformed packet_id=%s: %s", bad.packet_id, exc)
-                malformed.append(bad)
-                continue
+        packets, bad = read_items(items)
+        for item in bad:
+            logger.error("hive packet malformed packet_id=%s: %s", item.packet_id, item.reason)
+        for packet in packets:
             logger.debug(
                 "hive packet fetched packet_id=%d message_id=%d device_id=%d len=%d",
                 packet.packet_id,
@@ -283,8 +252,7 @@ class HiveClient:
                 packet.device_id,
                 packet.len,
             )
-            packets.append(packet)
-        return packets, malformed
+        return packets, bad
 
     def ack(self, packet_id: int) -> None:
         """Acknowledge a fetched packet so the Hive stops returning it."""
@@ -366,3 +334,59 @@ class HiveClient:
         if 200 <= resp.status_code < 300:
             return resp
         raise error_for_response(op, resp.status_code, resp.text, resp.headers.get("Retry-After"))
+
+
+class SwarmNetwork(SatelliteNetwork):
+    """Swarm behind the satellite transport interface: the Hive is polled for device packets (and may push
+    them to ``/swarm``), each acked once stored; to-device packets go out through the Hive's send API."""
+
+    name = "swarm"
+    packet_budget = MAX_DATA_BYTES
+    polled = True
+
+    def __init__(self, client: HiveClient, *, device_type: int, user_application_id: int) -> None:
+        self.client = client
+        self.device_type = device_type
+        self.user_application_id = user_application_id
+
+    @classmethod
+    def from_config(cls, config: Config) -> SwarmNetwork:
+        return cls(
+            HiveClient.from_config(config),
+            device_type=config.swarm_device_type,
+            user_application_id=config.swarm_user_application_id,
+        )
+
+    @staticmethod
+    def parse_device_id(text: str) -> int:
+        """A Swarm device id: a positive decimal integer (the Hive's deviceId)."""
+        value = str(text).strip()
+        if not value.isdigit() or int(value) <= 0:
+            raise ValueError(f"a Swarm device id is a positive number, not {value[:40]!r}")
+        return int(value)
+
+    def send(self, device_id: int, payload: bytes) -> str:
+        data = base64.b64encode(payload).decode("ascii")
+        packet_id = self.client.send(
+            device_type=self.device_type,
+            device_id=device_id,
+            user_application_id=self.user_application_id,
+            data_b64=data,
+        )
+        return str(packet_id)
+
+    def fetch_batch(self, count: int) -> tuple[list[DevicePacket], list[MalformedItem]]:
+        packets, bad = self.client.fetch_batch(count)
+        return [p.device_packet() for p in packets], bad
+
+    def ack(self, packet_id: int) -> None:
+        self.client.ack(packet_id)
+
+    @staticmethod
+    def read_push(payload: Any) -> tuple[list[DevicePacket], list[MalformedItem]]:
+        """The packets of a ``/swarm`` push (one packet JSON, or a list), and the items that are not readable."""
+        packets, bad = read_items(payload if isinstance(payload, list) else [payload])
+        return [p.device_packet() for p in packets], bad
+
+    def close(self) -> None:
+        self.client.close()

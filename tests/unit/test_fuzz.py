@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from messaging.core.codec import PacketDecodeError, decode_hive_packet, encode_from_device
+from messaging.core.codec import PacketDecodeError, encode_from_device
 from messaging.core.types import CombinedMessage, Protocol, storable_text
 from messaging.intake.smtp.parse import MailParseError, count_mime_parts
 from messaging.intake.smtp.server import read_mail, store_limit
+from messaging.satellite.transport import DevicePacket
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 MAIL_CASES = 10_000
@@ -149,6 +150,11 @@ WORDS = [
     "=\n",
     "=ZZ",
 ]
+
+
+def swarm_packet_messages(data_b64: str, *, device_id: int, packet_id: int, received_at: float | None = None):
+    """The messages of a packet as Swarm hands it over (base64), decoded the way intake decodes it."""
+    return DevicePacket("hive", device_id, packet_id, data_b64, received_at=received_at).messages()
 
 
 def random_bytes(rng: random.Random, most: int = 200) -> bytes:
@@ -526,7 +532,7 @@ def generate_payload(rng: random.Random) -> str:
 def check_payload(data_b64: str) -> None:
     with time_bound():
         try:
-            messages = decode_hive_packet(data_b64, device_id=4242, packet_id=99, received_at=1.0)
+            messages = swarm_packet_messages(data_b64, device_id=4242, packet_id=99, received_at=1.0)
         except PacketDecodeError:
             return
     assert isinstance(messages, list) and messages
@@ -547,7 +553,7 @@ def test_the_payload_generator_covers_what_it_should():
     decoded = rejected = 0
     for seed in range(500):
         try:
-            decode_hive_packet(generate_payload(random.Random(seed)), device_id=1, packet_id=1)
+            swarm_packet_messages(generate_payload(random.Random(seed)), device_id=1, packet_id=1)
             decoded += 1
         except PacketDecodeError:
             rejected += 1

@@ -27,6 +27,13 @@ from messaging.satellite.swarm import (
 )
 
 PASSWORD = "pw-Zq81-do-not-log"
+
+
+def packets_of(client: HiveClient, count: int = 100) -> list[HivePacket]:
+    """The readable packets of one fetch."""
+    return client.fetch_batch(count)[0]
+
+
 KNOWN_DEVICES = {101, 102}
 
 
@@ -72,11 +79,10 @@ def test_packet_from_json_maps_names_and_ignores_extra_fields() -> None:
     packet = HivePacket.from_json(wire)
     assert (packet.packet_id, packet.message_id, packet.device_id) == (11, 22, 101)
     assert (packet.user_application_id, packet.organization_id, packet.len) == (3, 44, 5)
-    assert packet.payload() == b"hello"
-    assert packet.rx_timestamp() == pytest.approx(1640504666.374)
-    wire.pop("deviceName")
-    wire.pop("somethingNew")
-    assert packet.to_json() == wire
+    assert (packet.hive_rx_time, packet.status, packet.ack_packet_id) == ("2021-12-26T07:44:26.374Z", 0, 0)
+    device_packet = packet.device_packet()
+    assert device_packet.payload() == b"hello"
+    assert (device_packet.key, device_packet.device_id) == ("hive:11", 101)
 
 
 @pytest.mark.parametrize("missing", ["packetId", "deviceId", "data"])
@@ -133,24 +139,24 @@ def test_fetch_and_ack_round_trip(hive: FakeHive, client: HiveClient) -> None:
     sent = requests.post(
         f"{hive.base_url}/_sandbox/device_send", json={"deviceId": 101, "data": b64(b"hi there")}, timeout=5
     ).json()
-    packets = client.fetch()
+    packets, _ = client.fetch_batch()
     assert [p.packet_id for p in packets] == [sent["packetId"]]
     packet = packets[0]
     assert packet.device_id == 101 and packet.message_id == sent["messageId"] != packet.packet_id
-    assert packet.payload() == b"hi there" and packet.len == 8 and packet.direction == 1
-    assert packet.rx_timestamp() is not None
+    assert packet.device_packet().payload() == b"hi there" and packet.len == 8 and packet.direction == 1
+    assert packet.hive_rx_time
 
     client.ack(packet.packet_id)
-    assert client.fetch() == []
+    assert packets_of(client) == []
     assert hive.acked_ids() == {packet.packet_id}
     assert hive.logins == 1  # logged in once, lazily, and the session was reused
 
 
 def test_fetch_honours_count_and_keeps_order(hive: FakeHive, client: HiveClient) -> None:
     ids = [hive.device_send(102, b64(bytes([i])))["packetId"] for i in range(5)]
-    assert [p.packet_id for p in client.fetch(count=3)] == ids[:3]
+    assert [p.packet_id for p in packets_of(client, count=3)] == ids[:3]
     client.ack(ids[0])
-    assert [p.packet_id for p in client.fetch(count=10)] == ids[1:]
+    assert [p.packet_id for p in packets_of(client, count=10)] == ids[1:]
 
 
 def test_double_ack_is_counted_and_unknown_ack_is_permanent(hive: FakeHive, client: HiveClient) -> None:
@@ -165,9 +171,9 @@ def test_double_ack_is_counted_and_unknown_ack_is_permanent(hive: FakeHive, clie
 
 def test_relogin_after_session_expiry(hive: FakeHive, client: HiveClient) -> None:
     hive.device_send(101, b64(b"a"))
-    assert len(client.fetch()) == 1
+    assert len(packets_of(client)) == 1
     requests.post(f"{hive.base_url}/_sandbox/expire_sessions", timeout=5).raise_for_status()
-    assert len(client.fetch()) == 1
+    assert len(packets_of(client)) == 1
     assert hive.logins == 2
 
 
@@ -175,7 +181,7 @@ def test_concurrent_calls_after_expiry_log_in_once_more(hive: FakeHive, client: 
     client.login()
     hive.expire_sessions()
     results: list[object] = []
-    threads = [threading.Thread(target=lambda: results.append(client.fetch())) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(packets_of(client))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -187,7 +193,7 @@ def test_concurrent_calls_after_expiry_log_in_once_more(hive: FakeHive, client: 
 def test_wrong_password_raises_auth_error(hive: FakeHive) -> None:
     with HiveClient(hive.base_url, "beaver", "wrong", timeout=5) as bad:
         with pytest.raises(HiveAuthError) as info:
-            bad.fetch()
+            packets_of(bad)
     assert isinstance(info.value, PermanentDeliveryError)
     assert hive.logins == 0
 
@@ -230,12 +236,12 @@ def test_503_fault_is_temporary_and_loses_nothing(hive: FakeHive, client: HiveCl
     packet = hive.device_send(101, b64(b"keep me"))
     requests.post(f"{hive.base_url}/_sandbox/faults", json={"error_rate": 1.0, "status": 503}, timeout=5)
     with pytest.raises(TemporaryDeliveryError) as info:
-        client.fetch()
+        packets_of(client)
     assert info.value.retry_after is None
     with pytest.raises(TemporaryDeliveryError):
         client.send(device_type=1, device_id=101, user_application_id=0, data_b64=b64(b"x"))
     hive.clear_faults()
-    assert [p.packet_id for p in client.fetch()] == [packet["packetId"]]
+    assert [p.packet_id for p in packets_of(client)] == [packet["packetId"]]
     assert hive.to_device() == []  # the faulted send had no effect
 
 
@@ -252,7 +258,7 @@ def test_partial_fault_rate_is_reproducible_with_a_seed(hive: FakeHive, client: 
         results = []
         for _ in range(20):
             try:
-                client.fetch()
+                packets_of(client)
                 results.append(True)
             except TemporaryDeliveryError:
                 results.append(False)
@@ -267,14 +273,14 @@ def test_hanging_hive_times_out_as_temporary(hive: FakeHive) -> None:
     hive.set_faults(timeout_rate=1.0, delay=10)
     with HiveClient(hive.base_url, "beaver", PASSWORD, timeout=0.3) as impatient:
         with pytest.raises(TemporaryDeliveryError, match="Timeout"):
-            impatient.fetch()
+            packets_of(impatient)
 
 
 def test_connection_refused_is_temporary(hive: FakeHive, client: HiveClient) -> None:
-    assert client.fetch() == []  # leaves a pooled keep-alive connection behind
+    assert packets_of(client) == []  # leaves a pooled keep-alive connection behind
     hive.stop()
     with pytest.raises(TemporaryDeliveryError, match="ConnectionError"):
-        client.fetch()
+        packets_of(client)
     with pytest.raises(TemporaryDeliveryError):
         HiveClient(hive.base_url, "beaver", PASSWORD, timeout=2).login()
 
@@ -283,13 +289,13 @@ def test_restart_keeps_port_and_state(hive: FakeHive, client: HiveClient) -> Non
     packet = hive.device_send(101, b64(b"survives"))
     hive.stop()
     hive.start()
-    assert [p.packet_id for p in client.fetch()] == [packet["packetId"]]
+    assert [p.packet_id for p in packets_of(client)] == [packet["packetId"]]
 
 
 def test_secrets_never_logged(hive: FakeHive, client: HiveClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     hive.device_send(101, b64(b"a"))
-    client.ack(client.fetch()[0].packet_id)
+    client.ack(packets_of(client)[0].packet_id)
     hive.expire_sessions()
     client.send(device_type=1, device_id=101, user_application_id=0, data_b64=b64(b"b"))
     cookie = client._session.cookies.get("JSESSIONID")
@@ -338,8 +344,8 @@ def test_malformed_items_are_kept_with_their_ids_for_a_dead_letter(hive: FakeHiv
 
 
 def test_an_item_without_a_usable_id_gets_a_stable_digest_key() -> None:
-    from messaging.satellite.swarm import MalformedPacket
+    from messaging.satellite.swarm import malformed
 
-    a, b = MalformedPacket.of({"packetId": "x"}, "bad"), MalformedPacket.of({"packetId": "x"}, "bad")
+    a, b = malformed({"packetId": "x"}, "bad"), malformed({"packetId": "x"}, "bad")
     assert a.packet_id is None and a.key() == b.key() and a.key().startswith("hive-malformed:")
-    assert MalformedPacket.of(["not", "an", "object"], "bad").packet_id is None
+    assert malformed(["not", "an", "object"], "bad").packet_id is None

@@ -86,12 +86,11 @@ def test_satellite_resumes_after_a_partial_send(hive, make_user):
     user = make_user()
     mid = stored(user, direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL, text="word " * 100)
     sender = satellite(hive)
-    first_packets = sender.packets_for(Message.objects.get(id=mid))
+    swarm = sender.networks["swarm"]
+    first_packets = [base64.b64encode(p).decode() for p in sender.packets_for(Message.objects.get(id=mid), swarm)]
     # an earlier attempt got the first packet out, recorded it, then died (its lease ran out)
     earlier = outbox.claim(mid)
-    sender.hive.send(
-        device_type=1, device_id=user.devices.get().device_id, user_application_id=65002, data_b64=first_packets[0]
-    )
+    swarm.send(user.devices.get().device_id, base64.b64decode(first_packets[0]))
     assert outbox.save_progress(mid, earlier.lease_token, str(hive.to_device()[0]["packetId"]))
     Message.objects.filter(id=mid).update(lease_until=timezone.now() - timedelta(seconds=1))
     assert sender.deliver(mid) == "sent"

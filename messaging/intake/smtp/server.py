@@ -19,7 +19,6 @@ import ray
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from messaging.core.addresses import MAILBOX_NAME, mailbox_username
-from messaging.core.codec import SWARM_PACKET_LIMIT
 from messaging.core.redact import mask_email
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.intake.smtp.authentication import (
@@ -42,6 +41,7 @@ from messaging.routing.decisions import SMTP_REPLIES, Verdict
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
+from messaging.satellite.networks import LARGEST_PACKET_BUDGET
 
 log = logging.getLogger("messaging.intake.smtp.server")
 
@@ -87,7 +87,7 @@ def _digest(text: str) -> str:
 def store_limit(max_packets: int) -> int:
     """How much of a mail's text is worth storing: what at most ``max_packets`` packets carry to a device
     (the codec trims anything longer anyway), not the whole body of a 1 MB mail."""
-    return max_packets * SWARM_PACKET_LIMIT
+    return max_packets * LARGEST_PACKET_BUDGET
 
 
 def clip(text: str, limit: int) -> str:

@@ -1,0 +1,126 @@
+"""The one interface every satellite network implements, and the packet shapes they all hand over.
+
+A network (Swarm's Hive today; Iridium SBD through RockBLOCK next) is a module beside this one with a class
+that says, in these terms only, what the rest of the backend needs to know about it:
+
+* ``name``: the network's name (a device belongs to one network);
+* ``packet_budget``: the payload bytes one to-device packet may carry (the codec fits text to it);
+* ``parse_device_id``: the device id format (ValueError when a text is not one);
+* ``send(device_id, payload) -> remote id``: queue one to-device packet;
+* for networks polled for device packets (``polled``): ``fetch_batch(count)`` and ``ack(packet_id)``;
+  networks that push them call the intake from a webhook instead (``read_push``).
+
+Intake stores a device's packets before anything is acknowledged (messaging/intake/device_packets.py), and
+delivery fits, sends and records them (messaging/delivery/satellite.py); neither knows which network it talks
+to. Pure: no Django, no Ray.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from messaging.core.codec import BadPayloadEncoding, decode_from_device
+from messaging.core.types import CombinedMessage
+
+
+@dataclass(frozen=True)
+class DevicePacket:
+    """One packet from a device, as any network hands it over: who sent it, the network's id for it, the
+    payload as it came on the wire (text: base64 or hex), and when the network received it. ``key_prefix``
+    starts the idempotency keys of its messages (each network's own, e.g. Swarm's "hive")."""
+
+    key_prefix: str
+    device_id: int
+    packet_id: int
+    data: str
+    encoding: str = "base64"  # or "hex"
+    received_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        """The packet's idempotency key; each message in it adds ``:<index>``."""
+        return f"{self.key_prefix}:{self.packet_id}"
+
+    def payload(self) -> bytes:
+        """The payload bytes; :class:`BadPayloadEncoding` when ``data`` is not what ``encoding`` says."""
+        try:
+            if self.encoding == "hex":
+                return bytes.fromhex(self.data)
+            return base64.b64decode(self.data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise BadPayloadEncoding(
+                f"{exc} ({self.encoding}, length {len(self.data)})", packet_id=self.packet_id
+            ) from exc
+
+    def messages(self) -> list[CombinedMessage]:
+        """The messages in the packet (all or none: a :class:`PacketDecodeError` names what is wrong)."""
+        return decode_from_device(
+            self.payload(),
+            device_id=self.device_id,
+            packet_id=self.packet_id,
+            key=self.key,
+            received_at=self.received_at,
+        )
+
+
+@dataclass(frozen=True)
+class MalformedItem:
+    """An item a network handed over that is not a packet we can read: its raw form, why, and its packet id
+    when that at least is readable (then it can be acknowledged)."""
+
+    key_prefix: str
+    packet_id: int | None
+    device_id: int | None
+    raw: str
+    reason: str
+
+    @classmethod
+    def of(cls, key_prefix: str, item: Any, reason: str, *, packet_id: int | None, device_id: int | None):
+        raw = json.dumps(item, sort_keys=True, ensure_ascii=True, default=str)[:20_000]
+        return cls(key_prefix=key_prefix, packet_id=packet_id, device_id=device_id, raw=raw, reason=reason)
+
+    def key(self) -> str:
+        """The dead letter's idempotency key: the packet's, or a digest of the item when it has no usable id."""
+        if self.packet_id is not None:
+            return f"{self.key_prefix}:{self.packet_id}"
+        return f"{self.key_prefix}-malformed:" + hashlib.sha256(self.raw.encode()).hexdigest()
+
+
+class SatelliteNetwork(ABC):
+    """A satellite network, as intake and delivery see it (see the module docstring)."""
+
+    name: ClassVar[str]
+    packet_budget: ClassVar[int]
+    polled: ClassVar[bool]
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Any) -> SatelliteNetwork:
+        """The network with the credentials and settings of a ``Config``."""
+
+    @staticmethod
+    @abstractmethod
+    def parse_device_id(text: str) -> int:
+        """The device id a person or an operator wrote; ValueError naming the format when it is not one."""
+
+    @abstractmethod
+    def send(self, device_id: int, payload: bytes) -> str:
+        """Queue one to-device packet (at most ``packet_budget`` bytes); the network's id for it. Raises
+        TemporaryDeliveryError (retry later) or PermanentDeliveryError (never will work)."""
+
+    def fetch_batch(self, count: int) -> tuple[list[DevicePacket], list[MalformedItem]]:
+        """Device packets not yet acknowledged (at most ``count``), and the items that are not readable."""
+        raise NotImplementedError(f"{self.name} pushes device packets; it is not polled")
+
+    def ack(self, packet_id: int) -> None:
+        """Tell the network a fetched packet is stored, so it stops handing it over."""
+        raise NotImplementedError(f"{self.name} pushes device packets; it is not polled")
+
+    def close(self) -> None:  # noqa: B027 - a network without connections to release has nothing to do
+        """Release connections."""
