@@ -1,8 +1,11 @@
 """Outbound email: build a safe plain-text message (pure) and hand it to the SMTP relay (I/O).
 
-``build_outbound`` validates addresses and cannot produce injected headers; ``send_via_relay``
+``build_outbound`` validates addresses and cannot produce injected headers; ``RelaySessions.send``
 speaks SMTP through smtplib and maps every failure onto the shared delivery errors:
-TemporaryDeliveryError (retry later) or PermanentDeliveryError (dead-letter).
+TemporaryDeliveryError (retry later: connection problems, timeouts, 4xx, any refusal before MAIL FROM,
+relay auth/TLS trouble 530/534/535/538) or PermanentDeliveryError (dead-letter: other 5xx to
+MAIL/RCPT/DATA, a bad address). A timeout after the data was sent is temporary, so a retry may
+duplicate (never lose) the message. Once the relay accepted the data, errors on QUIT are ignored.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ EMPTY_SUBJECT = "(no text)"
 # operator fixes the config must not lose the message, so they count as temporary.
 _CONFIG_CODES = {530, 534, 535, 538}
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_QUEUED_AS = re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+)>?", re.IGNORECASE)
 _HINT_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 _WHITESPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -113,28 +115,6 @@ def validate_address(addr: str) -> str:
     return parsed.addr_spec
 
 
-def send_via_relay(
-    msg: EmailMessage,
-    *,
-    host: str,
-    port: int,
-    username: str = "",
-    password: str = "",
-    starttls: bool = False,
-    timeout: float = 30,
-) -> str:
-    """Send ``msg`` to the From/To addresses in its headers through the relay, on a session of its own.
-
-    Returns the text of the relay's final reply to DATA (e.g. "2.0.0 Ok: queued as 4Xy7"),
-    see ``queue_id_from_reply``. Raises TemporaryDeliveryError (connection problems, timeouts,
-    4xx, any refusal before MAIL FROM, relay auth/TLS trouble: 530/534/535/538) or
-    PermanentDeliveryError (other 5xx to MAIL/RCPT/DATA, bad address). A timeout after the data
-    was sent is temporary, so a retry may duplicate (never lose) the message. Once the relay
-    accepted the data, errors on QUIT are ignored.
-    """
-    return RelaySessions(host, port, username, password, starttls, timeout, keep=0).send(msg)
-
-
 class _StaleSession(Exception):
     """A kept session the relay had closed meanwhile; nothing of the message was taken."""
 
@@ -145,7 +125,7 @@ class RelaySessions:
     A sender sends many messages: a kept session spares a connect, EHLO, STARTTLS and login per message.
     At most ``keep`` idle sessions stay open, none longer than ``idle_seconds``; a kept session that the
     relay closed meanwhile fails at MAIL FROM, before anything was accepted, so the message simply goes
-    on a fresh session. Errors mean what they mean for ``send_via_relay``.
+    on a fresh session. ``send`` returns the relay's final reply to DATA (e.g. "2.0.0 Ok: queued as 4Xy7").
     """
 
     def __init__(
@@ -265,12 +245,6 @@ class RelaySessions:
                 self._give_back(smtp)
             else:
                 _close(smtp, polite=False)
-
-
-def queue_id_from_reply(reply: str) -> str | None:
-    """The queue id in a relay reply such as "2.0.0 Ok: queued as 4Xy7", if any."""
-    match = _QUEUED_AS.search(reply)
-    return match.group(1) if match else None
 
 
 def classify_smtp_code(code: int) -> type[TemporaryDeliveryError] | type[PermanentDeliveryError]:

@@ -19,11 +19,10 @@ from messaging.delivery.email_relay import (
     EMPTY_SUBJECT,
     SUBJECT_MAX,
     InvalidRecipient,
+    RelaySessions,
     build_outbound,
     classify_smtp_code,
     message_id,
-    queue_id_from_reply,
-    send_via_relay,
     subject_from_text,
 )
 from messaging.sandbox.relay_sink import RelaySink, read_records
@@ -42,8 +41,13 @@ def sink(tmp_path):
     relay.stop()
 
 
+def send_once(msg, *, host: str, port: int, timeout: float = 10, **kw) -> str:
+    """One message on a session of its own (none kept)."""
+    return RelaySessions(host, port, timeout=timeout, keep=0, **kw).send(msg)
+
+
 def send(msg, relay: RelaySink, **kw) -> str:
-    return send_via_relay(msg, host="127.0.0.1", port=relay.port, timeout=10, **kw)
+    return send_once(msg, host="127.0.0.1", port=relay.port, timeout=10, **kw)
 
 
 # --- building --------------------------------------------------------------------------------------
@@ -136,11 +140,6 @@ def test_classify_smtp_code(code, kind):
     assert classify_smtp_code(code) is kind
 
 
-def test_queue_id_from_reply():
-    assert queue_id_from_reply("2.0.0 Ok: queued as 4Xy7Zq1") == "4Xy7Zq1"
-    assert queue_id_from_reply("2.0.0 OK") is None
-
-
 # --- sending over a real socket --------------------------------------------------------------------
 
 
@@ -148,7 +147,7 @@ def test_send_reaches_the_relay_with_the_right_envelope_and_headers(sink, tmp_pa
     msg = outbound("Summit reached ✓", message_id_hint="hive:9:0")
     reply = send(msg, sink)
     [record] = sink.messages
-    assert queue_id_from_reply(reply) == record["queue_id"]
+    assert reply.endswith(f"queued as {record['queue_id']}")
     assert record["mail_from"] == f"alice@{DOMAIN}"
     assert record["rcpt_tos"] == ["mum@example.org"]
     assert record["headers"]["Message-ID"] == msg["Message-ID"]
@@ -201,7 +200,7 @@ def test_silent_server_times_out_as_temporary():
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)  # accepts the TCP connection but never greets
         with pytest.raises(TemporaryDeliveryError):
-            send_via_relay(outbound(), host="127.0.0.1", port=listener.getsockname()[1], timeout=0.5)
+            send_once(outbound(), host="127.0.0.1", port=listener.getsockname()[1], timeout=0.5)
 
 
 def test_auth_and_starttls_problems_are_temporary():
@@ -240,7 +239,7 @@ def test_relay_sink_runs_as_a_module(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith("relay sink on 127.0.0.1:"), line
         port = int(line.rsplit(":", 1)[1])
-        send_via_relay(outbound("from a subprocess"), host="127.0.0.1", port=port, timeout=10)
+        send_once(outbound("from a subprocess"), host="127.0.0.1", port=port, timeout=10)
         [stored] = read_records(record)  # written before the sink answers DATA
         assert stored["headers"]["Subject"] == "from a subprocess"
     finally:
@@ -252,8 +251,6 @@ def test_relay_sink_runs_as_a_module(tmp_path):
 
 
 def test_kept_session_carries_many_messages(sink):
-    from messaging.delivery.email_relay import RelaySessions
-
     relay = RelaySessions("127.0.0.1", sink.port, timeout=10)
     for n in range(3):
         assert "queued as" in relay.send(outbound(f"message {n}"))
@@ -263,8 +260,6 @@ def test_kept_session_carries_many_messages(sink):
 
 
 def test_a_session_the_relay_dropped_is_replaced_without_losing_the_message(sink):
-    from messaging.delivery.email_relay import RelaySessions
-
     relay = RelaySessions("127.0.0.1", sink.port, timeout=10)
     relay.send(outbound("before the relay restarts"))
     sink.down = True  # closes the kept session's connection
@@ -275,8 +270,6 @@ def test_a_session_the_relay_dropped_is_replaced_without_losing_the_message(sink
 
 
 def test_idle_sessions_expire(sink):
-    from messaging.delivery.email_relay import RelaySessions
-
     relay = RelaySessions("127.0.0.1", sink.port, timeout=10, idle_seconds=0)
     relay.send(outbound("one"))
     relay.send(outbound("two"))
@@ -310,10 +303,10 @@ def test_log_lines_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(cap
     try:
         with caplog.at_level("INFO", logger="messaging.delivery.email_relay"):
             ok = outbound(to="margaret.hill@example.org")
-            send_via_relay(ok, host="127.0.0.1", port=port, timeout=10)
+            send_once(ok, host="127.0.0.1", port=port, timeout=10)
             refused = outbound(to="nobody.here@example.org")
             with pytest.raises(PermanentDeliveryError):
-                send_via_relay(refused, host="127.0.0.1", port=port, timeout=10)
+                send_once(refused, host="127.0.0.1", port=port, timeout=10)
     finally:
         controller.stop()
     lines = [r.getMessage() for r in caplog.records if r.name == "messaging.delivery.email_relay"]
