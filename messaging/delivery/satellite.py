@@ -14,7 +14,6 @@ import time
 
 import ray
 
-from messaging.core.codec import fit_packets
 from messaging.core.errors import LeaseLost, PermanentDeliveryError
 from messaging.core.types import Protocol
 from messaging.delivery.base import SenderBase, SenderShell
@@ -56,13 +55,9 @@ class SatelliteBase(SenderBase):
         return self.networks[DEFAULT_NETWORK]
 
     def packets_for(self, row, network: SatelliteNetwork) -> list[bytes]:
-        """The packets that carry this message to its device, fitted to its network's packet budget."""
-        return fit_packets(
-            row.text,
-            to=row.sender,
-            protocol=PROTOCOLS[row.protocol],
-            max_packets=self.config.max_packets,
-            limit=network.packet_budget,
+        """The packets that carry this message to its device, fitted by its network."""
+        return network.fit(
+            row.text, to=row.sender, protocol=PROTOCOLS[row.protocol], max_packets=self.config.max_packets
         )
 
     def send(self, row) -> str:

@@ -123,7 +123,8 @@ class HivePacket:
 
     def device_packet(self) -> DevicePacket:
         """The packet as intake reads any network's (its idempotency keys start with "hive:", as always)."""
-        return DevicePacket(key_prefix=KEY_PREFIX, device_id=self.device_id, packet_id=self.packet_id, data=self.data)
+        key = f"{KEY_PREFIX}:{self.packet_id}"
+        return DevicePacket(key=key, device_id=self.device_id, packet_id=self.packet_id, data=self.data)
 
 
 def malformed(item: Any, reason: str) -> MalformedItem:

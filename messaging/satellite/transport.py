@@ -4,7 +4,8 @@ A network (Swarm's Hive today; Iridium SBD through RockBLOCK next) is a module b
 that says, in these terms only, what the rest of the backend needs to know about it:
 
 * ``name``: the network's name (a device belongs to one network);
-* ``packet_budget``: the payload bytes one to-device packet may carry (the codec fits text to it);
+* ``packet_budget``: the payload bytes one to-device packet may carry; ``fit`` cuts a text into packets
+  within it (a network that is charged by size may fit more cleverly);
 * ``parse_device_id``: the device id format (ValueError when a text is not one);
 * ``send(device_id, payload) -> remote id``: queue one to-device packet;
 * for networks polled for device packets (``polled``): ``fetch_batch(count)`` and ``ack(packet_id)``;
@@ -25,27 +26,23 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from messaging.core.codec import BadPayloadEncoding, decode_from_device
-from messaging.core.types import CombinedMessage
+from messaging.core.codec import BadPayloadEncoding, decode_from_device, fit_packets
+from messaging.core.types import CombinedMessage, Protocol
 
 
 @dataclass(frozen=True)
 class DevicePacket:
-    """One packet from a device, as any network hands it over: who sent it, the network's id for it, the
-    payload as it came on the wire (text: base64 or hex), and when the network received it. ``key_prefix``
-    starts the idempotency keys of its messages (each network's own, e.g. Swarm's "hive")."""
+    """One packet from a device, as any network hands it over: its idempotency key (unique per packet on its
+    network, the same when the network hands it over again; each message in it adds ``:<index>``), who sent
+    it, the network's id for it (what ``ack`` takes), the payload as it came on the wire (text: base64 or
+    hex), and when the network received it."""
 
-    key_prefix: str
+    key: str
     device_id: int
     packet_id: int
     data: str
     encoding: str = "base64"  # or "hex"
     received_at: float | None = None
-
-    @property
-    def key(self) -> str:
-        """The packet's idempotency key; each message in it adds ``:<index>``."""
-        return f"{self.key_prefix}:{self.packet_id}"
 
     def payload(self) -> bytes:
         """The payload bytes; :class:`BadPayloadEncoding` when ``data`` is not what ``encoding`` says."""
@@ -121,6 +118,10 @@ class SatelliteNetwork(ABC):
     def ack(self, packet_id: int) -> None:
         """Tell the network a fetched packet is stored, so it stops handing it over."""
         raise NotImplementedError(f"{self.name} pushes device packets; it is not polled")
+
+    def fit(self, text: str, *, to: str, protocol: Protocol, max_packets: int) -> list[bytes]:
+        """The to-device packets that carry ``text`` (from ``to``), each within ``packet_budget``."""
+        return fit_packets(text, to=to, protocol=protocol, max_packets=max_packets, limit=self.packet_budget)
 
     def close(self) -> None:  # noqa: B027 - a network without connections to release has nothing to do
         """Release connections."""

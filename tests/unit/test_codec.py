@@ -42,7 +42,7 @@ def fit_packets(text: str, **kw) -> list[bytes]:
 
 def swarm_packet_messages(data_b64: str, *, device_id: int, packet_id: int, received_at: float | None = None):
     """The messages of a packet as Swarm hands it over (base64), decoded the way intake decodes it."""
-    return DevicePacket("hive", device_id, packet_id, data_b64, received_at=received_at).messages()
+    return DevicePacket(f"hive:{packet_id}", device_id, packet_id, data_b64, received_at=received_at).messages()
 
 
 def b64(data: bytes) -> str:

@@ -18,8 +18,8 @@ DEVICE_BYTES = encode_from_device([("hello", Protocol.EMAIL, "amy@example.org"),
 
 
 def test_a_packet_reads_the_same_from_base64_or_hex():
-    b64 = DevicePacket("hive", 7, 42, base64.b64encode(DEVICE_BYTES).decode())
-    hexed = DevicePacket("other", 7, 42, DEVICE_BYTES.hex(), encoding="hex")
+    b64 = DevicePacket("hive:42", 7, 42, base64.b64encode(DEVICE_BYTES).decode())
+    hexed = DevicePacket("other:42", 7, 42, DEVICE_BYTES.hex(), encoding="hex")
     assert b64.payload() == hexed.payload() == DEVICE_BYTES
     [first, second] = b64.messages()
     assert (first.idempotency_key, second.idempotency_key) == ("hive:42:0", "hive:42:1")
@@ -31,7 +31,7 @@ def test_a_packet_reads_the_same_from_base64_or_hex():
 @pytest.mark.parametrize("data,encoding", [("not base64!", "base64"), ("zz", "hex"), ("abc", "hex")])
 def test_a_payload_not_in_its_encoding_is_a_decode_error_naming_the_packet(data, encoding):
     with pytest.raises(BadPayloadEncoding, match="packet 9"):
-        DevicePacket("x", 1, 9, data, encoding=encoding).messages()
+        DevicePacket("x:9", 1, 9, data, encoding=encoding).messages()
 
 
 def test_a_malformed_item_is_keyed_by_its_packet_id_or_a_digest():
