@@ -198,3 +198,100 @@ def test_fitting_for_credits_keeps_every_packet_within_the_mt_limit_and_the_text
     assert rockblock._text_carried(fitted) >= rockblock._text_carried(plain)
     if len(plain) == 1 and len(fitted) == 1:
         assert texts(fitted) == texts(plain)
+
+
+# --- against the fake RockBLOCK web services, over a real socket ---------------------------------------------
+
+IMEI = 300234010753370
+
+
+@pytest.fixture
+def fake():
+    from messaging.sandbox.fake_rockblock import FakeRockBlock
+
+    with FakeRockBlock(imeis={IMEI}) as server:
+        yield server
+
+
+def network_for(fake, password: str = "sandbox") -> RockBlockNetwork:
+    return RockBlockNetwork(fake.base_url, "sandbox", password, timeout=5)
+
+
+def test_an_mt_message_is_queued_for_its_imei_and_its_mt_id_returned(fake):
+    mt_id = network_for(fake).send(IMEI, b"\x08\x01hello")
+    [queued] = fake.to_device(IMEI)
+    assert str(queued["mtId"]) == mt_id and bytes.fromhex(queued["data"]) == b"\x08\x01hello"
+    assert fake.state()["credits_used"] == 1
+
+
+@pytest.mark.parametrize(
+    "setup,error,reason",
+    [
+        (lambda f: None, PermanentDeliveryError, "no RockBLOCK with this IMEI"),
+        (lambda f: f.no_line_rental.add(IMEI + 1), PermanentDeliveryError, "no line rental"),
+        (lambda f: setattr(f, "credits", 0), PermanentDeliveryError, "no credit"),
+        (lambda f: f.set_faults(1.0, status=99), TemporaryDeliveryError, "system error"),
+        (lambda f: f.set_faults(1.0, status=503), TemporaryDeliveryError, "HTTP 503"),
+    ],
+)
+def test_mt_refusals_from_the_wire_become_the_right_delivery_error(fake, setup, error, reason):
+    fake.imeis.add(IMEI + 1)
+    setup(fake)
+    with pytest.raises(error, match=reason):
+        network_for(fake).send(IMEI + 1 if "IMEI" not in reason else 300234010750000, b"hi")
+    assert fake.to_device() == []
+
+
+def test_bad_credentials_are_temporary_so_nothing_dies_while_the_operator_fixes_them(fake):
+    with pytest.raises(TemporaryDeliveryError, match="ROCKBLOCK_PASSWORD"):
+        network_for(fake, password="wrong").send(IMEI, b"hi")
+
+
+def test_a_payload_over_the_mt_limit_is_refused_before_it_costs_anything(fake):
+    with pytest.raises(PermanentDeliveryError, match="270"):
+        network_for(fake).send(IMEI, b"x" * 271)
+    assert fake.state()["credits_used"] == 0
+
+
+def test_an_unreachable_rockblock_is_temporary():
+    with pytest.raises(TemporaryDeliveryError):
+        RockBlockNetwork("http://127.0.0.1:9", "u", "p", timeout=2).send(IMEI, b"hi")
+
+
+def test_mo_posts_are_signed_by_the_sandbox_key_retried_until_taken_and_in_order():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+    from urllib.parse import parse_qs
+
+    from messaging.sandbox.fake_rockblock import FakeRockBlock
+
+    answers = iter([503, 200, 200])
+    posts: list[dict] = []
+
+    class Webhook(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            status = next(answers, 200)
+            if status == 200:
+                posts.append({k: v[-1] for k, v in parse_qs(body).items()})
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with FakeRockBlock(mo_url=f"http://127.0.0.1:{server.server_address[1]}/rockblock") as fake:
+            fake.device_send(IMEI, b"first")
+            fake.device_send(IMEI, b"second")
+            fake.wait_for_mo(2, timeout=30)
+            key = fake.public_key_file.read_text()
+            assert fake.state()["mo_attempts"] == 3  # the first post was answered 503 and came again
+    finally:
+        server.shutdown()
+    read = [verify_post(post, key) for post in posts]
+    assert [bytes.fromhex(p.data) for p in read] == [b"first", b"second"]
+    assert [p.momsn for p in read] == [0, 1] and read[0].latitude == 52.3867
