@@ -4,7 +4,9 @@ Two settings classes, read by the same :func:`env_values`: :class:`Config`, the 
 workers, without its secrets), and :class:`WebSettings`, what only Django's settings read (web/settings.py). A
 field's type is its default's: ``bool`` read by :func:`parse_bool` (the one reading of an on/off setting, the
 sandbox's ``SANDBOX`` too), numbers by ``int``/``float`` (a malformed one raises :class:`ConfigError` naming the
-variable), the rest as text; an unset or empty variable is the default.
+variable), the rest as text; an unset or empty variable is the default. (A reader of our own rather than
+pydantic-settings: Config stays a frozen dataclass, built directly in many places, that pickles without its secrets,
+and the variables keep their meaning and their error messages.)
 
 Every variable here is documented in README.md's configuration table.
 """
