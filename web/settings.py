@@ -1,4 +1,6 @@
-"""Django settings, from the environment (12-factor).
+"""Django settings, from the environment (12-factor), read by messaging/runtime/config.py like the rest of the
+stack's configuration: Django's own variables are its ``WebSettings``; EMAIL_DOMAIN, DATABASE_URL and the sandbox
+decision come from its ``Config``.
 
 DATABASE_URL selects the database. Without it: an embedded SQLite file (data/spacebeaver.sqlite3) in WAL
 mode with a busy timeout and IMMEDIATE transactions, because several Ray worker processes write at once.
@@ -6,47 +8,43 @@ mode with a busy timeout and IMMEDIATE transactions, because several Ray worker 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from messaging.runtime.config import Config, WebSettings, comma_list
+from messaging.sandbox.stack import sandboxed
+
+_web = WebSettings.from_env()  # lower-case: not a Django setting (the secret key is in it)
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "data"))
-
-
-def _bool(name: str, default: bool = False) -> bool:
-    return os.environ.get(name, "1" if default else "0").strip().lower() in {"1", "true", "yes", "on"}
+DATA_DIR = Path(_web.data_dir or BASE_DIR / "data")
 
 
 def _sandboxed() -> bool:
     """The all-fakes sandbox (SANDBOX=1, or auto without any credential): the same decision as runbackend's. A
     configuration runbackend refuses counts as production here (runbackend names what is missing)."""
-    from messaging.runtime.config import Config
-    from messaging.sandbox.stack import sandboxed
-
     try:
         return sandboxed(Config.from_env())
     except ValueError:
         return False
 
 
-DEBUG = _bool("DJANGO_DEBUG", False)
+DEBUG = _web.django_debug
 SANDBOX = _sandboxed()
 # Production: neither the sandbox nor DJANGO_DEBUG. Then the built-in key is refused, and cookies, HSTS and the
 # redirect to HTTPS are on (`manage.py check --deploy` is clean); TLS ends at the Ingress, which says so in
 # X-Forwarded-Proto.
 PRODUCTION = not (DEBUG or SANDBOX)
 BUILTIN_SECRET_KEY = "insecure-dev-key-set-DJANGO_SECRET_KEY-in-production"
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or BUILTIN_SECRET_KEY
+SECRET_KEY = _web.django_secret_key or BUILTIN_SECRET_KEY
 if PRODUCTION and SECRET_KEY == BUILTIN_SECRET_KEY:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is not set: outside the sandbox (SANDBOX) and without DJANGO_DEBUG the built-in "
         "development key is refused; set DJANGO_SECRET_KEY to a long random string"
     )
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+ALLOWED_HOSTS = comma_list(_web.django_allowed_hosts)
+CSRF_TRUSTED_ORIGINS = comma_list(_web.django_csrf_trusted_origins)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -123,7 +121,7 @@ def database_config(url: str | None) -> dict:
     return config
 
 
-DATABASES = {"default": database_config(os.environ.get("DATABASE_URL"))}
+DATABASES = {"default": database_config(Config.setting("database_url"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -145,14 +143,14 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-EMAIL_DOMAIN = os.environ.get("EMAIL_DOMAIN", "example.com")
+EMAIL_DOMAIN = Config.setting("email_domain")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": _web.log_level},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # twilio logs every request's headers at INFO (ten lines per SMS); our own line says what was sent

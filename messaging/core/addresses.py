@@ -1,9 +1,12 @@
-"""Email address rules shared by every layer: what a mailbox name may be, and reading one address. Pure."""
+"""Email address rules shared by every layer: what a mailbox name may be, reading one address, and the one check
+of an address we send to or from (:func:`email_address`). Pure (no DNS)."""
 
 from __future__ import annotations
 
 import re
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
+
+from email_validator import EmailNotValidError, validate_email
 
 # What a mailbox name (a user's username) may look like; web.accounts validates usernames with it too.
 MAILBOX_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
@@ -32,3 +35,45 @@ def mailbox_username(addr: str, domain: str) -> str | None:
         return None
     username = local.split("+", 1)[0].strip('"')
     return username or None
+
+
+class InvalidAddress(ValueError):
+    """Not an email address we can send to or from; the message says why."""
+
+
+def email_address(addr: str) -> str:
+    """The one check of an email address we send to or from (a device's recipient, the relay's From and To, a
+    user's contact address), by ``email-validator`` without DNS: a bare ``local@domain``; an ASCII local part
+    (SMTPUTF8 is not asked of the relay), unquoted; a domain name with a dot (IDN allowed), not an IP literal nor a
+    special-use name (``localhost``, ``.local``, ``.invalid``, ``.onion``, ``.arpa``), except ``.test``, which the
+    tests and the sandbox use. Returns the ASCII form (the domain lower-cased and punycoded, the local part as
+    given; a fully qualified domain's final dot dropped); else raises :class:`InvalidAddress` saying why."""
+    local, at, domain = addr.rpartition("@")
+    if at and domain.endswith(".") and not domain.endswith(".."):
+        addr = f"{local}@{domain[:-1]}"  # "example.org." is "example.org" (EMAIL_DOMAIN may be written so)
+    try:
+        checked = validate_email(
+            addr,
+            check_deliverability=False,
+            allow_smtputf8=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            test_environment=True,  # only: ".test" allowed (RFC 6761 reserves it for tests; no DNS either way)
+        )
+    except EmailNotValidError as exc:
+        raise InvalidAddress(str(exc)) from None
+    return checked.ascii_email
+
+
+def header_address(value: str) -> tuple[str, str]:
+    """``(display name, address)`` from a header value holding exactly one address (``Name <local@domain>`` or a
+    bare one); the address checked by :func:`email_address`. A line break, no address or several raise
+    :class:`InvalidAddress`."""
+    if "\r" in value or "\n" in value:
+        raise InvalidAddress("address contains a line break")
+    pairs = [pair for pair in getaddresses([value]) if pair[1]]
+    if len(pairs) != 1:
+        raise InvalidAddress("exactly one address expected")
+    name, spec = pairs[0]
+    return name, email_address(spec.strip())

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, getaddresses, make_msgid
+from email.utils import format_datetime, make_msgid
 
+from messaging.core.addresses import header_address
 from messaging.core.errors import PermanentDeliveryError, TemporaryDeliveryError
 from messaging.core.redact import mask_email
 
@@ -98,23 +99,6 @@ def message_id(domain: str, hint: str | None = None) -> str:
     return f"<{readable}.{digest}@{host}>"
 
 
-def validate_address(addr: str) -> str:
-    """The bare ASCII ``local@domain`` for one address (IDN domains punycoded), else ValueError."""
-    if "\r" in addr or "\n" in addr:
-        raise ValueError("address contains a line break")
-    pairs = [pair for pair in getaddresses([addr]) if pair[1]]
-    if len(pairs) != 1:
-        raise ValueError("exactly one address expected")
-    spec = pairs[0][1].strip()
-    if not spec or any(ch.isspace() for ch in spec) or spec.count("@") != 1:
-        raise ValueError("not a plain local@domain address")
-    local, domain = spec.split("@")
-    if not local or not local.isascii():
-        raise ValueError("local part must be non-empty ASCII")
-    parsed = Address(addr_spec=f"{local}@{_ascii_domain(domain)}")  # RFC 5322 syntax check
-    return parsed.addr_spec
-
-
 class _StaleSession(Exception):
     """A kept session the relay had closed meanwhile; nothing of the message was taken."""
 
@@ -151,8 +135,8 @@ class RelaySessions:
     def send(self, msg: EmailMessage) -> str:
         msg_id = str(msg.get("Message-ID", "")).strip()
         try:
-            mail_from = validate_address(str(msg["From"]))
-            rcpt_to = validate_address(str(msg["To"]))
+            _, mail_from = header_address(str(msg["From"]))
+            _, rcpt_to = header_address(str(msg["To"]))
         except (ValueError, TypeError) as exc:
             log.warning("relay rejected locally message_id=%s reason=%s", msg_id, _masked(exc))
             raise PermanentDeliveryError(f"invalid address: {exc}") from None
@@ -278,10 +262,9 @@ def _close(smtp: smtplib.SMTP, *, polite: bool) -> None:
 
 
 def _single_address(addr: str) -> Address:
-    spec = validate_address(addr)
-    name = _WHITESPACE.sub(" ", _CONTROL.sub(" ", getaddresses([addr])[0][0])).strip()
+    name, spec = header_address(addr)
     local, domain = spec.split("@")
-    return Address(display_name=name, username=local, domain=domain)
+    return Address(display_name=_WHITESPACE.sub(" ", _CONTROL.sub(" ", name)).strip(), username=local, domain=domain)
 
 
 def _ascii_domain(domain: str) -> str:

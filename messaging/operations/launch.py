@@ -15,7 +15,7 @@ import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError
+from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError, ray_serve_haproxy
 from messaging.runtime.pool import NamedPool, member_name
 
 KINDS = ("user", "satellite", "mailout", "sms", "mailserver")
@@ -440,7 +440,7 @@ def ingress_ports(config: Config) -> dict[int, tuple[str, str]]:
     """Every port the HTTP ingress needs on a node: port -> (what, bind host)."""
     admin_host = os.environ.get("SERVE_HAPROXY_HOST") or config.serve_haproxy_host
     ports = {config.serve_http_port: ("HTTP", config.serve_http_host or "0.0.0.0")}
-    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1":
+    if ray_serve_haproxy():
         for what, port in haproxy_admin_ports(config).items():
             ports.setdefault(port, (what, admin_host))
     return ports

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import ray
 
+from messaging.core.addresses import InvalidAddress, email_address
 from messaging.core.redact import mask_address, mask_key
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.routing.decisions import (
@@ -60,9 +61,6 @@ class UserBase:
     @staticmethod
     def _normalise_destination(msg: CombinedMessage) -> tuple[CombinedMessage, bool]:
         """For a device's message: the recipient in canonical form, and whether it is deliverable."""
-        from django.core.exceptions import ValidationError
-        from django.core.validators import validate_email
-
         from messaging.core.phones import normalise_phone
 
         if msg.direction is not Direction.FROM_DEVICE:
@@ -71,8 +69,8 @@ class UserBase:
             number = normalise_phone(msg.recipient)
             return (dataclasses.replace(msg, recipient=number), True) if number else (msg, False)
         try:
-            validate_email(msg.recipient)
-        except ValidationError:
+            email_address(msg.recipient)
+        except InvalidAddress:
             return msg, False
         return msg, True
 

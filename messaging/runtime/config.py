@@ -1,4 +1,12 @@
-"""Configuration from the environment (12-factor). One place reads os.environ.
+"""Configuration from the environment (12-factor). One place reads os.environ, one way.
+
+Two settings classes, read by the same :func:`env_values`: :class:`Config`, the stack's (it travels to Ray
+workers, without its secrets), and :class:`WebSettings`, what only Django's settings read (web/settings.py). A
+field's type is its default's: ``bool`` read by :func:`parse_bool` (the one reading of an on/off setting, the
+sandbox's ``SANDBOX`` too), numbers by ``int``/``float`` (a malformed one raises :class:`ConfigError` naming the
+variable), the rest as text; an unset or empty variable is the default. (A reader of our own rather than
+pydantic-settings: Config stays a frozen dataclass, built directly in many places, that pickles without its secrets,
+and the variables keep their meaning and their error messages.)
 
 Every variable here is documented in README.md's configuration table.
 """
@@ -8,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
 TWILIO_DEFAULT_API_BASE_URL = "https://api.twilio.com"
@@ -20,12 +29,62 @@ TWILIO_DEFAULT_API_BASE_URL = "https://api.twilio.com"
 RAY_SERVE_DEFAULTS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5"}
 
 
-def _bool(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def parse_bool(text: str) -> bool | None:
+    """The one reading of an on/off setting: True for 1/true/yes/on, False for 0/false/no/off (any case, spaces
+    around ignored), None for anything else. A boolean field reads None as off; ``SANDBOX`` refuses it."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+def ray_serve_haproxy(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether Serve runs behind HAProxy: ``RAY_SERVE_ENABLE_HA_PROXY`` read as Ray reads it (exactly ``1``)."""
+    env = os.environ if environ is None else environ
+    return env.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "1"
+
+
+def comma_list(text: str) -> list[str]:
+    """``a, b,c`` -> ``["a", "b", "c"]``; blank items dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class ConfigError(ValueError):
     """The configuration cannot be run as it is; the message names the variables to set (or unset)."""
+
+
+def env_values(
+    cls: type, environ: Mapping[str, str] | None = None, names: Iterable[str] | None = None
+) -> dict[str, object]:
+    """The fields of the settings dataclass ``cls`` (only ``names``, if given) that are set in the environment,
+    converted to their default's type; an unset or empty variable is left out (the default applies). A malformed
+    number raises :class:`ConfigError` naming the variable."""
+    env = os.environ if environ is None else environ
+    wanted = None if names is None else set(names)
+    values: dict[str, object] = {}
+    for f in fields(cls):
+        if wanted is not None and f.name not in wanted:
+            continue
+        raw = env.get(f.name.upper())
+        if raw is None or raw == "":
+            continue
+        kind = type(f.default)
+        if kind is bool:
+            values[f.name] = parse_bool(raw) is True
+        elif kind in (int, float):
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ConfigError(f"{f.name.upper()} must be a number, not {raw!r}") from None
+        else:
+            values[f.name] = raw
+    return values
 
 
 @dataclass(frozen=True)
@@ -214,24 +273,16 @@ class Config:
                 raise ValueError(f"{name.upper()} must be 0 (no limit) or more")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Config:
-        env = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            raw = env.get(f.name.upper())
-            if raw is None or raw == "":
-                continue
-            kind = type(f.default)
-            if kind is bool:
-                values[f.name] = _bool(raw)
-            elif kind in (int, float):
-                try:
-                    values[f.name] = kind(raw)
-                except ValueError:
-                    raise ConfigError(f"{f.name.upper()} must be a number, not {raw!r}") from None
-            else:
-                values[f.name] = raw
-        return cls(**values)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        return cls(**env_values(cls, environ))
+
+    @classmethod
+    def setting(cls, name: str, environ: Mapping[str, str] | None = None) -> object:
+        """One field from the environment (its default when unset), whether or not the rest parses: Django's
+        settings read ``EMAIL_DOMAIN`` and ``DATABASE_URL`` so, and ``manage.py`` still runs (runbackend then
+        refuses the config, naming the variable) when another variable is malformed."""
+        default = next(f.default for f in fields(cls) if f.name == name)
+        return env_values(cls, environ, names=(name,)).get(name, default)
 
     def public(self) -> dict[str, object]:
         """Every field but the secrets."""
@@ -304,3 +355,20 @@ class Config:
                 value = "1" if value else "0"
             out[f.name.upper()] = str(value)
         return out
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """Django's own variables (web/settings.py), read like :class:`Config`; they do not travel as the Config does
+    (Ray workers get them in their environment, see ``operations.launch.WORKER_ENV``)."""
+
+    django_secret_key: str = field(default="", repr=False)  # empty: the built-in development key (not production)
+    django_debug: bool = False
+    django_allowed_hosts: str = "localhost,127.0.0.1"  # comma-separated
+    django_csrf_trusted_origins: str = ""  # comma-separated
+    data_dir: str = ""  # empty: data/ in the checkout
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WebSettings:
+        return cls(**env_values(cls, environ))

@@ -23,10 +23,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from messaging.runtime.config import TWILIO_DEFAULT_API_BASE_URL, Config, ConfigError
+from messaging.runtime.config import TWILIO_DEFAULT_API_BASE_URL, Config, ConfigError, parse_bool
 
-_ON = {"1", "true", "yes", "on", "all"}
-_OFF = {"0", "false", "no", "off", "none"}
+# SANDBOX is an on/off setting (config.parse_bool) with a third value, auto (or empty), and two more words for on/off.
+_AUTO = {"auto", ""}
+_WORDS = {"all": "1", "none": "0"}
 
 
 @dataclass
@@ -56,12 +57,13 @@ def sandboxed(config: Config) -> bool:
     Raises ConfigError, naming every missing variable, for a configuration that would otherwise run
     half-faked or half-configured.
     """
-    mode = config.sandbox.strip().lower()
-    if mode in _ON:
-        return True
-    if mode not in _OFF | {"auto", ""}:
-        raise ConfigError(f"SANDBOX must be auto, 1 or 0, not {config.sandbox!r}")
-    if mode in _OFF:
+    word = config.sandbox.strip().lower()
+    if word not in _AUTO:
+        switch = parse_bool(_WORDS.get(word, word))
+        if switch is None:
+            raise ConfigError(f"SANDBOX must be auto, 1 or 0, not {config.sandbox!r}")
+        if switch:
+            return True
         missing = config.unconfigured_services()
         if missing:
             raise ConfigError(f"SANDBOX=0 needs every service's credentials; missing {_missing_text(missing)}")

@@ -11,7 +11,8 @@ import pytest
 from ray import cloudpickle
 
 from messaging.operations.launch import SECRET_ENV, split_env, worker_env
-from messaging.runtime.config import SECRET_FIELDS, Config
+from messaging.runtime.config import SECRET_FIELDS, Config, ConfigError, WebSettings, comma_list, parse_bool
+from messaging.sandbox.stack import sandboxed
 
 SECRETS = {
     "swarm_password": "hive-pw-5e1f",
@@ -125,3 +126,52 @@ def test_env_vars_and_runtime_env_carry_no_secret(no_secret_env):
         assert value not in text
     assert secret["TWILIO_AUTH_TOKEN"] == SECRETS["twilio_auth_token"]
     assert secret["DATABASE_URL"] == "sqlite:///x" and secret["DJANGO_SECRET_KEY"] == "django-key-1234"
+
+
+# --- one reading of the environment for the stack, Django and the sandbox ---------------------------------------
+
+# Every service configured, so that SANDBOX=0 is a valid choice
+COMPLETE = {
+    "SWARM_HIVE_URL": "https://hive.example/hive",
+    "SWARM_USERNAME": "u",
+    "SWARM_PASSWORD": "p",
+    "TWILIO_ACCOUNT_SID": "AC1",
+    "TWILIO_AUTH_TOKEN": "t",
+    "TWILIO_WEBHOOK_PUBLIC_URL": "https://x.example/sms",
+    "EMAIL_RELAY_HOST": "smtp.example",
+}
+
+
+@pytest.mark.parametrize(
+    ("word", "on"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False), ("False", False), ("no", False)]
+    + [("off", False), ("maybe", None)],
+)
+def test_one_boolean_reading_for_the_stack_django_and_the_sandbox(word, on):
+    assert parse_bool(word) is on
+    assert Config.from_env({"RAY_DASHBOARD": word}).ray_dashboard is bool(on)
+    assert WebSettings.from_env({"DJANGO_DEBUG": word}).django_debug is bool(on)
+    sandbox = Config.from_env({"SANDBOX": word, **COMPLETE})
+    if on is None:
+        with pytest.raises(ConfigError, match="SANDBOX"):
+            sandboxed(sandbox)
+    else:
+        assert sandboxed(sandbox) is on
+
+
+def test_django_settings_read_like_the_config():
+    web = WebSettings.from_env({"DJANGO_ALLOWED_HOSTS": "a.example, b.example,", "DATA_DIR": "", "LOG_LEVEL": "DEBUG"})
+    assert comma_list(web.django_allowed_hosts) == ["a.example", "b.example"]
+    assert web.data_dir == "" and web.log_level == "DEBUG"  # empty is unset, as for every Config variable
+    assert comma_list(WebSettings.from_env({}).django_allowed_hosts) == ["localhost", "127.0.0.1"]
+    assert "k-123" not in repr(WebSettings.from_env({"DJANGO_SECRET_KEY": "k-123"}))
+
+
+def test_one_setting_is_read_while_another_variable_is_malformed():
+    env = {"POOL_SIZE": "two", "EMAIL_DOMAIN": "beaver.test"}
+    with pytest.raises(ConfigError, match="POOL_SIZE"):
+        Config.from_env(env)
+    assert Config.setting("email_domain", env) == "beaver.test"
+    assert Config.setting("database_url", env) == ""
+    with pytest.raises(ConfigError, match="POOL_SIZE"):
+        Config.setting("pool_size", env)

@@ -6,17 +6,10 @@ import dataclasses
 import re
 from pathlib import Path
 
-from messaging.runtime.config import RAY_SERVE_DEFAULTS, Config
+from messaging.runtime.config import RAY_SERVE_DEFAULTS, Config, WebSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-DJANGO_VARS = [
-    "DJANGO_SECRET_KEY",
-    "DJANGO_DEBUG",
-    "DJANGO_ALLOWED_HOSTS",
-    "DJANGO_CSRF_TRUSTED_ORIGINS",
-    "DATA_DIR",
-    "LOG_LEVEL",
-]
+DJANGO_VARS = [f.name.upper() for f in dataclasses.fields(WebSettings)]
 
 
 def documented() -> set[str]:

@@ -9,7 +9,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from messaging.core.addresses import MAILBOX_NAME
+from messaging.core.addresses import MAILBOX_NAME, InvalidAddress, email_address
 from messaging.core.phones import normalise_phone
 
 MAILBOX_VALIDATOR = RegexValidator(
@@ -59,6 +59,11 @@ class User(AbstractUser):
     def clean(self) -> None:
         super().clean()
         self.username = (self.username or "").strip().lower()
+        if self.contact_email:  # the address rule every sender uses (on top of EmailField's own check)
+            try:
+                email_address(self.contact_email)
+            except InvalidAddress as exc:
+                raise ValidationError({"contact_email": f"Not an address mail can be sent to: {exc}"}) from None
         if self.twilio_number:
             number = normalise_phone(self.twilio_number)
             if number is None:

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from messaging.runtime.config import ray_serve_haproxy
+
 
 class Command(BaseCommand):
     help = "Start the messaging backend on Ray (local or RAY_ADDRESS): actors, Serve app, admin, sandbox fakes."
@@ -141,7 +143,7 @@ class Command(BaseCommand):
         echo(f"  Twilio webhook   {base}/sms   (signed against {config.twilio_webhook_public_url or 'UNSET'})")
         echo(f"  Hive webhook     {base}/swarm (header X-Swarm-Secret)")
         echo(f"  Admin            {base}/admin/  (create a login: python manage.py createsuperuser)")
-        haproxy = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+        haproxy = ray_serve_haproxy()
         echo(f"  HTTP ingress     {'HAProxy' if haproxy else 'Serve proxy'} (RAY_SERVE_ENABLE_HA_PROXY)")
         if box.hive is not None:
             echo(
