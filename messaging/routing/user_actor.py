@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import ray
 
 from messaging.core.redact import mask_address, mask_key
-from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import Channel, CombinedMessage, Direction, Protocol, Status
 from messaging.routing.decisions import (
     NOT_STORED,
     Policy,
@@ -154,7 +154,7 @@ class UserBase:
             if verdict not in NOT_STORED
         ]
         recs = iter(record_many(items))
-        kicks: dict[tuple[str, int], list[int]] = {}
+        kicks: dict[tuple[Channel, int], list[int]] = {}
         results = []
         for msg, verdict, found in decided:
             if verdict in NOT_STORED:
@@ -186,7 +186,7 @@ class UserBase:
             self.kick(channel, idx, ids)
         return results
 
-    def kick(self, channel: str, idx: int, message_ids: list[int]) -> None:
+    def kick(self, channel: Channel, idx: int, message_ids: list[int]) -> None:
         """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
         if not self.pools[channel].notify(idx, "deliver_many", message_ids):
             log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
@@ -200,7 +200,7 @@ class UserBase:
         device = Device.objects.filter(device_id=device_id).first() if device_id is not None else None
         rec = record_dead_letter(key, sender=sender, raw=raw, reason=reason, device_id=device.id if device else None)
         if rec.created:
-            metrics.count("unknown", Direction.FROM_DEVICE.value, "dead")
+            metrics.count(Protocol.UNKNOWN.key, Direction.FROM_DEVICE.value, Status.DEAD.value)
         return rec.message_id
 
     def ping(self) -> str:

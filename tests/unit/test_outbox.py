@@ -46,7 +46,7 @@ def test_rejected_is_final_and_never_due(make_user):
     row = Message.objects.get(id=rec.message_id)
     assert row.status == "rejected" and row.last_error == "unknown_recipient"
     assert outbox.claim(rec.message_id) is None
-    assert outbox.due("to_device", ["email"], now=timezone.now() + timedelta(days=1)) == []
+    assert outbox.due(Direction.TO_DEVICE, [Protocol.EMAIL], now=timezone.now() + timedelta(days=1)) == []
 
 
 def test_claim_is_exclusive_until_the_lease_runs_out(make_user):
@@ -55,7 +55,7 @@ def test_claim_is_exclusive_until_the_lease_runs_out(make_user):
     assert row is not None and row.status == "sending" and row.attempts == 1
     assert outbox.claim(rec.message_id) is None, "a second sender must not get it"
     later = timezone.now() + RetryPolicy().lease + timedelta(seconds=1)
-    assert outbox.due("to_device", ["email"], now=later) == [rec.message_id]
+    assert outbox.due(Direction.TO_DEVICE, [Protocol.EMAIL], now=later) == [rec.message_id]
     again = outbox.claim(rec.message_id, now=later)
     assert again is not None and again.attempts == 2
 
@@ -113,11 +113,12 @@ def test_due_by_channel_and_grace(make_user):
     to_dev = stored(make_user, key="a")
     sms_out = stored(make_user, key="b", direction=Direction.FROM_DEVICE, protocol=Protocol.SMS)
     now = timezone.now()
-    assert outbox.due("to_device", ["email", "sms"], now=now) == [], "fresh rows belong to the intake's kick"
+    both = [Protocol.EMAIL, Protocol.SMS]
+    assert outbox.due(Direction.TO_DEVICE, both, now=now) == [], "fresh rows belong to the intake's kick"
     later = now + timedelta(seconds=10)
-    assert outbox.due("to_device", ["email", "sms"], now=later) == [to_dev.message_id]
-    assert outbox.due("from_device", ["sms"], now=later) == [sms_out.message_id]
-    assert outbox.due("from_device", ["email"], now=later) == []
+    assert outbox.due(Direction.TO_DEVICE, both, now=later) == [to_dev.message_id]
+    assert outbox.due(Direction.FROM_DEVICE, [Protocol.SMS], now=later) == [sms_out.message_id]
+    assert outbox.due(Direction.FROM_DEVICE, [Protocol.EMAIL], now=later) == []
 
 
 def test_dead_letter_is_stored_once(make_user):

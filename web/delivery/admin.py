@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from messaging.core.types import Status
+
 from .models import Message
 
 
@@ -74,8 +76,8 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry now (re-queue selected failed/dead messages)")
     def retry_now(self, request, queryset) -> None:
-        retryable = queryset.filter(status__in=[Message.Status.FAILED, Message.Status.DEAD, Message.Status.QUEUED])
-        count = retryable.update(status=Message.Status.QUEUED, next_attempt_at=timezone.now(), lease_until=None)
+        retryable = queryset.filter(status__in=[Status.FAILED, Status.DEAD, Status.QUEUED])
+        count = retryable.update(status=Status.QUEUED, next_attempt_at=timezone.now(), lease_until=None)
         skipped = queryset.count() - count
         self.message_user(
             request, f"{count} message(s) re-queued; the delivery sweep sends them shortly.", messages.SUCCESS
