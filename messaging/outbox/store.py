@@ -1,4 +1,4 @@
-"""The durable outbox: every state change of a Message is one write to the database.
+"""The durable outbox: every state change of a Message is one write to the database, made here and only here.
 
 Sync functions over the Django ORM. Intake records a message (idempotently, by its key); senders
 ``claim`` a due message with a lease, then record ``sent``, ``retry`` or ``dead``. A sweep finds
@@ -11,6 +11,7 @@ import hashlib
 import logging
 import random
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -415,6 +416,39 @@ def mark_dead(message_id: int, token: str, error: str, now: datetime | None = No
         return _lost_lease(message_id, Status.DEAD)
     log.warning("message %s dead error=%s", message_id, error[:200])
     return Status.DEAD
+
+
+# What a person may send again by hand (the admin's "Retry now"): never a sent, rejected or in-flight message.
+RETRYABLE_BY_HAND = (Status.FAILED, Status.DEAD, Status.QUEUED)
+
+
+def retry_now(ids: Iterable[int], now: datetime | None = None) -> int:
+    """Re-queue those of ``ids`` that failed, died or wait, due at once; the sweep sends them. Returns how many.
+
+    The status is checked in the write itself, so a message a sender claimed a moment ago is left alone;
+    each one re-queued is read back in the same transaction (its rows still locked), to log it by its id."""
+    now = now or timezone.now()
+    ids = sorted(set(ids))
+    count, queued = 0, []
+    with transaction.atomic():
+        for start in range(0, len(ids), 500):  # bounded IN lists, however many a person selected
+            chunk = ids[start : start + 500]
+            retryable = Message.objects.filter(id__in=chunk, status__in=RETRYABLE_BY_HAND)
+            count += retryable.update(status=Status.QUEUED, next_attempt_at=now, lease_until=None)
+            mine = Message.objects.filter(id__in=chunk, status=Status.QUEUED, next_attempt_at=now)
+            queued += mine.values_list("id", flat=True)
+    for message_id in queued:
+        log.info("message %s queued by hand (retry now)", message_id)
+    return count
+
+
+def set_status_by_hand(message_id: int, status: Status) -> bool:
+    """A person set the status on the message's admin page: store just that. Returns False for no such row."""
+    status = Status(status)
+    changed = bool(Message.objects.filter(id=message_id).update(status=status, updated_at=timezone.now()))
+    if changed:
+        log.info("message %s %s set by hand", message_id, status)
+    return changed
 
 
 def due(
