@@ -8,17 +8,50 @@ from dataclasses import dataclass, field
 
 
 class Protocol(enum.IntEnum):
-    """Same numbers as ``Protocol`` in proto/MessageDataPB.proto."""
+    """Same numbers as ``Protocol`` in proto/MessageDataPB.proto (the wire value); ``key`` is the stored one."""
 
     UNKNOWN = 0
     EMAIL = 1
     SMS = 2
     TWITTER = 3
 
+    @property
+    def key(self) -> str:
+        """The name a Message row stores: ``email``, ``sms``; anything we do not deliver is ``unknown``."""
+        return self.name.lower() if self in STORED_PROTOCOLS else "unknown"
+
+    @classmethod
+    def from_key(cls, key: str) -> Protocol:
+        """The protocol a Message row names (``email`` -> ``EMAIL``)."""
+        return cls[key.upper()]
+
+
+STORED_PROTOCOLS = (Protocol.EMAIL, Protocol.SMS, Protocol.UNKNOWN)  # what a Message row can name
+
 
 class Direction(enum.StrEnum):
     TO_DEVICE = "to_device"
     FROM_DEVICE = "from_device"
+
+
+class Status(enum.StrEnum):
+    """Where a stored message is on its way. Only messaging/outbox changes it."""
+
+    RECEIVED = "received"  # stored, not yet handed to a sender
+    QUEUED = "queued"  # due for (re)delivery at next_attempt_at
+    SENDING = "sending"  # a sender holds the lease until lease_until
+    SENT = "sent"  # final: the remote accepted it (remote_id)
+    REJECTED = "rejected"  # final: refused at intake (reason in last_error)
+    FAILED = "failed"  # last attempt failed temporarily; will be retried
+    DEAD = "dead"  # final: permanent error or out of attempts
+
+
+class Channel(enum.StrEnum):
+    """The sender pool that delivers a stored message (also the name of its actor kind)."""
+
+    SATELLITE = "satellite"  # to a device, over the satellite network
+    MAILOUT = "mailout"  # from a device, as email through the relay
+    SMS = "sms"  # from a device, as a text through Twilio
 
 
 def utf8_text(value: str) -> str:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from messaging.core.errors import LeaseLost, PermanentDeliveryError, TemporaryDeliveryError
+from messaging.core.types import Channel, Direction, Protocol, Status
 from messaging.runtime import metrics
 from messaging.runtime.config import Config
 from messaging.runtime.djangoenv import ensure_django, refresh_connections
@@ -25,6 +26,7 @@ SEND_CONCURRENCY = 8  # users whose messages a sender sends side by side (each u
 RUNNERS = 2  # batches a sender actor delivers at once
 BATCH = 64  # messages per claim
 LINGER = 0.2  # seconds a sender lets a small batch grow before claiming it (a satellite hop takes minutes)
+SKIPPED = "skipped"  # not a status: a message not delivered now (not due, held by another sender, draining)
 
 
 class Lease:
@@ -84,9 +86,9 @@ class Lease:
 
 
 class SenderBase:
-    channel = ""  # "satellite", "mailout", "sms"
-    direction = ""  # Message.Direction value
-    protocols: tuple[str, ...] = ()
+    channel: Channel
+    direction: Direction
+    protocols: tuple[Protocol, ...] = ()
 
     def __init__(self, config: Config, policy=None):
         ensure_django()
@@ -103,13 +105,10 @@ class SenderBase:
         """Send one claimed Message row; return the remote id. Raise Temporary/PermanentDeliveryError."""
         raise NotImplementedError
 
-    def deliver(self, message_id: int) -> str:
-        """Deliver one message if it is due and nobody else holds it. Returns its new status or 'skipped'."""
-        return self.deliver_many([message_id])[message_id]
-
     def deliver_many(self, message_ids: list[int]) -> dict[int, str]:
         """Deliver those of ``message_ids`` that are due and free: one claim, the sends (each user's in
-        order, users side by side), then one write for all that were sent. Returns id -> new status.
+        order, users side by side), then one write for all that were sent. Returns id -> new status
+        (``skipped``: not due, or another sender holds it; ``stale``: the lease was lost mid-send).
 
         Every outcome is fenced on the claim's lease token, and the lease is renewed before a send once a
         third of it has passed (sends done by then are recorded at that moment), so a slow remote never
@@ -118,7 +117,7 @@ class SenderBase:
         from messaging.outbox.store import claim_many
 
         refresh_connections()
-        outcomes = dict.fromkeys(message_ids, "skipped")
+        outcomes = dict.fromkeys(message_ids, SKIPPED)
         rows = claim_many(list(message_ids), self.policy)
         if not rows:
             return outcomes
@@ -143,7 +142,7 @@ class SenderBase:
 
     def _send_in_order(self, rows: list, outcomes: dict[int, str], lease: Lease) -> None:
         """Send claimed rows one after another; failures are recorded at once, successes handed to the lease."""
-        from messaging.outbox.store import mark_dead, mark_retry
+        from messaging.outbox.store import STALE, mark_dead, mark_retry
 
         refresh_connections()  # this may be one of the send threads, with a connection of its own
         for row in rows:
@@ -153,7 +152,7 @@ class SenderBase:
                 remote_id = self.send(row)
             except LeaseLost as exc:
                 log.warning("%s; the sender holding it now carries on", exc)
-                outcomes[row.id] = lease.finished(row.id, "stale")
+                outcomes[row.id] = lease.finished(row.id, STALE)
             except PermanentDeliveryError as exc:
                 metrics.count(row.protocol, row.direction, "dead")
                 outcomes[row.id] = lease.finished(row.id, mark_dead(row.id, lease.token, f"permanent: {exc}"))
@@ -169,7 +168,7 @@ class SenderBase:
                 outcomes[row.id] = lease.finished(row.id, mark_retry(row.id, lease.token, error, policy=self.policy))
             else:
                 metrics.count(row.protocol, row.direction, "forwarded")
-                outcomes[row.id] = "sent"
+                outcomes[row.id] = Status.SENT
                 lease.sent(row.id, remote_id)
 
     def due_ids(self, limit: int = 100) -> list[int]:
@@ -257,7 +256,7 @@ class SenderShell:
     async def deliver_many(self, message_ids: list[int]) -> str:
         """Kick from a user actor: queue these for delivery. While draining, refuse: they stay due."""
         if self._stopping:
-            return "skipped"
+            return SKIPPED
         self._enqueue(list(message_ids))
         return "queued"
 

@@ -15,7 +15,7 @@ import time
 import ray
 
 from messaging.core.errors import LeaseLost, PermanentDeliveryError
-from messaging.core.types import Protocol
+from messaging.core.types import Channel, Direction, Protocol
 from messaging.delivery.base import SenderBase, SenderShell
 from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
 from messaging.runtime.batching import CallBatcher
@@ -26,7 +26,7 @@ from messaging.satellite.transport import SatelliteNetwork
 
 log = logging.getLogger("messaging.delivery.satellite")
 
-PROTOCOLS = {"email": Protocol.EMAIL, "sms": Protocol.SMS}
+PROTOCOLS = {p.key: p for p in (Protocol.EMAIL, Protocol.SMS)}  # stored name -> wire protocol
 
 
 ACK_CONCURRENCY = 8  # rxack calls in flight at once per poller
@@ -42,9 +42,9 @@ def takes_packet(
 
 
 class SatelliteBase(SenderBase):
-    channel = "satellite"
-    direction = "to_device"
-    protocols = ("email", "sms")
+    channel = Channel.SATELLITE
+    direction = Direction.TO_DEVICE
+    protocols = (Protocol.EMAIL, Protocol.SMS)
 
     def __init__(self, config: Config, networks: dict[str, SatelliteNetwork] | None = None, policy=None):
         super().__init__(config, policy)

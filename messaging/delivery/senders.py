@@ -11,6 +11,7 @@ import logging
 
 import ray
 
+from messaging.core.types import Channel, Direction, Protocol
 from messaging.delivery.base import SEND_CONCURRENCY, SenderBase, SenderShell
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
@@ -19,9 +20,9 @@ log = logging.getLogger("messaging.delivery.senders")
 
 
 class MailOutSender(SenderBase):
-    channel = "mailout"
-    direction = "from_device"
-    protocols = ("email",)
+    channel = Channel.MAILOUT
+    direction = Direction.FROM_DEVICE
+    protocols = (Protocol.EMAIL,)
 
     def __init__(self, config: Config, policy=None):
         super().__init__(config, policy)
@@ -51,9 +52,9 @@ class MailOutSender(SenderBase):
 
 
 class SmsSender(SenderBase):
-    channel = "sms"
-    direction = "from_device"
-    protocols = ("sms",)
+    channel = Channel.SMS
+    direction = Direction.FROM_DEVICE
+    protocols = (Protocol.SMS,)
 
     def __init__(self, config: Config, policy=None):
         super().__init__(config, policy)

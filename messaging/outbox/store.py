@@ -1,4 +1,4 @@
-"""The durable outbox: every state change of a Message is one write to the database.
+"""The durable outbox: every state change of a Message is one write to the database, made here and only here.
 
 Sync functions over the Django ORM. Intake records a message (idempotently, by its key); senders
 ``claim`` a due message with a lease, then record ``sent``, ``retry`` or ``dead``. A sweep finds
@@ -11,6 +11,7 @@ import hashlib
 import logging
 import random
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,14 +20,13 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from messaging.core.redact import mask_key
-from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import CombinedMessage, Direction, Protocol, Status
 from web.delivery.models import Message
 
 log = logging.getLogger("messaging.outbox.store")
 
 KEY_LENGTH = Message._meta.get_field("idempotency_key").max_length
-PROTOCOL_NAMES = {Protocol.EMAIL: Message.Protocol.EMAIL, Protocol.SMS: Message.Protocol.SMS}
-DUE_STATUSES = (Message.Status.RECEIVED, Message.Status.QUEUED, Message.Status.FAILED)
+DUE_STATUSES = (Status.RECEIVED, Status.QUEUED, Status.FAILED)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Recorded:
 def _row_fields(msg: CombinedMessage) -> dict:
     return {
         "direction": msg.direction.value,
-        "protocol": PROTOCOL_NAMES.get(msg.protocol, Message.Protocol.UNKNOWN),
+        "protocol": msg.protocol.key,
         "sender": msg.sender[:320],
         "recipient": msg.recipient[:320],
         "subject": msg.subject[:255],
@@ -82,7 +82,7 @@ def record(
     msg: CombinedMessage, *, user_id: int | None, device_id: int | None, accepted: bool, reason: str = ""
 ) -> Recorded:
     """Store an inbound message once. Accepted: status ``received`` (due now); else ``rejected``."""
-    status = Message.Status.RECEIVED if accepted else Message.Status.REJECTED
+    status = Status.RECEIVED if accepted else Status.REJECTED
     existing = Message.objects.filter(idempotency_key=msg.idempotency_key).values("id", "status").first()
     if existing:
         return Recorded(existing["id"], existing["status"], created=False)
@@ -196,7 +196,7 @@ def _new_row(item: ToRecord) -> Message:
         idempotency_key=item.msg.idempotency_key,
         user_id=item.user_id,
         device_id=item.device_id,
-        status=Message.Status.RECEIVED if item.accepted else Message.Status.REJECTED,
+        status=Status.RECEIVED if item.accepted else Status.REJECTED,
         last_error=item.reason,
         next_attempt_at=now if item.accepted else None,
         **_row_fields(item.msg),
@@ -233,7 +233,7 @@ def record_dead_letter(
             idempotency_key=key,
             device_id=device_id,
             user_id=user_id,
-            status=Message.Status.DEAD,
+            status=Status.DEAD,
             last_error=_ascii(reason, 2000),
             error_history=[{"at": timezone.now().isoformat(), "error": _ascii(reason, 500)}],
             **_row_fields(safe),
@@ -276,12 +276,12 @@ def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: dateti
         return []
     now = now or timezone.now()
     token = uuid.uuid4().hex
-    claimable = Q(status__in=DUE_STATUSES) | Q(status=Message.Status.SENDING, lease_until__lt=now)
+    claimable = Q(status__in=DUE_STATUSES) | Q(status=Status.SENDING, lease_until__lt=now)
     updated = (
         Message.objects.filter(claimable, id__in=ids)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now) | Q(status=Message.Status.SENDING))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now) | Q(status=Status.SENDING))
         .update(
-            status=Message.Status.SENDING,
+            status=Status.SENDING,
             lease_until=now + policy.lease,
             lease_token=token,
             attempts=F("attempts") + 1,
@@ -303,12 +303,16 @@ def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: dateti
 def _held(message_id: int, token: str):
     """The row while the claim ``token`` still holds its lease: every outcome a sender records is fenced on
     it, so a sender whose lease ran out (and whose message another sender re-claimed) changes nothing."""
-    return Message.objects.filter(id=message_id, status=Message.Status.SENDING, lease_token=token)
+    return Message.objects.filter(id=message_id, status=Status.SENDING, lease_token=token)
 
 
-def _lost_lease(message_id: int, outcome: str) -> str:
+# Not a status: what recording an outcome returns when the claim lost its lease (the row is left alone).
+STALE = "stale"
+
+
+def _lost_lease(message_id: int, outcome: Status) -> str:
     log.warning("message %s %s not recorded: its lease was lost to another sender", message_id, outcome)
-    return "stale"
+    return STALE
 
 
 def save_progress(message_id: int, token: str, remote_id: str) -> bool:
@@ -320,13 +324,14 @@ def renew_lease(ids: list[int], token: str, policy: RetryPolicy = DEFAULT_POLICY
     """Extend the lease of those of ``ids`` this claim still holds; returns their ids (the rest were lost)."""
     if not ids:
         return set()
-    held = Message.objects.filter(id__in=ids, status=Message.Status.SENDING, lease_token=token)
+    held = Message.objects.filter(id__in=ids, status=Status.SENDING, lease_token=token)
     held.update(lease_until=timezone.now() + policy.lease)
     return set(held.values_list("id", flat=True))
 
 
 def mark_sent(message_id: int, token: str, remote_id: str) -> str:
-    return "sent" if mark_sent_many(token, [(message_id, remote_id)]) else _lost_lease(message_id, "sent")
+    sent = mark_sent_many(token, [(message_id, remote_id)])
+    return Status.SENT if sent else _lost_lease(message_id, Status.SENT)
 
 
 def mark_sent_many(token: str, sent: list[tuple[int, str]]) -> int:
@@ -342,21 +347,21 @@ def mark_sent_many(token: str, sent: list[tuple[int, str]]) -> int:
         "lease_until = NULL, next_attempt_at = NULL, last_error = '' "
         "WHERE id = %s AND status = %s AND lease_token = %s"
     )
-    sending = Message.Status.SENDING.value
+    sending = Status.SENDING.value
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
-            sql, [(Message.Status.SENT.value, rid[:255], stamp, stamp, mid, sending, token) for mid, rid in sent]
+            sql, [(Status.SENT.value, rid[:255], stamp, stamp, mid, sending, token) for mid, rid in sent]
         )
         recorded = set(
-            Message.objects.filter(
-                id__in=[mid for mid, _ in sent], status=Message.Status.SENT, lease_token=token
-            ).values_list("id", flat=True)
+            Message.objects.filter(id__in=[mid for mid, _ in sent], status=Status.SENT, lease_token=token).values_list(
+                "id", flat=True
+            )
         )
     for message_id, remote_id in sent:
         if message_id in recorded:
             log.info("message %s sent remote_id=%s", message_id, remote_id)
         else:
-            _lost_lease(message_id, "sent")
+            _lost_lease(message_id, Status.SENT)
     return len(recorded)
 
 
@@ -378,44 +383,77 @@ def mark_retry(
     now = now or timezone.now()
     row = _held(message_id, token).only("attempts", "created_at", "error_history").first()
     if row is None:
-        return _lost_lease(message_id, "failed")
+        return _lost_lease(message_id, Status.FAILED)
     too_old = now - row.created_at > policy.max_age
     if row.attempts >= policy.max_attempts or too_old:
         why = "too old" if too_old else f"{row.attempts} attempts"
         return mark_dead(message_id, token, f"gave up after {why}: {error}", now=now)
     delay = max(policy.delay(row.attempts), retry_after or 0.0)
     updated = _held(message_id, token).update(
-        status=Message.Status.FAILED,
+        status=Status.FAILED,
         last_error=error[:2000],
         error_history=_history(row, error, now),
         next_attempt_at=now + timedelta(seconds=delay),
         lease_until=None,
     )
     if not updated:
-        return _lost_lease(message_id, "failed")
+        return _lost_lease(message_id, Status.FAILED)
     log.info("message %s failed attempt=%s retry_in=%.1fs error=%s", message_id, row.attempts, delay, error[:200])
-    return Message.Status.FAILED
+    return Status.FAILED
 
 
 def mark_dead(message_id: int, token: str, error: str, now: datetime | None = None) -> str:
     now = now or timezone.now()
     row = _held(message_id, token).only("attempts", "error_history").first()
     updated = row is not None and _held(message_id, token).update(
-        status=Message.Status.DEAD,
+        status=Status.DEAD,
         last_error=error[:2000],
         error_history=_history(row, error, now),
         lease_until=None,
         next_attempt_at=None,
     )
     if not updated:
-        return _lost_lease(message_id, "dead")
+        return _lost_lease(message_id, Status.DEAD)
     log.warning("message %s dead error=%s", message_id, error[:200])
-    return Message.Status.DEAD
+    return Status.DEAD
+
+
+# What a person may send again by hand (the admin's "Retry now"): never a sent, rejected or in-flight message.
+RETRYABLE_BY_HAND = (Status.FAILED, Status.DEAD, Status.QUEUED)
+
+
+def retry_now(ids: Iterable[int], now: datetime | None = None) -> int:
+    """Re-queue those of ``ids`` that failed, died or wait, due at once; the sweep sends them. Returns how many.
+
+    The status is checked in the write itself, so a message a sender claimed a moment ago is left alone;
+    each one re-queued is read back in the same transaction (its rows still locked), to log it by its id."""
+    now = now or timezone.now()
+    ids = sorted(set(ids))
+    count, queued = 0, []
+    with transaction.atomic():
+        for start in range(0, len(ids), 500):  # bounded IN lists, however many a person selected
+            chunk = ids[start : start + 500]
+            retryable = Message.objects.filter(id__in=chunk, status__in=RETRYABLE_BY_HAND)
+            count += retryable.update(status=Status.QUEUED, next_attempt_at=now, lease_until=None)
+            mine = Message.objects.filter(id__in=chunk, status=Status.QUEUED, next_attempt_at=now)
+            queued += mine.values_list("id", flat=True)
+    for message_id in queued:
+        log.info("message %s queued by hand (retry now)", message_id)
+    return count
+
+
+def set_status_by_hand(message_id: int, status: Status) -> bool:
+    """A person set the status on the message's admin page: store just that. Returns False for no such row."""
+    status = Status(status)
+    changed = bool(Message.objects.filter(id=message_id).update(status=status, updated_at=timezone.now()))
+    if changed:
+        log.info("message %s %s set by hand", message_id, status)
+    return changed
 
 
 def due(
-    channel_direction: str,
-    channel_protocols: list[str],
+    direction: Direction,
+    protocols: list[Protocol],
     *,
     limit: int = 100,
     now: datetime | None = None,
@@ -426,30 +464,30 @@ def due(
     Fresh ``received`` rows get a short grace period, since the intake's kick normally delivers them.
     """
     now = now or timezone.now()
-    query = Message.objects.filter(direction=channel_direction, protocol__in=channel_protocols).filter(
-        Q(status=Message.Status.RECEIVED, created_at__lte=now - grace)
-        | Q(status__in=(Message.Status.QUEUED, Message.Status.FAILED), next_attempt_at__lte=now)
-        | Q(status=Message.Status.SENDING, lease_until__lt=now)
+    query = Message.objects.filter(direction=direction, protocol__in=[p.key for p in protocols]).filter(
+        Q(status=Status.RECEIVED, created_at__lte=now - grace)
+        | Q(status__in=(Status.QUEUED, Status.FAILED), next_attempt_at__lte=now)
+        | Q(status=Status.SENDING, lease_until__lt=now)
     )
     return list(query.order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
 
 
-def count_this_month(user_id: int, now: datetime | None = None, *, direction: str | None = None) -> int:
+def count_this_month(user_id: int, now: datetime | None = None, *, direction: Direction | None = None) -> int:
     """Messages stored (not refused) for ``user_id`` this calendar month; only ``direction`` when given."""
     now = now or timezone.now()
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     query = Message.objects.filter(user_id=user_id, created_at__gte=start)
     if direction is not None:
         query = query.filter(direction=direction)
-    return query.exclude(status=Message.Status.REJECTED).count()
+    return query.exclude(status=Status.REJECTED).count()
 
 
 def count_last_hour_from_device(device_pk: int, now: datetime | None = None) -> int:
     """Messages from the device (its row id) stored, not refused, in the last hour: its outbound rate."""
     since = (now or timezone.now()) - timedelta(hours=1)
     return (
-        Message.objects.filter(device_id=device_pk, direction=Direction.FROM_DEVICE.value, created_at__gte=since)
-        .exclude(status=Message.Status.REJECTED)
+        Message.objects.filter(device_id=device_pk, direction=Direction.FROM_DEVICE, created_at__gte=since)
+        .exclude(status=Status.REJECTED)
         .count()
     )
 
@@ -459,8 +497,8 @@ def count_last_hour_from_sender(user_id: int, sender: str, now: datetime | None 
     since = (now or timezone.now()) - timedelta(hours=1)
     return (
         Message.objects.filter(
-            user_id=user_id, direction=Direction.TO_DEVICE.value, sender__iexact=sender, created_at__gte=since
+            user_id=user_id, direction=Direction.TO_DEVICE, sender__iexact=sender, created_at__gte=since
         )
-        .exclude(status=Message.Status.REJECTED)
+        .exclude(status=Status.REJECTED)
         .count()
     )

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 
 from messaging.core.phones import parse_countries, sms_destination_refusal
-from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import Channel, CombinedMessage, Direction, Protocol
 
 
 class Verdict(enum.StrEnum):
@@ -180,12 +180,12 @@ def refusal_reason(
     return verdict.value
 
 
-def outbound_channel(direction: Direction, protocol: Protocol) -> str:
-    """Which sender pool delivers a stored message: ``satellite``, ``mailout`` or ``sms``."""
+def outbound_channel(direction: Direction, protocol: Protocol) -> Channel:
+    """Which sender pool delivers a stored message."""
     if direction is Direction.TO_DEVICE:
-        return "satellite"
+        return Channel.SATELLITE
     if protocol is Protocol.EMAIL:
-        return "mailout"
+        return Channel.MAILOUT
     if protocol is Protocol.SMS:
-        return "sms"
+        return Channel.SMS
     raise ValueError(f"no channel for {direction.value} {protocol.name}")

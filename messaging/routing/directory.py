@@ -171,7 +171,7 @@ def user_facts(user) -> UserFacts:
     from messaging.outbox.store import count_this_month
 
     def month(quota: int | None, direction: Direction) -> int:
-        return count_this_month(user.id, direction=direction.value) if quota is not None else 0
+        return count_this_month(user.id, direction=direction) if quota is not None else 0
 
     return UserFacts(
         id=user.id,

@@ -16,7 +16,7 @@ import ray
 
 from messaging.core.addresses import InvalidAddress, email_address
 from messaging.core.redact import mask_address, mask_key
-from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import Channel, CombinedMessage, Direction, Protocol, Status
 from messaging.routing.decisions import (
     NOT_STORED,
     Policy,
@@ -152,7 +152,7 @@ class UserBase:
             if verdict not in NOT_STORED
         ]
         recs = iter(record_many(items))
-        kicks: dict[tuple[str, int], list[int]] = {}
+        kicks: dict[tuple[Channel, int], list[int]] = {}
         results = []
         for msg, verdict, found in decided:
             if verdict in NOT_STORED:
@@ -184,7 +184,7 @@ class UserBase:
             self.kick(channel, idx, ids)
         return results
 
-    def kick(self, channel: str, idx: int, message_ids: list[int]) -> None:
+    def kick(self, channel: Channel, idx: int, message_ids: list[int]) -> None:
         """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
         if not self.pools[channel].notify(idx, "deliver_many", message_ids):
             log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
@@ -198,7 +198,7 @@ class UserBase:
         device = Device.objects.filter(device_id=device_id).first() if device_id is not None else None
         rec = record_dead_letter(key, sender=sender, raw=raw, reason=reason, device_id=device.id if device else None)
         if rec.created:
-            metrics.count("unknown", Direction.FROM_DEVICE.value, "dead")
+            metrics.count(Protocol.UNKNOWN.key, Direction.FROM_DEVICE.value, Status.DEAD.value)
         return rec.message_id
 
     def ping(self) -> str:

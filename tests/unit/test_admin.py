@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from messaging.core.types import Direction, Protocol, Status
+from messaging.outbox import store as outbox
 from web.accounts.models import BlockedSender, Device, User
 from web.delivery.models import Message
 
@@ -111,8 +113,8 @@ def test_blocked_sender_is_normalised():
 
 def _message(user, key, status):
     return Message.objects.create(
-        direction="to_device",
-        protocol="email",
+        direction=Direction.TO_DEVICE,
+        protocol=Protocol.EMAIL.key,
         sender="amy@example.org",
         recipient=f"{user.username}@x",
         user=user,
@@ -162,3 +164,43 @@ def test_the_sender_authentication_verdict_is_shown_read_only(staff):
     page = staff.get(reverse("admin:delivery_message_change", args=[msg.pk])).content.decode()
     assert "spf=fail smtp.mailfrom=evil.test; dkim=none;" in page
     assert 'name="authentication"' not in page  # shown, not editable
+
+
+@pytest.fixture
+def outbox_calls(monkeypatch):
+    """The outbox functions the admin calls, recorded on their way through (they still do their work)."""
+    calls = []
+    for name in ("retry_now", "set_status_by_hand"):
+        real = getattr(outbox, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            calls.append((_name, args))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(outbox, name, spy)
+    return calls
+
+
+def test_retry_now_goes_through_the_outbox(staff, outbox_calls):
+    user = User.objects.create(username="retried")
+    failed = _message(user, "k-failed", Status.FAILED)
+    sending = _message(user, "k-sending", Status.SENDING)
+    url = reverse("admin:delivery_message_changelist")
+    response = staff.post(url, {"action": "retry_now", "_selected_action": [failed.pk, sending.pk]}, follow=True)
+    assert [(name, sorted(args[0])) for name, args in outbox_calls] == [("retry_now", sorted([failed.pk, sending.pk]))]
+    page = response.content.decode()
+    assert "1 message(s) re-queued" in page and "1 message(s) skipped" in page
+    assert Message.objects.get(pk=failed.pk).status == Status.QUEUED
+    assert Message.objects.get(pk=sending.pk).status == Status.SENDING, "a message being sent is left alone"
+
+
+def test_a_status_set_on_the_message_page_goes_through_the_outbox(staff, outbox_calls):
+    user = User.objects.create(username="by-hand")
+    msg = _message(user, "k-hand", Status.FAILED)
+    url = reverse("admin:delivery_message_change", args=[msg.pk])
+    response = staff.post(url, {"status": Status.DEAD.value, "_save": "Save"})
+    assert response.status_code == 302, response.content[:2000]
+    assert outbox_calls == [("set_status_by_hand", (msg.pk, Status.DEAD))]
+    assert Message.objects.get(pk=msg.pk).status == Status.DEAD
+    staff.post(url, {"status": Status.DEAD.value, "_save": "Save"})
+    assert len(outbox_calls) == 1, "saving the page unchanged writes nothing"

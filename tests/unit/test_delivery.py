@@ -19,8 +19,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 class RecordingSender(SenderBase):
     channel = "test"
-    direction = "to_device"
-    protocols = ("email",)
+    direction = Direction.TO_DEVICE
+    protocols = (Protocol.EMAIL,)
 
     def __init__(self, config=None, outcome=None):
         super().__init__(config or Config())

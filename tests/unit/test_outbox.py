@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import random
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import CombinedMessage, Direction, Protocol, Status
 from messaging.outbox import store as outbox
 from messaging.outbox.store import RetryPolicy
 from web.delivery.models import Message
@@ -46,7 +48,7 @@ def test_rejected_is_final_and_never_due(make_user):
     row = Message.objects.get(id=rec.message_id)
     assert row.status == "rejected" and row.last_error == "unknown_recipient"
     assert outbox.claim(rec.message_id) is None
-    assert outbox.due("to_device", ["email"], now=timezone.now() + timedelta(days=1)) == []
+    assert outbox.due(Direction.TO_DEVICE, [Protocol.EMAIL], now=timezone.now() + timedelta(days=1)) == []
 
 
 def test_claim_is_exclusive_until_the_lease_runs_out(make_user):
@@ -55,7 +57,7 @@ def test_claim_is_exclusive_until_the_lease_runs_out(make_user):
     assert row is not None and row.status == "sending" and row.attempts == 1
     assert outbox.claim(rec.message_id) is None, "a second sender must not get it"
     later = timezone.now() + RetryPolicy().lease + timedelta(seconds=1)
-    assert outbox.due("to_device", ["email"], now=later) == [rec.message_id]
+    assert outbox.due(Direction.TO_DEVICE, [Protocol.EMAIL], now=later) == [rec.message_id]
     again = outbox.claim(rec.message_id, now=later)
     assert again is not None and again.attempts == 2
 
@@ -113,11 +115,12 @@ def test_due_by_channel_and_grace(make_user):
     to_dev = stored(make_user, key="a")
     sms_out = stored(make_user, key="b", direction=Direction.FROM_DEVICE, protocol=Protocol.SMS)
     now = timezone.now()
-    assert outbox.due("to_device", ["email", "sms"], now=now) == [], "fresh rows belong to the intake's kick"
+    both = [Protocol.EMAIL, Protocol.SMS]
+    assert outbox.due(Direction.TO_DEVICE, both, now=now) == [], "fresh rows belong to the intake's kick"
     later = now + timedelta(seconds=10)
-    assert outbox.due("to_device", ["email", "sms"], now=later) == [to_dev.message_id]
-    assert outbox.due("from_device", ["sms"], now=later) == [sms_out.message_id]
-    assert outbox.due("from_device", ["email"], now=later) == []
+    assert outbox.due(Direction.TO_DEVICE, both, now=later) == [to_dev.message_id]
+    assert outbox.due(Direction.FROM_DEVICE, [Protocol.SMS], now=later) == [sms_out.message_id]
+    assert outbox.due(Direction.FROM_DEVICE, [Protocol.EMAIL], now=later) == []
 
 
 def test_dead_letter_is_stored_once(make_user):
@@ -244,3 +247,90 @@ def test_one_item_the_database_refuses_is_dead_lettered_and_its_neighbours_store
     assert rows["bad"].status == "dead" and "could not be stored" in rows["bad"].last_error
     assert rows["bad"].text == "broken \\udcff text" and rows["bad"].user_id == user.id
     assert outbox.record_many(batch)[1].message_id == rows["bad"].id, "a retry finds the dead letter"
+
+
+def test_retry_now_requeues_only_failed_dead_or_queued_messages(make_user, caplog):
+    user = make_user()
+    ids = {
+        status: outbox.record(combined(f"r-{status}"), user_id=user.id, device_id=None, accepted=True).message_id
+        for status in Status
+    }
+    for status, message_id in ids.items():  # test setup: put each row in one status
+        Message.objects.filter(id=message_id).update(status=status, next_attempt_at=None)
+    now = timezone.now()
+    with caplog.at_level("INFO", logger="messaging.outbox.store"):
+        assert outbox.retry_now(list(ids.values()) + [999_999], now=now) == 3
+    rows = {m.id: m for m in Message.objects.filter(id__in=ids.values())}
+    requeued = {status for status, message_id in ids.items() if rows[message_id].next_attempt_at == now}
+    assert requeued == {Status.FAILED, Status.DEAD, Status.QUEUED}
+    assert {rows[ids[s]].status for s in requeued} == {"queued"}
+    left_alone = (Status.RECEIVED, Status.SENDING, Status.SENT, Status.REJECTED)
+    assert [rows[ids[s]].status for s in left_alone] == ["received", "sending", "sent", "rejected"]
+    logged = {r.getMessage() for r in caplog.records}
+    assert {f"message {ids[s]} queued by hand (retry now)" for s in requeued} <= logged
+
+
+def test_retry_now_takes_a_selection_of_any_size(make_user):
+    user = make_user()
+    rows = [Message(idempotency_key=f"many-{n}", user=user, status=Status.DEAD) for n in range(1100)]
+    ids = [row.id for row in Message.objects.bulk_create(rows)]
+    assert outbox.retry_now(ids) == 1100
+    assert Message.objects.filter(status=Status.QUEUED).count() == 1100
+
+
+def test_set_status_by_hand_writes_only_the_status(make_user):
+    rec = stored(make_user)
+    claimed = outbox.claim(rec.message_id)
+    assert outbox.set_status_by_hand(rec.message_id, Status.DEAD) is True
+    row = Message.objects.get(id=rec.message_id)
+    assert (row.status, row.lease_token, row.attempts) == ("dead", claimed.lease_token, 1)
+    assert outbox.set_status_by_hand(999_999, Status.QUEUED) is False
+    with pytest.raises(ValueError):
+        outbox.set_status_by_hand(rec.message_id, "lost")
+
+
+# Calls that write a row, and would write its status when given ``status=``.
+WRITES = {"update", "create", "bulk_create", "bulk_update", "update_or_create", "get_or_create", "save"}
+
+
+def _status_writes(source: str) -> list[int]:
+    """Lines of ``source`` that write a message status: ``x.status = ...``, a write call given ``status=``
+    (or ``update_fields``/``fields`` naming it), or SQL that sets it."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Attribute) and t.attr == "status" for t in targets):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
+            for kw in node.keywords:
+                named = {c.value for c in ast.walk(kw.value) if isinstance(c, ast.Constant)}
+                if kw.arg == "status" or (kw.arg in ("update_fields", "fields") and "status" in named):
+                    lines.append(node.lineno)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "set status" in node.value.lower():
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_only_the_outbox_writes_a_message_status():
+    """The outbox owns message state: no module outside messaging/outbox writes a status."""
+    root = Path(__file__).resolve().parents[2]
+    found = {}
+    for path in sorted([*root.glob("messaging/**/*.py"), *root.glob("web/**/*.py")]):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith("messaging/outbox/") or "/migrations/" in relative:
+            continue
+        if lines := _status_writes(path.read_text()):
+            found[relative] = lines
+    assert found == {}, "status written outside messaging/outbox; add an outbox function and call it"
+
+
+def test_the_status_write_finder_finds_each_kind_of_write():
+    source = """
+row.status = "queued"
+Message.objects.filter(id=1).update(status=Status.QUEUED, lease_until=None)
+row.save(update_fields=["status"])
+cursor.execute("UPDATE delivery_message SET status = %s")
+Message.objects.filter(status="dead").count()
+"""
+    assert _status_writes(source) == [2, 3, 4, 5]

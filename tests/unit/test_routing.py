@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import Channel, CombinedMessage, Direction, Protocol
 from messaging.routing.decisions import (
     NOT_STORED,
     SMTP_REPLIES,
@@ -183,9 +183,9 @@ def test_every_verdict_has_an_smtp_reply_and_only_accept_is_2xx():
 
 
 def test_outbound_channel():
-    assert outbound_channel(Direction.TO_DEVICE, Protocol.SMS) == "satellite"
-    assert outbound_channel(Direction.FROM_DEVICE, Protocol.EMAIL) == "mailout"
-    assert outbound_channel(Direction.FROM_DEVICE, Protocol.SMS) == "sms"
+    assert outbound_channel(Direction.TO_DEVICE, Protocol.SMS) is Channel.SATELLITE
+    assert outbound_channel(Direction.FROM_DEVICE, Protocol.EMAIL) is Channel.MAILOUT
+    assert outbound_channel(Direction.FROM_DEVICE, Protocol.SMS) is Channel.SMS
     with pytest.raises(ValueError):
         outbound_channel(Direction.FROM_DEVICE, Protocol.TWITTER)
 

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
-from django.utils import timezone
+
+from messaging.outbox import store as outbox
 
 from .models import Message
 
@@ -60,6 +61,11 @@ class MessageAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def save_model(self, request, obj: Message, form, change: bool) -> None:
+        """The status is the one field a person may set here; the outbox stores it (nothing else changes)."""
+        if change and "status" in form.changed_data:
+            outbox.set_status_by_hand(obj.pk, obj.status)
+
     @admin.display(description="last error")
     def short_error(self, obj: Message) -> str:
         return (obj.last_error[:60] + "...") if len(obj.last_error) > 60 else obj.last_error
@@ -74,8 +80,7 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry now (re-queue selected failed/dead messages)")
     def retry_now(self, request, queryset) -> None:
-        retryable = queryset.filter(status__in=[Message.Status.FAILED, Message.Status.DEAD, Message.Status.QUEUED])
-        count = retryable.update(status=Message.Status.QUEUED, next_attempt_at=timezone.now(), lease_until=None)
+        count = outbox.retry_now(queryset.values_list("pk", flat=True))
         skipped = queryset.count() - count
         self.message_user(
             request, f"{count} message(s) re-queued; the delivery sweep sends them shortly.", messages.SUCCESS

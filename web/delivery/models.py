@@ -5,30 +5,20 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from messaging.core.types import STORED_PROTOCOLS, Direction, Protocol, Status
+
+# Choices come from the one enum of each concept (messaging.core.types); the labels are what the admin shows.
+DIRECTION_CHOICES = [(d.value, d.value.replace("_", " ")) for d in Direction]
+PROTOCOL_LABELS = {Protocol.SMS: "SMS"}  # the others show their stored name
+PROTOCOL_CHOICES = [(p.key, PROTOCOL_LABELS.get(p, p.key)) for p in STORED_PROTOCOLS]
+STATUS_CHOICES = [(s.value, s.value) for s in Status]
+
 
 class Message(models.Model):
-    class Direction(models.TextChoices):
-        TO_DEVICE = "to_device", "to device"
-        FROM_DEVICE = "from_device", "from device"
+    """One message in either direction. Its ``status`` changes only through messaging.outbox.store."""
 
-    class Protocol(models.TextChoices):
-        EMAIL = "email", "email"
-        SMS = "sms", "SMS"
-        UNKNOWN = "unknown", "unknown"  # dead letters that could not be decoded
-
-    class Status(models.TextChoices):
-        RECEIVED = "received", "received"  # stored, not yet handed to a sender
-        QUEUED = "queued", "queued"  # due for (re)delivery at next_attempt_at
-        SENDING = "sending", "sending"  # a sender holds the lease until lease_until
-        SENT = "sent", "sent"  # final: the remote accepted it (remote_id)
-        REJECTED = "rejected", "rejected"  # final: refused at intake (reason in last_error)
-        FAILED = "failed", "failed"  # last attempt failed temporarily; will be retried
-        DEAD = "dead", "dead"  # final: permanent error or out of attempts
-
-    FINAL = (Status.SENT, Status.REJECTED, Status.DEAD)
-
-    direction = models.CharField(max_length=12, choices=Direction.choices)
-    protocol = models.CharField(max_length=8, choices=Protocol.choices)
+    direction = models.CharField(max_length=12, choices=DIRECTION_CHOICES)
+    protocol = models.CharField(max_length=8, choices=PROTOCOL_CHOICES)
     sender = models.CharField(max_length=320)
     recipient = models.CharField(max_length=320)
     subject = models.CharField(max_length=255, blank=True)
@@ -39,7 +29,7 @@ class Message(models.Model):
     device = models.ForeignKey(
         "accounts.Device", null=True, blank=True, on_delete=models.PROTECT, related_name="messages"
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED, db_index=True)
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, default=Status.RECEIVED.value, db_index=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     error_history = models.JSONField(default=list, blank=True)
@@ -69,7 +59,3 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.direction} {self.protocol} {self.sender} -> {self.recipient} [{self.status}]"
-
-    @property
-    def is_final(self) -> bool:
-        return self.status in self.FINAL
