@@ -49,6 +49,7 @@ class Lease:
     def holds(self, message_id: int) -> bool:
         with self._lock:
             if self.clock() - self._renewed >= self.policy.lease.total_seconds() / 3:
+                # Django models: loaded after ensure_django() in the worker
                 from messaging.outbox.store import renew_lease
 
                 self._record_sent()
@@ -78,7 +79,7 @@ class Lease:
     recorded = 0
 
     def _record_sent(self) -> None:
-        from messaging.outbox.store import mark_sent_many
+        from messaging.outbox.store import mark_sent_many  # Django models: loaded after ensure_django() in the worker
 
         if self._sent:
             self.recorded += mark_sent_many(self.token, self._sent)
@@ -92,7 +93,7 @@ class SenderBase:
 
     def __init__(self, config: Config, policy=None):
         ensure_django()
-        from messaging.outbox.store import RetryPolicy
+        from messaging.outbox.store import RetryPolicy  # Django models: loaded after ensure_django() in the worker
 
         self.config = config
         self.policy = policy or RetryPolicy.from_config(config)
@@ -114,7 +115,7 @@ class SenderBase:
         third of it has passed (sends done by then are recorded at that moment), so a slow remote never
         lets the sweep re-claim and resend a message this sender is still working through. A crash
         between a send and its write resends the message after its lease (at least once)."""
-        from messaging.outbox.store import claim_many
+        from messaging.outbox.store import claim_many  # Django models: loaded after ensure_django() in the worker
 
         refresh_connections()
         outcomes = dict.fromkeys(message_ids, SKIPPED)
@@ -142,6 +143,7 @@ class SenderBase:
 
     def _send_in_order(self, rows: list, outcomes: dict[int, str], lease: Lease) -> None:
         """Send claimed rows one after another; failures are recorded at once, successes handed to the lease."""
+        # Django models: loaded after ensure_django() in the worker
         from messaging.outbox.store import STALE, mark_dead, mark_retry
 
         refresh_connections()  # this may be one of the send threads, with a connection of its own
@@ -172,7 +174,7 @@ class SenderBase:
                 lease.sent(row.id, remote_id)
 
     def due_ids(self, limit: int = 100) -> list[int]:
-        from messaging.outbox.store import due
+        from messaging.outbox.store import due  # Django models: loaded after ensure_django() in the worker
 
         refresh_connections()
         return due(

@@ -62,7 +62,7 @@ class SatelliteBase(SenderBase):
 
     def send(self, row) -> str:
         """Send each packet once; progress is saved so a retry resumes after the last packet sent."""
-        from messaging.outbox.store import save_progress  # Django models: loaded once the worker set Django up
+        from messaging.outbox.store import save_progress  # Django models: loaded after ensure_django() in the worker
 
         if row.device is None or not row.device.is_active:
             raise PermanentDeliveryError("the user has no active device")

@@ -1,7 +1,7 @@
 """The outbound email and SMS senders: device -> relay (email) and device -> Twilio (SMS).
 
 Each is a ``SenderBase`` (logic, testable without Ray) and an async Ray actor shell. The first SMS actor
-also runs the reconciliation sweep (``reconcile.py``): inbound texts Twilio has that we never stored.
+also runs the reconciliation sweep (``intake/sms_reconcile.py``): inbound texts Twilio has that we never stored.
 """
 
 from __future__ import annotations
@@ -11,10 +11,15 @@ import logging
 
 import ray
 
+from messaging.core.errors import PermanentDeliveryError
+from messaging.core.phones import parse_countries, sms_destination_refusal
 from messaging.core.types import Channel, Direction, Protocol
 from messaging.delivery.base import SEND_CONCURRENCY, SenderBase, SenderShell
+from messaging.delivery.email_relay import RelaySessions, build_outbound
+from messaging.intake.sms_reconcile import Reconciler, pool_store
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
+from messaging.sms.twilio import TwilioSender
 
 log = logging.getLogger("messaging.delivery.senders")
 
@@ -26,8 +31,6 @@ class MailOutSender(SenderBase):
 
     def __init__(self, config: Config, policy=None):
         super().__init__(config, policy)
-        from messaging.delivery.email_relay import RelaySessions
-
         self.relay = RelaySessions(
             config.email_relay_host,
             config.email_relay_port,
@@ -38,8 +41,6 @@ class MailOutSender(SenderBase):
         )
 
     def send(self, row) -> str:
-        from messaging.delivery.email_relay import build_outbound
-
         cfg = self.config
         email = build_outbound(
             from_addr=f"{row.user.username}@{cfg.email_domain}",
@@ -58,16 +59,10 @@ class SmsSender(SenderBase):
 
     def __init__(self, config: Config, policy=None):
         super().__init__(config, policy)
-        from messaging.core.phones import parse_countries
-        from messaging.sms.twilio import TwilioSender
-
         self.twilio = TwilioSender(config.twilio_account_sid, config.twilio_auth_token, config.twilio_api_base_url)
         self.allowed_countries = parse_countries(config.sms_allowed_countries)
 
     def send(self, row) -> str:
-        from messaging.core.errors import PermanentDeliveryError
-        from messaging.core.phones import sms_destination_refusal
-
         if not row.user.twilio_number:
             raise PermanentDeliveryError(f"user {row.user.username} has no Twilio number to send from")
         # Intake refuses these already; this catches a row stored before the rule (or the countries) changed.
@@ -97,8 +92,6 @@ class SmsActor(SenderShell):
         self.base = SmsSender(config)
         self.autostart(config.outbox_sweep_interval)
         if runs_reconcile(config, index, users is not None):
-            from messaging.intake.sms_reconcile import Reconciler, pool_store
-
             self.reconciler = Reconciler(config, pool_store(users, timeout=config.smtp_store_timeout))
             asyncio.get_running_loop().create_task(self._reconcile_loop(config.twilio_reconcile_interval))
 

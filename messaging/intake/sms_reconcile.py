@@ -24,6 +24,7 @@ from messaging.core.phones import normalise_phone
 from messaging.core.redact import mask_phone
 from messaging.core.types import CombinedMessage
 from messaging.runtime.config import Config
+from messaging.runtime.djangoenv import refresh_connections
 from messaging.sms.twilio import BadWebhook, ListedMessage, TwilioInbox, TwilioUnavailable, parse_inbound_sms
 
 log = logging.getLogger("messaging.intake.sms_reconcile")
@@ -68,7 +69,7 @@ class SweepReport:
 
 def stored_keys(keys: list[str]) -> set[str]:
     """The keys among ``keys`` that the database has (one query per 500)."""
-    from web.delivery.models import Message
+    from web.delivery.models import Message  # Django models: loaded after ensure_django() in the worker
 
     found: set[str] = set()
     for i in range(0, len(keys), 500):
@@ -79,7 +80,7 @@ def stored_keys(keys: list[str]) -> set[str]:
 
 def user_numbers() -> set[str]:
     """Every user's Twilio number (inactive users too: the webhook would store their texts as refused)."""
-    from web.accounts.models import User
+    from web.accounts.models import User  # Django models: loaded after ensure_django() in the worker
 
     numbers = User.objects.exclude(twilio_number__isnull=True).exclude(twilio_number="")
     return {n for raw in numbers.values_list("twilio_number", flat=True) if (n := normalise_phone(raw))}
@@ -126,7 +127,6 @@ class Reconciler:
 
     def sweep(self) -> SweepReport:
         """Never raises for one number's or one batch's trouble: that is logged, and the next sweep tries again."""
-        from messaging.runtime.djangoenv import refresh_connections
 
         refresh_connections()
         report = SweepReport()

@@ -146,6 +146,7 @@ class Directory:
     # -- the database -------------------------------------------------------------------------------
     @staticmethod
     def _count_last_hour(key: tuple) -> int:
+        # Django models: loaded after ensure_django() in the worker
         from messaging.outbox.store import count_last_hour_from_device, count_last_hour_from_sender
 
         if key[0] == "device":
@@ -153,7 +154,7 @@ class Directory:
         return count_last_hour_from_sender(key[1], key[2])
 
     def _load(self, key: tuple[str, object]) -> tuple[UserFacts | None, DeviceFacts | None]:
-        from web.accounts.models import Device, User
+        from web.accounts.models import Device, User  # Django models: loaded after ensure_django() in the worker
 
         kind, value = key
         if kind == "device":
@@ -168,7 +169,7 @@ class Directory:
 
 def user_facts(user) -> UserFacts:
     """The user's facts; each month's count only when its quota is set (else it is never looked at)."""
-    from messaging.outbox.store import count_this_month
+    from messaging.outbox.store import count_this_month  # Django models: loaded after ensure_django() in the worker
 
     def month(quota: int | None, direction: Direction) -> int:
         return count_this_month(user.id, direction=direction) if quota is not None else 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import ray
 
 from messaging.core.addresses import InvalidAddress, email_address
+from messaging.core.phones import normalise_phone
 from messaging.core.redact import mask_address, mask_key
 from messaging.core.types import Channel, CombinedMessage, Direction, Protocol, Status
 from messaging.routing.decisions import (
@@ -61,8 +62,6 @@ class UserBase:
     @staticmethod
     def _normalise_destination(msg: CombinedMessage) -> tuple[CombinedMessage, bool]:
         """For a device's message: the recipient in canonical form, and whether it is deliverable."""
-        from messaging.core.phones import normalise_phone
-
         if msg.direction is not Direction.FROM_DEVICE:
             return msg, True
         if msg.protocol is Protocol.SMS:
@@ -129,6 +128,7 @@ class UserBase:
                 self.handled += len(msgs)
 
     def _intake_many(self, msgs: list[CombinedMessage]) -> list[IntakeResult]:
+        # Django models: loaded after ensure_django() in the worker
         from messaging.outbox.store import ToRecord, record_many
 
         refresh_connections()
@@ -191,8 +191,9 @@ class UserBase:
 
     def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:
         """Store an input that can never be delivered, so that its source may be acknowledged."""
+        # Django models: loaded after ensure_django() in the worker
         from messaging.outbox.store import record_dead_letter
-        from web.accounts.models import Device
+        from web.accounts.models import Device  # Django models: loaded after ensure_django() in the worker
 
         refresh_connections()
         device = Device.objects.filter(device_id=device_id).first() if device_id is not None else None

@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
+from messaging.core.phones import parse_countries
+
 TWILIO_DEFAULT_API_BASE_URL = "https://api.twilio.com"
 
 # Ray Serve's own switch, set for a local Ray unless already in the environment (k8s/configmap.yaml sets it for
@@ -263,8 +265,6 @@ class Config:
     sandbox_relay_port: int = 2526
 
     def __post_init__(self) -> None:
-        from messaging.core.phones import parse_countries
-
         parse_countries(self.sms_allowed_countries)  # a typo refuses to start, naming the bad code
         parse_nameservers(self.dns_nameservers)  # likewise a bad DNS_NAMESERVERS
         check_tls_pair(self.smtp_tls_cert_file, self.smtp_tls_key_file)

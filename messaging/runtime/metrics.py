@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 
 import ray
+from ray.util.metrics import Counter
 
 _lock = threading.Lock()
 _counter = None
@@ -18,8 +19,6 @@ def _get_counter():
     if _counter is None:
         with _lock:
             if _counter is None:
-                from ray.util.metrics import Counter
-
                 _counter = Counter(
                     "spacebeaver_messages",
                     description="Messages by protocol, direction and outcome "

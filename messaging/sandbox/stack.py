@@ -84,6 +84,7 @@ def start_sandbox(
 ) -> tuple[Config, Sandbox]:
     """Start the fakes the config calls for (all or none, see :func:`sandboxed`, which raises ConfigError before
     anything starts); return the config pointing at them, with ``sandbox="1"`` when they run."""
+    # The fakes load only when a sandbox starts: web.settings imports this module in every Django process.
     from messaging.sandbox.fake_hive import FakeHive
     from messaging.sandbox.fake_twilio import FakeTwilio
     from messaging.sandbox.relay_sink import RelaySink
@@ -110,7 +111,7 @@ def start_sandbox(
         f"SMTP relay sink      127.0.0.1:{box.relay.port}" + (f"  (records to {record})" if record else "")
     )
     if not config.dns_nameservers:  # the sender checks (SPF, DKIM, DMARC) ask a DNS of our own, offline
-        from messaging.sandbox.fake_dns import FakeDNS
+        from messaging.sandbox.fake_dns import FakeDNS  # only when the sandbox answers DNS itself
 
         box.dns = FakeDNS().start()
         box.started.append(f"DNS for sender checks {box.dns.nameservers}  (answers NXDOMAIN unless told otherwise)")
@@ -133,7 +134,7 @@ def start_sandbox(
         email_relay_password="",
     )
     if not config.smtp_tls_cert_file:  # STARTTLS as in production, with a self-signed certificate (Config: both)
-        from messaging.sandbox.selfsigned import certificate
+        from messaging.sandbox.selfsigned import certificate  # cryptography: only when a certificate is made
 
         if record_dir is None:
             box.scratch = Path(tempfile.mkdtemp(prefix="spacebeaver-tls-"))
