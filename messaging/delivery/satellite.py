@@ -13,6 +13,7 @@ import logging
 import time
 
 import ray
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from messaging.core.errors import LeaseLost, PermanentDeliveryError
 from messaging.core.types import Channel, Direction, Protocol
@@ -174,10 +175,16 @@ class SatelliteActor(SenderShell):
     async def _poll_loop(self) -> None:
         delay = self.config.swarm_poll_interval
         while not self._stopping:
-            try:
-                got = await self.poll_once()
-                delay = 0 if (got and self.full_batch) else self.config.swarm_poll_interval
-            except Exception as exc:  # network down, auth trouble: keep polling, with backoff
-                log.warning("satellite poll failed: %s", exc)
-                delay = min(max(delay * 2, 1.0), 300.0)
+            # a network down, auth trouble: keep polling, with backoff from twice the last pause (at least 1 s) to 300 s
+            got = await AsyncRetrying(
+                retry=retry_if_exception_type(Exception),
+                wait=wait_exponential(multiplier=min(max(delay * 2, 1.0), 300.0), max=300.0),
+                before_sleep=lambda state: log.warning("satellite poll failed: %s", state.outcome.exception()),
+            )(self._poll_unless_stopping)
+            if got is None:
+                break
+            delay = 0 if (got and self.full_batch) else self.config.swarm_poll_interval
             await asyncio.sleep(delay)
+
+    async def _poll_unless_stopping(self) -> int | None:
+        return None if self._stopping else await self.poll_once()

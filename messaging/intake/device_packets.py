@@ -75,7 +75,7 @@ async def dead_letter_malformed(items: list[MalformedItem], users: NamedPool, *,
                 item.key(),
                 f"device:{item.device_id}" if item.device_id is not None else item.key_prefix,
                 item.raw,
-                f"malformed {item.key_prefix} item: {item.reason}",
+                f"malformed {item.source} item: {item.reason}",
                 item.device_id,
                 timeout=timeout,
             )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import ray
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_before_delay, wait_exponential
 
 from messaging.operations.launch import KINDS, _create, make_pools, publish_config
 from messaging.runtime.config import Config
@@ -89,16 +90,22 @@ def drain_all(config: Config, timeout: float = 120.0, echo: Echo = print) -> boo
 
 
 def _wait_name_free(config: Config, name: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while time.monotonic() < deadline:
+    def taken() -> bool:
         try:
             ray.get_actor(name, namespace=config.ray_namespace)
         except ValueError:
-            return
-        time.sleep(delay)
-        delay = min(delay * 2, 0.5)
-    raise TimeoutError(f"{name} was killed but its name is still taken after {timeout:.0f}s")
+            return False
+        return True
+
+    def still_taken(state: RetryCallState) -> None:
+        raise TimeoutError(f"{name} was killed but its name is still taken after {timeout:.0f}s")
+
+    Retrying(  # looks 0.05 s apart, doubling up to 0.5 s
+        retry=retry_if_result(bool),
+        wait=wait_exponential(multiplier=0.05, max=0.5),
+        stop=stop_before_delay(timeout),
+        retry_error_callback=still_taken,
+    )(taken)
 
 
 def replace_member(config: Config, kind: str, idx: int, echo: Echo = print, drain_timeout: float = 120.0) -> float:

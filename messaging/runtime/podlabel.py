@@ -36,6 +36,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
+
 if TYPE_CHECKING:
     from kubernetes import client as k8s_client
 
@@ -102,6 +112,10 @@ def describe_error(error: Exception) -> str:
     if isinstance(error, ApiException):
         return f"HTTP {error.status} {error.reason}"
     return type(error).__name__
+
+
+class Superseded(Exception):
+    """A later add or remove was asked for: this one gives way before its next attempt."""
 
 
 class PodLabeler:
@@ -218,15 +232,20 @@ class PodLabeler:
         return self._keep_added(self._ticket(), base_delay, max_delay)
 
     async def _keep_added(self, ticket: int, base_delay: float, max_delay: float) -> bool:
-        pause = base_delay
-        while True:
-            if await asyncio.to_thread(self._set, True, ticket):
-                return True
-            if not self.enabled or self._superseded(ticket):
-                return False
-            log.warning("pod label %s=%s not added yet pod=%s retry_in=%.1fs", LABEL_KEY, LABEL_VALUE, self.pod, pause)
-            await asyncio.sleep(pause)
-            pause = min(max_delay, pause * 2)
+        def not_added(state: RetryCallState) -> None:
+            log.warning(
+                "pod label %s=%s not added yet pod=%s retry_in=%.1fs",
+                LABEL_KEY,
+                LABEL_VALUE,
+                self.pod,
+                state.upcoming_sleep,
+            )
+
+        return await AsyncRetrying(  # another round while it may still succeed
+            retry=retry_if_result(lambda added: not added and self.enabled and not self._superseded(ticket)),
+            wait=wait_exponential(multiplier=base_delay, max=max_delay),
+            before_sleep=not_added,
+        )(asyncio.to_thread, self._set, True, ticket)
 
     def close(self) -> None:
         if self._api_client is not None:
@@ -255,55 +274,62 @@ class PodLabeler:
             return False
         action = "add" if present else "remove"
         body = label_patch(present)
+        pod_ref, delays = self.pod, self._delays
+
+        def retrying(state: RetryCallState) -> None:
+            log.warning(
+                "pod label %s failed pod=%s attempt=%d error=%s retry_in=%.2fs",
+                action,
+                pod_ref,
+                state.attempt_number,
+                describe_error(state.outcome.exception()),
+                state.upcoming_sleep,
+            )
+
+        def patch() -> Any:
+            if self._superseded(ticket):
+                raise Superseded
+            return self._api.patch_namespaced_pod(
+                pod_ref.name, pod_ref.namespace, body, _content_type=MERGE_PATCH, _request_timeout=self._timeout
+            )
+
+        tries = Retrying(
+            retry=retry_if_exception(lambda exc: not isinstance(exc, Superseded) and is_retryable(exc)),
+            wait=lambda state: delays[state.attempt_number - 1] if state.attempt_number <= len(delays) else 0.0,
+            stop=stop_after_attempt(len(delays) + 1),
+            sleep=lambda delay: self._pause(delay, ticket),
+            before_sleep=retrying,
+            reraise=True,
+        )
         with self._lock:  # add and remove must not interleave their retries
-            for attempt, delay in enumerate([*self._delays, None], start=1):
-                if self._superseded(ticket):
-                    log.info(
-                        "pod label %s superseded by a later request pod=%s attempts=%d", action, self.pod, attempt - 1
-                    )
-                    return False
-                try:
-                    pod = self._api.patch_namespaced_pod(
-                        self.pod.name,
-                        self.pod.namespace,
-                        body,
-                        _content_type=MERGE_PATCH,
-                        _request_timeout=self._timeout,
-                    )
-                except Exception as exc:  # mail intake must never see an API error
-                    if delay is None or not is_retryable(exc):
-                        log.error(
-                            "pod label %s=%s %s failed pod=%s attempts=%d error=%s",
-                            LABEL_KEY,
-                            LABEL_VALUE,
-                            action,
-                            self.pod,
-                            attempt,
-                            describe_error(exc),
-                        )
-                        return False
-                    log.warning(
-                        "pod label %s failed pod=%s attempt=%d error=%s retry_in=%.2fs",
-                        action,
-                        self.pod,
-                        attempt,
-                        describe_error(exc),
-                        delay,
-                    )
-                    self._pause(delay, ticket)
-                    continue
-                labels = (pod.metadata.labels if pod.metadata else None) or {}
-                confirmed = (labels.get(LABEL_KEY) == LABEL_VALUE) is present
-                log.info(
-                    "pod label %s=%s %s pod=%s confirmed=%s",
+            try:
+                pod = tries(patch)
+            except Superseded:
+                attempts = tries.statistics.get("attempt_number", 1) - 1
+                log.info("pod label %s superseded by a later request pod=%s attempts=%d", action, pod_ref, attempts)
+                return False
+            except Exception as exc:  # mail intake must never see an API error
+                log.error(
+                    "pod label %s=%s %s failed pod=%s attempts=%d error=%s",
                     LABEL_KEY,
                     LABEL_VALUE,
-                    "added" if present else "removed",
-                    self.pod,
-                    confirmed,
+                    action,
+                    pod_ref,
+                    tries.statistics.get("attempt_number", 1),
+                    describe_error(exc),
                 )
-                return confirmed
-        return False  # pragma: no cover - the loop always returns
+                return False
+            labels = (pod.metadata.labels if pod.metadata else None) or {}
+            confirmed = (labels.get(LABEL_KEY) == LABEL_VALUE) is present
+            log.info(
+                "pod label %s=%s %s pod=%s confirmed=%s",
+                LABEL_KEY,
+                LABEL_VALUE,
+                "added" if present else "removed",
+                pod_ref,
+                confirmed,
+            )
+            return confirmed
 
     def _log_disabled_once(self) -> None:
         if not self._logged_disabled:

@@ -15,6 +15,16 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +83,52 @@ class NamedPool:
     def forget(self, idx: int) -> None:
         self._handles.pop(idx, None)
 
+    def _until_up(self, idx: int) -> dict[str, Any]:
+        """The wait for a member's name to resolve: tries 0.05 s apart, doubling up to 1 s, for ``wait_timeout``."""
+
+        def not_up(state: RetryCallState) -> Any:
+            raise PoolUnavailable(f"{member_name(self.kind, idx)} did not come up in {self.wait_timeout:.0f}s")
+
+        return {
+            "retry": retry_if_result(lambda handle: handle is None),
+            "wait": wait_exponential(multiplier=0.05, max=1.0),
+            "stop": stop_after_delay(self.wait_timeout),
+            "retry_error_callback": not_up,
+        }
+
     def get(self, idx: int) -> Any:
         """The member's handle, waiting up to ``wait_timeout`` for it to appear."""
-        deadline = time.monotonic() + self.wait_timeout
-        delay = 0.05
-        while (handle := self.try_get(idx)) is None:
-            if time.monotonic() >= deadline:
-                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not come up in {self.wait_timeout:.0f}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        return handle
+        if (handle := self._handles.get(idx)) is not None:  # the usual case: known, nothing to wait for
+            return handle
+        return Retrying(**self._until_up(idx))(self.try_get, idx)
 
     async def aget(self, idx: int) -> Any:
-        deadline = time.monotonic() + self.wait_timeout
-        delay = 0.05
-        while (handle := self.try_get(idx)) is None:
-            if time.monotonic() >= deadline:
-                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not come up in {self.wait_timeout:.0f}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        return handle
+        if (handle := self._handles.get(idx)) is not None:
+            return handle
+        return await AsyncRetrying(**self._until_up(idx))(self._try_get_async, idx)
+
+    async def _try_get_async(self, idx: int) -> Any | None:
+        return self.try_get(idx)
+
+    def _while_gone(self, idx: int, timeout: float | None) -> dict[str, Any]:
+        """Calls again, 0.1 s apart, while the member is gone (died, being replaced), until ``timeout``."""
+
+        def resolve_again(state: RetryCallState) -> None:
+            self.forget(idx)
+            log.info("pool %s: member %d gone, resolving again", self.kind, idx)
+
+        def unavailable(state: RetryCallState) -> Any:
+            self.forget(idx)
+            exc = state.outcome.exception()
+            raise PoolUnavailable(f"{member_name(self.kind, idx)} unavailable: {exc}") from exc
+
+        return {
+            "retry": retry_if_exception_type(MEMBER_GONE),
+            "wait": wait_fixed(0.1),
+            "stop": stop_after_delay(timeout if timeout is not None else self.wait_timeout),
+            "before_sleep": resolve_again,
+            "retry_error_callback": unavailable,
+        }
 
     async def acall(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on member ``idx`` and await the result.
@@ -101,35 +137,30 @@ class NamedPool:
         once more, within the overall ``timeout``. Callers must only use this for idempotent methods.
         """
         deadline = time.monotonic() + (timeout if timeout is not None else self.wait_timeout)
-        while True:
+
+        async def once() -> Any:
             handle = await self.aget(idx)
             remaining = deadline - time.monotonic()
+            ref = getattr(handle, method).remote(*args)
             try:
-                ref = getattr(handle, method).remote(*args)
                 return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=max(remaining, 0.01))
-            except MEMBER_GONE as exc:
-                self.forget(idx)
-                if time.monotonic() >= deadline:
-                    raise PoolUnavailable(f"{member_name(self.kind, idx)} unavailable: {exc}") from exc
-                log.info("pool %s: member %d gone, resolving again", self.kind, idx)
-                await asyncio.sleep(0.1)
             except TimeoutError as exc:
                 raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
+
+        return await AsyncRetrying(**self._while_gone(idx, timeout))(once)
 
     def call(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Synchronous twin of ``acall`` (for sync actors and management commands)."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.wait_timeout)
-        while True:
+
+        def once() -> Any:
             handle = self.get(idx)
             try:
                 return ray.get(getattr(handle, method).remote(*args), timeout=max(deadline - time.monotonic(), 0.01))
-            except MEMBER_GONE as exc:
-                self.forget(idx)
-                if time.monotonic() >= deadline:
-                    raise PoolUnavailable(f"{member_name(self.kind, idx)} unavailable: {exc}") from exc
-                time.sleep(0.1)
             except GetTimeoutError as exc:
                 raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
+
+        return Retrying(**self._while_gone(idx, timeout))(once)
 
     def notify(self, idx: int, method: str, *args: Any) -> bool:
         """Fire-and-forget: start ``method`` on the member if it is up now. False if it is not.

@@ -135,7 +135,9 @@ def malformed(item: Any, reason: str) -> MalformedItem:
             ids[key] = _as_int(key, item.get(key)) if isinstance(item, dict) else None
         except ValueError:
             ids[key] = None
-    return MalformedItem.of(KEY_PREFIX, item, reason, packet_id=ids["packetId"], device_id=ids["deviceId"])
+    return MalformedItem.of(
+        KEY_PREFIX, item, reason, packet_id=ids["packetId"], device_id=ids["deviceId"], source="Hive"
+    )
 
 
 def read_items(items: list[Any]) -> tuple[list[HivePacket], list[MalformedItem]]:

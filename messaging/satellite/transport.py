@@ -76,11 +76,21 @@ class MalformedItem:
     device_id: int | None
     raw: str
     reason: str
+    source: str = ""  # who handed it over, in words (e.g. "Hive"); the key prefix when not given
 
     @classmethod
-    def of(cls, key_prefix: str, item: Any, reason: str, *, packet_id: int | None, device_id: int | None):
+    def of(
+        cls,
+        key_prefix: str,
+        item: Any,
+        reason: str,
+        *,
+        packet_id: int | None,
+        device_id: int | None,
+        source: str = "",
+    ) -> MalformedItem:
         raw = json.dumps(item, sort_keys=True, ensure_ascii=True, default=str)[:20_000]
-        return cls(key_prefix=key_prefix, packet_id=packet_id, device_id=device_id, raw=raw, reason=reason)
+        return cls(key_prefix, packet_id, device_id, raw, reason, source or key_prefix)
 
     def key(self) -> str:
         """The dead letter's idempotency key: the packet's, or a digest of the item when it has no usable id."""

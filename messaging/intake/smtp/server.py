@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ray
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from messaging.core.addresses import MAILBOX_NAME, mailbox_username
 from messaging.core.redact import mask_email
@@ -350,24 +351,25 @@ class MailServerActor:
         return f"{self.config.smtp_listen_host}:{self.config.smtp_listen_port}"
 
     async def _listen(self) -> None:
-        delay = 0.5
-        while self.server is None:
-            try:
-                await self._bind()
-            except OSError as exc:  # e.g. the port is held by something else: keep trying, loudly
-                log.error(
-                    "SMTP cannot listen on %s:%s: %s; retrying in %.0fs",
-                    self.config.smtp_listen_host,
-                    self.config.smtp_listen_port,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        # e.g. the port is held by something else: keep trying, loudly, 0.5 s apart doubling up to 30 s
+        await AsyncRetrying(
+            retry=retry_if_exception_type(OSError),
+            wait=wait_exponential(multiplier=0.5, max=30.0),
+            before_sleep=self._cannot_listen,
+        )(self._bind)
         if self._ingress_wanted and self._labelling is None:
             # Listening: ask the Service for traffic. In the background, retried until the API server
             # confirms it, so neither SMTP nor start() waits for Kubernetes.
             self._labelling = asyncio.get_running_loop().create_task(self.labeler.keep_added())
+
+    def _cannot_listen(self, state: RetryCallState) -> None:
+        log.error(
+            "SMTP cannot listen on %s:%s: %s; retrying in %.0fs",
+            self.config.smtp_listen_host,
+            self.config.smtp_listen_port,
+            state.outcome.exception(),
+            state.upcoming_sleep,
+        )
 
     async def _unlabel(self) -> None:
         """Take the ingress label off for good: no add still retrying may put it back afterwards."""

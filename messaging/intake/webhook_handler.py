@@ -1,0 +1,117 @@
+"""What the webhooks decide, apart from HTTP and Serve: each call takes the request's bytes and headers and
+gives the answer to send (:class:`Reply`). The Serve deployment (:mod:`messaging.intake.webhooks`) only adapts.
+
+* :meth:`WebhookHandler.sms` Twilio's inbound-SMS webhook: signature checked against TWILIO_WEBHOOK_PUBLIC_URL
+  (403 if wrong), stored through the user pool, then ``200`` with empty TwiML; ``503`` when it could not be
+  stored within SMS_WEBHOOK_TIMEOUT, well inside Twilio's 15 s, or was not stored because its sender is over
+  INBOUND_PER_SENDER_PER_HOUR (Twilio retries as the URL's ``#rc=..&rp=..`` overrides allow; what it never
+  delivers, the reconciliation sweep stores). A malformed webhook gets ``400``.
+* :meth:`WebhookHandler.swarm` the Hive's push webhook (one packet JSON, or a list): header ``X-Swarm-Secret``
+  must equal SWARM_WEBHOOK_SECRET; same intake path as the satellite poll; ``200`` once stored, ``503``
+  otherwise.
+
+Its collaborators are given to it: the user pool (``index_for``, ``acall``) and the store (``submit``,
+``submit_many``; by default a :class:`CallBatcher` over the pool's ``intake_many``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
+from messaging.runtime.batching import CallBatcher
+from messaging.runtime.config import Config
+from messaging.satellite.swarm import SwarmNetwork
+from messaging.satellite.transport import DevicePacket, MalformedItem
+from messaging.sms.twilio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
+
+log = logging.getLogger("messaging.intake.webhooks")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP answer: status, body and its media type."""
+
+    status: int
+    body: str
+    media_type: str = "text/plain"
+
+
+def read_packets(payload: object) -> tuple[list[DevicePacket], list[MalformedItem]]:
+    """A Swarm push body (one packet object, or a list) as readable packets and the items that are not."""
+    return SwarmNetwork.read_push(payload)
+
+
+def signature_urls(public_url: str) -> list[str]:
+    """The URLs a Twilio signature may be over: a connection-override fragment (``#rc=5&rp=all``) is not sent
+    by Twilio with the request, so the URL without it comes first."""
+    return [public_url.split("#", 1)[0], public_url] if "#" in public_url else [public_url]
+
+
+class WebhookHandler:
+    def __init__(self, config: Config, users: Any, store: Any = None):
+        self.config = config
+        self.users = users
+        if store is None:
+            store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
+        self.store = store
+
+    def signed_by_twilio(self, params: dict[str, str], signature: str) -> bool:
+        return any(
+            validate_signature(
+                auth_token=self.config.twilio_auth_token, public_url=url, params=params, signature=signature
+            )
+            for url in signature_urls(self.config.twilio_webhook_public_url)
+        )
+
+    async def sms(self, body: bytes, signature: str, peer: str = "?") -> Reply:
+        params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        if not self.signed_by_twilio(params, signature):
+            log.warning("sms webhook: bad signature from %s", peer)
+            return Reply(403, "invalid signature")
+        try:
+            msg = parse_inbound_sms(params)
+        except BadWebhook as exc:
+            return Reply(400, str(exc))
+        try:
+            result = await asyncio.wait_for(
+                self.store.submit(self.users.index_for(msg.routing_key()), msg), timeout=self.config.sms_webhook_timeout
+            )
+        except Exception as exc:  # pool down, slow, database trouble: 503 (Twilio may retry; reconciliation will)
+            log.warning("sms %s not stored: %s: %s", msg.idempotency_key, type(exc).__name__, exc)
+            return Reply(503, "temporarily unavailable")
+        if not result.stored:  # a temporary refusal (this number's hourly limit to the user): Twilio retries
+            log.info("sms %s not stored (%s): answering 503", msg.idempotency_key, result.verdict.value)
+            return Reply(503, "too many messages, try again later")
+        log.info("sms %s -> message %s (%s)", msg.idempotency_key, result.message_id, result.verdict.value)
+        return Reply(200, EMPTY_TWIML, "text/xml")
+
+    async def swarm(self, body: bytes, secret: str) -> Reply:
+        expected = self.config.swarm_webhook_secret
+        if not expected or not hmac.compare_digest(secret.encode(), expected.encode()):
+            return Reply(403, "forbidden")
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            return Reply(400, f"bad request: body is not JSON: {exc}")
+        packets, malformed = read_packets(payload)
+        timeout = self.config.smtp_store_timeout
+        try:
+            for group in by_device(packets).values():
+                safe = await intake_device_packets(group, self.users, self.store, timeout=timeout)
+                if not all(safe):
+                    return Reply(503, "not stored")
+            dead = await dead_letter_malformed(malformed, self.users, timeout=timeout)
+        except Exception as exc:  # pool down, database trouble: the Hive pushes again
+            log.warning("swarm webhook: not stored: %s: %s", type(exc).__name__, exc)
+            return Reply(503, "temporarily unavailable")
+        if len(dead) < sum(1 for m in malformed if m.packet_id is not None):
+            return Reply(503, "not stored")
+        answer = {"stored": len(packets), "dead_lettered": len(malformed)}
+        return Reply(200, json.dumps(answer), "application/json")
