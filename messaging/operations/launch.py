@@ -15,6 +15,7 @@ import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from messaging.operations.console import WORKER_SETUP_HOOK
 from messaging.operations.kinds import KIND_NAMES, KINDS, ActorKind
 from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError
 from messaging.runtime.pool import NamedPool, member_name
@@ -79,6 +80,12 @@ def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
     env.update({k: os.environ[k] for k in WORKER_ENV if os.environ.get(k)})
     env.update(overrides or {})
     return env
+
+
+def ray_runtime_env(public: dict[str, str]) -> dict:
+    """The runtime_env of our Ray jobs: the public part of the workers' environment (never secrets: a runtime_env
+    is kept in the GCS), and the hook that keeps Serve's INFO lines in its log files (operations/console.py)."""
+    return {"env_vars": public, "worker_process_setup_hook": WORKER_SETUP_HOOK}
 
 
 def split_env(config: Config, env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -162,7 +169,7 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
     ray.init(
         address=address,
         namespace=config.ray_namespace,
-        runtime_env={"env_vars": public},
+        runtime_env=ray_runtime_env(public),
         logging_level="WARNING",
         **kwargs,
     )
