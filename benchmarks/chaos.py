@@ -45,8 +45,8 @@ def main() -> int:
     import ray
     from ray.util.state import list_actors
 
+    from messaging.operations.kinds import KIND_NAMES
     from messaging.operations.launch import (
-        KINDS,
         connect_ray,
         private_ingress_ports,
         start_actors,
@@ -140,7 +140,7 @@ def main() -> int:
             return n
 
         def kills(started) -> int:
-            names = {member_name(k, i) for k in KINDS for i in range(config.pool_size)}
+            names = {member_name(k, i) for k in KIND_NAMES for i in range(config.pool_size)}
             gcs = ray.get_runtime_context().gcs_address
             n = 0
             while time.monotonic() - started < duration:

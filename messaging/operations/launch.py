@@ -15,10 +15,11 @@ import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from messaging.operations.console import WORKER_SETUP_HOOK
+from messaging.operations.kinds import KIND_NAMES, KINDS, ActorKind
 from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError, ray_serve_haproxy
 from messaging.runtime.pool import NamedPool, member_name
 
-KINDS = ("user", "satellite", "mailout", "sms", "mailserver")
 SERVE_APP = "spacebeaver"
 # What Ray workers need to bring up Django (the Config itself travels as an actor argument, without its secrets).
 WORKER_ENV = (
@@ -45,9 +46,6 @@ class Stack:
 # The running stack's Config, for drain/upgrade from another process: a value in the GCS key-value store
 # (it lives as long as the cluster, survives the driver, and costs no process).
 CONFIG_KV_NAMESPACE = "spacebeaver"
-# Before the KV store, a detached actor of this name held the config: still read, and retired, for a stack
-# started by an older version (so its `manage.py upgrade` works).
-LEGACY_RECORD_NAME = "stack_config"
 
 
 def _config_key(namespace: str) -> str:
@@ -58,7 +56,6 @@ def publish_config(config: Config) -> None:
     from ray.experimental.internal_kv import _internal_kv_put
 
     _internal_kv_put(_config_key(config.ray_namespace), config.to_json(), overwrite=True, namespace=CONFIG_KV_NAMESPACE)
-    _kill_legacy_record(config.ray_namespace)
 
 
 def running_config(namespace: str) -> Config:
@@ -66,24 +63,15 @@ def running_config(namespace: str) -> Config:
     from ray.experimental.internal_kv import _internal_kv_get
 
     raw = _internal_kv_get(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
-    if raw is not None:
-        return Config.from_json(raw)
-    legacy = ray.get_actor(LEGACY_RECORD_NAME, namespace=namespace)  # ValueError when there is none either
-    return ray.get(legacy.get.remote(), timeout=30)
+    if raw is None:
+        raise ValueError(f"no stack is running in Ray namespace {namespace!r}")
+    return Config.from_json(raw)
 
 
 def forget_config(namespace: str) -> None:
     from ray.experimental.internal_kv import _internal_kv_del
 
     _internal_kv_del(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
-    _kill_legacy_record(namespace)
-
-
-def _kill_legacy_record(namespace: str) -> None:
-    try:
-        ray.kill(ray.get_actor(LEGACY_RECORD_NAME, namespace=namespace), no_restart=True)
-    except ValueError:
-        pass
 
 
 def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -92,6 +80,12 @@ def worker_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
     env.update({k: os.environ[k] for k in WORKER_ENV if os.environ.get(k)})
     env.update(overrides or {})
     return env
+
+
+def ray_runtime_env(public: dict[str, str]) -> dict:
+    """The runtime_env of our Ray jobs: the public part of the workers' environment (never secrets: a runtime_env
+    is kept in the GCS), and the hook that keeps Serve's INFO lines in its log files (operations/console.py)."""
+    return {"env_vars": public, "worker_process_setup_hook": WORKER_SETUP_HOOK}
 
 
 def split_env(config: Config, env: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -175,7 +169,7 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
     ray.init(
         address=address,
         namespace=config.ray_namespace,
-        runtime_env={"env_vars": public},
+        runtime_env=ray_runtime_env(public),
         logging_level="WARNING",
         **kwargs,
     )
@@ -222,7 +216,7 @@ def private_ingress_ports(pick_port: Callable[[], int]) -> None:
 
 
 def make_pools(config: Config) -> dict[str, NamedPool]:
-    return {kind: NamedPool(kind, config.pool_size, config.ray_namespace) for kind in KINDS}
+    return {name: NamedPool(name, config.pool_size, config.ray_namespace) for name in KIND_NAMES}
 
 
 BUNDLE = {"CPU": 0.001}  # a token amount: bundles must ask for something; actors run with num_cpus=0
@@ -252,41 +246,26 @@ def pool_placement(config: Config, kind: str):
 
 
 def remove_placements(config: Config) -> None:
-    for kind in KINDS:
+    for kind in KIND_NAMES:
         try:
             remove_placement_group(get_placement_group(placement_name(config, kind)))
         except ValueError:
             continue
 
 
-def _create(kind: str, idx: int, config: Config, pools: dict[str, NamedPool]):
-    from messaging.delivery.satellite import SatelliteActor
-    from messaging.delivery.senders import MailOutActor, SmsActor
-    from messaging.intake.smtp.server import MailServerActor
-    from messaging.routing.user_actor import UserActor
-
+def create_member(kind: ActorKind, idx: int, config: Config, pools: dict[str, NamedPool]):
+    """Member ``idx`` of ``kind``: detached, named, in its bundle of the pool's placement group."""
     opts = {
         "scheduling_strategy": PlacementGroupSchedulingStrategy(
-            placement_group=pool_placement(config, kind), placement_group_bundle_index=idx
+            placement_group=pool_placement(config, kind.name), placement_group_bundle_index=idx
         ),
-        "name": member_name(kind, idx),
+        "name": member_name(kind.name, idx),
         "namespace": config.ray_namespace,
         "lifetime": "detached",
         "get_if_exists": True,
         "num_cpus": 0,
     }
-    if kind == "user":
-        senders = {k: pools[k] for k in ("satellite", "mailout", "sms")}
-        return UserActor.options(**opts).remote(config, senders)
-    if kind == "satellite":
-        return SatelliteActor.options(**opts).remote(config, pools["user"], idx)
-    if kind == "mailout":
-        return MailOutActor.options(**opts).remote(config)
-    if kind == "sms":
-        return SmsActor.options(**opts).remote(config, pools["user"], idx)
-    if kind == "mailserver":
-        return MailServerActor.options(**opts).remote(config, pools["user"])
-    raise ValueError(kind)
+    return kind.construct(opts, config, pools, idx)
 
 
 def start_actors(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
@@ -295,17 +274,11 @@ def start_actors(config: Config, echo: Callable[[str], None] = print, timeout: f
     stack = Stack(config=config, pools=pools)
     publish_config(config)
     for kind in KINDS:
-        handles = [_create(kind, i, config, pools) for i in range(config.pool_size)]
-        if kind == "mailserver":
-            refs = [h.start.remote() for h in handles]
-        elif kind == "user":
-            refs = [h.ping.remote() for h in handles]
-        else:
-            refs = [h.start.remote(config.outbox_sweep_interval) for h in handles]
+        handles = [create_member(kind, i, config, pools) for i in range(config.pool_size)]
         started = time.monotonic()
-        ray.get(refs, timeout=timeout)
-        echo(f"  {kind:<10} x{config.pool_size} up ({time.monotonic() - started:.1f}s)")
-        stack.actors[kind] = handles
+        ray.get([kind.start(h, config) for h in handles], timeout=timeout)
+        echo(f"  {kind.name:<10} x{config.pool_size} up ({time.monotonic() - started:.1f}s)")
+        stack.actors[kind.name] = handles
     return stack
 
 
@@ -467,20 +440,20 @@ def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
     for kind in reversed(KINDS):
         for idx in range(config.pool_size):
             try:
-                handle = ray.get_actor(member_name(kind, idx), namespace=config.ray_namespace)
+                handle = ray.get_actor(member_name(kind.name, idx), namespace=config.ray_namespace)
             except ValueError:
                 continue
-            if kind == "mailserver":
+            if kind.listens:
                 try:
                     ray.get(handle.stop.remote(), timeout=10)
                 except Exception as exc:  # stopping anyway
-                    echo(f"  {member_name(kind, idx)}: stop failed: {exc}")
+                    echo(f"  {member_name(kind.name, idx)}: stop failed: {exc}")
             ray.kill(handle, no_restart=True)
-        echo(f"  {kind:<10} stopped")
-        if kind == "user":  # the last kind: the stack is gone
+        echo(f"  {kind.name:<10} stopped")
+        if kind is KINDS[0]:  # the last kind: the stack is gone
             remove_placements(config)
             forget_config(config.ray_namespace)
-        if kind == "mailserver":
+        if kind is KINDS[-1]:  # the kind started last is the intake: Serve, the other intake, goes with it
             try:
                 ray.get(_shutdown_serve.remote(), timeout=120)
                 echo("  serve      stopped")

@@ -19,19 +19,18 @@ from collections.abc import Callable
 import ray
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_before_delay, wait_exponential
 
-from messaging.operations.launch import KINDS, _create, make_pools, publish_config
+from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, ActorKind
+from messaging.operations.launch import create_member, make_pools
 from messaging.runtime.config import Config
 from messaging.runtime.pool import member_name
 
-# Order of draining: intake first, then the user actors it feeds, then the senders they kick.
-DRAIN_ORDER = ("mailserver", "satellite", "user", "mailout", "sms")
 Echo = Callable[[str], None]
 
 
-def _handles(config: Config, kind: str) -> list[tuple[str, object]]:
+def _handles(config: Config, kind: ActorKind) -> list[tuple[str, object]]:
     found = []
     for idx in range(config.pool_size):
-        name = member_name(kind, idx)
+        name = member_name(kind.name, idx)
         try:
             found.append((name, ray.get_actor(name, namespace=config.ray_namespace)))
         except ValueError:
@@ -40,13 +39,8 @@ def _handles(config: Config, kind: str) -> list[tuple[str, object]]:
 
 
 def busy(kind: str, stats: dict) -> int:
-    """How much work an actor still has, from its ``stats``: 0 means idle."""
-    load = stats.get("in_flight", 0)
-    if kind == "mailserver":
-        load += stats.get("sessions", 0)
-    if kind == "satellite" and stats.get("polling"):
-        load += 1
-    return load
+    """How much work an actor of kind ``kind`` (its name) still has, from its ``stats``: 0 means idle."""
+    return BY_NAME[kind].load(stats)
 
 
 def wait_idle(members: list[tuple[str, str, object]], timeout: float, echo: Echo, every: float = 1.0) -> bool:
@@ -82,8 +76,8 @@ def drain_all(config: Config, timeout: float = 120.0, echo: Echo = print) -> boo
         handles = _handles(config, kind)
         for name, handle in handles:
             ray.get(handle.drain.remote(), timeout=30)
-            members.append((kind, name, handle))
-        echo(f"  {kind:<10} x{len(handles)} draining")
+            members.append((kind.name, name, handle))
+        echo(f"  {kind.name:<10} x{len(handles)} draining")
     idle = wait_idle(members, max(timeout - (time.monotonic() - started), 1.0), echo)
     echo(f"Drain {'complete' if idle else 'timed out'} after {time.monotonic() - started:.1f}s")
     return idle
@@ -109,7 +103,9 @@ def _wait_name_free(config: Config, name: str, timeout: float = 60.0) -> None:
 
 
 def replace_member(config: Config, kind: str, idx: int, echo: Echo = print, drain_timeout: float = 120.0) -> float:
-    """Drain, kill and restart one member under the same name. Returns the seconds it was away."""
+    """Drain, kill and restart one member of kind ``kind`` (its name) under the same name. Returns the seconds
+    it was away."""
+    actor_kind = BY_NAME[kind]
     name = member_name(kind, idx)
     pools = make_pools(config)
     try:
@@ -117,24 +113,19 @@ def replace_member(config: Config, kind: str, idx: int, echo: Echo = print, drai
     except ValueError:
         old = None
     if old is not None:
-        if kind == "mailserver":
+        if actor_kind.listens:  # others share the port: closing ours hands new connections to them
             ray.get(old.drain.remote(close_listener=config.pool_size > 1), timeout=30)
         else:
             ray.get(old.drain.remote(), timeout=30)
         wait_idle([(kind, name, old)], drain_timeout, echo)
     away = time.monotonic()
     if old is not None:
-        if kind == "mailserver":
+        if actor_kind.listens:
             ray.get(old.stop.remote(), timeout=30)
         ray.kill(old, no_restart=True)
         _wait_name_free(config, name)
-    new = _create(kind, idx, config, pools)
-    if kind == "mailserver":
-        ray.get(new.start.remote(), timeout=120)
-    elif kind == "user":
-        ray.get(new.ping.remote(), timeout=120)
-    else:
-        ray.get(new.start.remote(config.outbox_sweep_interval), timeout=120)
+    new = create_member(actor_kind, idx, config, pools)
+    ray.get(actor_kind.start(new, config), timeout=120)
     gap = time.monotonic() - away
     echo(f"  {name:<12} replaced (away {gap:.1f}s)")
     return gap
@@ -143,11 +134,10 @@ def replace_member(config: Config, kind: str, idx: int, echo: Echo = print, drai
 def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> dict[str, float]:
     """Rolling replacement of every member of every pool; then Serve redeploys its app itself."""
     started = time.monotonic()
-    publish_config(config)  # the same config; moves a record kept by an older version into the KV store
     gaps: dict[str, float] = {}
     for kind in KINDS:
         for idx in range(config.pool_size):
-            gaps[member_name(kind, idx)] = replace_member(config, kind, idx, echo)
+            gaps[member_name(kind.name, idx)] = replace_member(config, kind.name, idx, echo)
     if redeploy_serve:
         from messaging.operations.launch import Stack, start_serve
 

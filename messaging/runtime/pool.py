@@ -56,17 +56,12 @@ class NamedPool:
         self.namespace = namespace
         self.wait_timeout = wait_timeout
         self._handles: dict[int, Any] = {}
-        self._next = 0
 
     def __repr__(self) -> str:
         return f"NamedPool({self.kind!r}, size={self.size})"
 
     def index_for(self, key: str) -> int:
         return stable_index(key, self.size)
-
-    def round_robin(self) -> int:
-        self._next = (self._next + 1) % self.size
-        return self._next
 
     def try_get(self, idx: int) -> Any | None:
         """The member's handle if its name resolves now, else None (no waiting)."""

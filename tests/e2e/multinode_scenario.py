@@ -35,8 +35,8 @@ def main() -> None:
 
     from messaging.core.codec import encode_from_device
     from messaging.core.types import Protocol
+    from messaging.operations.kinds import KIND_NAMES
     from messaging.operations.launch import (
-        KINDS,
         connect_ray,
         export_for_local_ray,
         start_actors,
@@ -99,7 +99,7 @@ def main() -> None:
             return {
                 a.name: a.node_id
                 for a in list_actors(address=cluster.address, filters=[("state", "=", "ALIVE")], limit=1000)
-                if a.name and a.name.split("_")[0] in KINDS
+                if a.name and a.name.split("_")[0] in KIND_NAMES
             }
 
         where = placement()

@@ -22,12 +22,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         from messaging.intake.smtp.tls import check_local_files
+        from messaging.operations.console import default_log_file, ray_logs_dir, route_driver_logs
         from messaging.operations.launch import IngressNotAnswering, connect_ray, start_actors, start_serve, worker_env
         from messaging.runtime.config import Config, ConfigError
         from messaging.sandbox.stack import sandboxed, start_sandbox
 
         echo = self.stdout.write
         t0 = time.monotonic()
+        log_file = route_driver_logs(default_log_file(settings.DATA_DIR, "runbackend"))
         try:  # fail closed before anything starts: all fakes, or every credential (messaging/sandbox/stack.py)
             config = Config.from_env()
             sandboxed(config)
@@ -54,6 +56,8 @@ class Command(BaseCommand):
         try:
             connect_ray(config, worker_env(), echo)
             signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init puts a handler of its own that aborts
+            where = "on the Ray nodes in " if joined else ""
+            echo(f"Logs: this driver's in {log_file}; Ray's, Serve's and HAProxy's {where}{ray_logs_dir()}/")
             echo("Actors:")
             stack = start_actors(config, echo)
             start_serve(config, stack, echo)

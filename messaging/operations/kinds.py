@@ -1,0 +1,99 @@
+"""The actor kinds of the stack, in one table: launch, stop, drain and upgrade loop over it.
+
+Each kind says which actor class it is, how one member is constructed from the config and the pools, how
+the launcher knows it is up, where it comes in the drain order, and which of its ``stats`` mean work still
+in hand. A new kind (a second satellite network's sender, say) is one more row here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+from messaging.runtime.config import Config
+from messaging.runtime.pool import NamedPool
+
+Pools = dict[str, NamedPool]
+
+
+def _just_config(config: Config, pools: Pools, idx: int) -> tuple:
+    return (config,)
+
+
+def _with_senders(config: Config, pools: Pools, idx: int) -> tuple:
+    return (config, {name: pools[name] for name in ("satellite", "mailout", "sms")})
+
+
+def _with_users_and_index(config: Config, pools: Pools, idx: int) -> tuple:
+    return (config, pools["user"], idx)
+
+
+def _with_users(config: Config, pools: Pools, idx: int) -> tuple:
+    return (config, pools["user"])
+
+
+@dataclass(frozen=True)
+class ActorKind:
+    name: str  # members are named <name>_<idx> (runtime/pool.py member_name)
+    actor_path: str  # "module:Class" of the Ray actor class
+    arguments: Callable[[Config, Pools, int], tuple]  # the constructor's arguments for member idx
+    drain_rank: int  # drained in rising rank: intake first, then what it feeds, then the senders
+    busy_stats: tuple[str, ...] = ("in_flight",)  # stats that count work in hand (a True counts 1)
+    sweeps: bool = True  # start(sweep_interval) starts its outbox sweep; else ping() shows it is up
+    listens: bool = False  # owns a listening socket: start() waits for it, stop() closes it before a kill
+
+    def actor_class(self) -> Any:
+        # Imported on first use: the actor modules need Django set up, and a process that only stops or
+        # drains the stack (or a Serve task importing launch) has no use for them.
+        module, _, attr = self.actor_path.partition(":")
+        return getattr(import_module(module), attr)
+
+    def construct(self, options: dict, config: Config, pools: Pools, idx: int) -> Any:
+        """Create (or, with ``get_if_exists``, find) member ``idx`` with these Ray actor options."""
+        return self.actor_class().options(**options).remote(*self.arguments(config, pools, idx))
+
+    def start(self, handle: Any, config: Config) -> Any:
+        """The call whose answer means the member is up (an ObjectRef)."""
+        if self.listens:
+            return handle.start.remote()
+        if self.sweeps:
+            return handle.start.remote(config.outbox_sweep_interval)
+        return handle.ping.remote()
+
+    def load(self, stats: dict) -> int:
+        """How much work a member still has, from its ``stats``: 0 means idle."""
+        return sum(int(stats.get(key) or 0) for key in self.busy_stats)
+
+
+KINDS: tuple[ActorKind, ...] = (  # in start order; stopped in the reverse order
+    ActorKind(
+        "user",
+        "messaging.routing.user_actor:UserActor",
+        _with_senders,
+        drain_rank=2,
+        sweeps=False,
+    ),
+    ActorKind(
+        "satellite",
+        "messaging.delivery.satellite:SatelliteActor",
+        _with_users_and_index,
+        drain_rank=1,
+        busy_stats=("in_flight", "polling"),  # a Hive poll under way
+    ),
+    ActorKind("mailout", "messaging.delivery.senders:MailOutActor", _just_config, drain_rank=3),
+    ActorKind("sms", "messaging.delivery.senders:SmsActor", _with_users_and_index, drain_rank=4),
+    ActorKind(
+        "mailserver",
+        "messaging.intake.smtp.server:MailServerActor",
+        _with_users,
+        drain_rank=0,
+        busy_stats=("in_flight", "sessions"),  # SMTP sessions open
+        sweeps=False,
+        listens=True,
+    ),
+)
+KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
+BY_NAME: dict[str, ActorKind] = {kind.name: kind for kind in KINDS}
+DRAIN_ORDER: tuple[ActorKind, ...] = tuple(sorted(KINDS, key=lambda kind: kind.drain_rank))

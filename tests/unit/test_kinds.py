@@ -1,0 +1,78 @@
+"""The one table of actor kinds that launch, stop, drain and upgrade loop over."""
+
+from __future__ import annotations
+
+import inspect
+
+from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KIND_NAMES, KINDS
+from messaging.operations.lifecycle import busy
+
+
+def test_started_user_actors_first_and_intake_last_drained_intake_first():
+    assert KIND_NAMES == ("user", "satellite", "mailout", "sms", "mailserver")
+    assert tuple(kind.name for kind in DRAIN_ORDER) == ("mailserver", "satellite", "user", "mailout", "sms")
+
+
+def test_every_kind_is_a_ray_actor_class_with_what_launch_and_lifecycle_call():
+    for kind in KINDS:
+        actor = kind.actor_class()
+        assert hasattr(actor, "options") and hasattr(actor, "remote"), kind.name  # a Ray actor class
+        methods = {"drain", "stats", "start" if kind.listens or kind.sweeps else "ping"}
+        methods |= {"stop"} if kind.listens else set()
+        for method in methods:
+            assert hasattr(actor, method), f"{kind.name} lacks {method}"
+
+
+class _Member:
+    """Records the Ray calls the launcher makes on a member handle."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, method):
+        member = self
+
+        class _Method:
+            @staticmethod
+            def remote(*args, **kwargs):
+                member.calls.append((method, args, kwargs))
+                return f"ref:{method}"
+
+        return _Method
+
+
+def test_up_means_the_listener_listens_the_sweep_runs_or_the_actor_answers():
+    from messaging.runtime.config import Config
+
+    config = Config(outbox_sweep_interval=7.5)
+    seen = {}
+    for kind in KINDS:
+        member = _Member()
+        kind.start(member, config)
+        seen[kind.name] = member.calls
+    assert seen["user"] == [("ping", (), {})]
+    assert seen["mailserver"] == [("start", (), {})]
+    for name in ("satellite", "mailout", "sms"):
+        assert seen[name] == [("start", (7.5,), {})]
+
+
+def test_constructor_arguments_match_each_actor_class():
+    from messaging.runtime.config import Config
+    from messaging.runtime.pool import NamedPool
+
+    config = Config()
+    pools = {name: NamedPool(name, 2, "ns") for name in KIND_NAMES}
+    for kind in KINDS:
+        init = kind.actor_class().__ray_metadata__.modified_class.__init__
+        inspect.signature(init).bind(None, *kind.arguments(config, pools, 1))  # raises if they do not fit
+    user_senders = BY_NAME["user"].arguments(config, pools, 0)[1]
+    assert set(user_senders) == {"satellite", "mailout", "sms"}
+
+
+def test_busy_counts_what_each_kind_still_has_in_hand():
+    assert busy("user", {"in_flight": 2, "handled": 40}) == 2
+    assert busy("mailserver", {"in_flight": 1, "sessions": 3, "accepted": 9, "draining": True}) == 4
+    assert busy("satellite", {"in_flight": 0, "polling": True, "delivered": 5, "draining": False}) == 1
+    assert busy("satellite", {"in_flight": 0, "polling": False}) == 0
+    assert busy("sms", {"in_flight": 0, "delivered": 3, "draining": True}) == 0
+    assert busy("mailout", {}) == 0
