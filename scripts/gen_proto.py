@@ -7,7 +7,7 @@ include root. So that generated classes report ``messaging.core.pb.X_pb2`` as th
 module (needed to pickle them, e.g. across Ray actors), each source is staged as
 ``messaging/core/pb/X.proto`` in a temp include root before running protoc.
 
-tests/unit/test_proto_sync.py calls :func:`generate` into a temp dir and compares
+tests/unit/core/test_proto_sync.py calls :func:`generate` into a temp dir and compares
 the result with the committed files byte for byte.
 """
 

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import psutil
 
+from tests.paths import REPO_ROOT
+
 from .conftest import free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 def backend_env(data_dir: Path, **overrides: str) -> dict[str, str]:

@@ -6,14 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from tests.paths import REPO_ROOT
 
 from .conftest import database_url, free_port
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 def test_multinode_cluster_spreads_actors_and_survives_a_lost_node(django_db_setup, django_db_blocker):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 from messaging.runtime.config import RAY_SERVE_DEFAULTS, Config, WebSettings
+from tests.paths import REPO_ROOT
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (REPO_ROOT / "README.md").read_text()
 DJANGO_VARS = [f.name.upper() for f in dataclasses.fields(WebSettings)]
 
 

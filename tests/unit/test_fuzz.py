@@ -16,7 +16,6 @@ import random
 import signal
 import time
 import traceback
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,8 @@ from messaging.core.types import CombinedMessage, Protocol, storable_text
 from messaging.intake.smtp.parse import MailParseError, count_mime_parts
 from messaging.intake.smtp.server import read_mail, store_limit
 from messaging.satellite.transport import DevicePacket
+from tests.paths import MAIL_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
 MAIL_CASES = 10_000
 PAYLOAD_CASES = 10_000
 CHUNKS = 10  # the cases run in chunks, each its own test, so a failure points at a small range of seeds
@@ -60,7 +59,7 @@ def time_bound(limit: float = CALL_LIMIT):
 
 # ----------------------------------------------------------------------------------------- mail generator
 
-FIXTURE_MAILS = [path.read_bytes() for path in sorted(FIXTURES.glob("*.eml"))]
+FIXTURE_MAILS = [path.read_bytes() for path in sorted(MAIL_FIXTURES.glob("*.eml"))]
 CHARSETS = [
     "utf-8",
     "UTF-8",

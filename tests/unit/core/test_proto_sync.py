@@ -13,8 +13,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from messaging.core.pb import MessageDataPB_pb2 as pb
 from messaging.core.types import Protocol
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.paths import REPO_ROOT
 
 
 def _load_gen_proto() -> ModuleType:

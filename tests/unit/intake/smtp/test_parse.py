@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -21,12 +20,11 @@ from messaging.intake.smtp.parse import (
     parse_inbound,
     strip_reply,
 )
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
+from tests.paths import MAIL_FIXTURES
 
 
 def fixture(name: str) -> InboundMail:
-    return parse_inbound((FIXTURES / name).read_bytes())
+    return parse_inbound((MAIL_FIXTURES / name).read_bytes())
 
 
 def mail(subject: str = "", text: str = "") -> InboundMail:

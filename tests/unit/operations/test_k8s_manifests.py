@@ -26,9 +26,9 @@ from dockerfile_parse import DockerfileParser
 from messaging.runtime.config import Config
 from messaging.runtime.podlabel import LABEL_KEY, LABEL_VALUE
 from messaging.sandbox.stack import sandboxed
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "k8s"
+K8S = REPO_ROOT / "k8s"
 CRD_SCHEMA = K8S / "schemas" / "raycluster-v1.schema.json"
 SECRET_TEMPLATE = K8S / "secret.example.yaml"
 K8S_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
@@ -40,7 +40,7 @@ SECRET_VARS = {name.upper() for name in Config().secret_names()} | {"DJANGO_SECR
 KUBERAY_INJECTED = {"RAY_ADDRESS"}  # KubeRay sets it in every Ray container (head: 127.0.0.1:6379)
 PLACEHOLDER = "CHANGE-ME"
 
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 VERSION = PYPROJECT["project"]["version"]
 RAY_PIN = next(d.split("==")[1] for d in PYPROJECT["project"]["dependencies"] if re.match(r"ray(\[.*\])?==", d))
 PYTHON_MINOR = re.search(r">=\s*3\.(\d+)", PYPROJECT["project"]["requires-python"]).group(1)
@@ -302,7 +302,7 @@ def test_smtp_certificate_fields_by_hand() -> None:
     assert set(key) <= {"algorithm", "size", "rotationPolicy", "encoding"}
     assert key.get("algorithm", "RSA") in {"RSA", "ECDSA", "Ed25519"}
     assert key.get("rotationPolicy", "Never") in {"Always", "Never"}
-    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    deploy = (REPO_ROOT / "docs" / "deploy.md").read_text()
     assert all(name in deploy for name in spec["dnsNames"]), "docs/deploy.md names the MX host of the certificate"
 
 
@@ -353,7 +353,7 @@ def kube_api_calls(path: Path) -> set[tuple[str, str]]:
 
 
 def test_role_grants_exactly_the_api_calls_the_pod_labeler_makes() -> None:
-    calls = kube_api_calls(ROOT / "messaging" / "runtime" / "podlabel.py")
+    calls = kube_api_calls(REPO_ROOT / "messaging" / "runtime" / "podlabel.py")
     assert calls == {("patch", "pods")}
     role, binding = one("Role"), one("RoleBinding")
     granted = set()
@@ -481,7 +481,7 @@ STRANGER = pod({"app": "something-else"})
 
 def docs_job_labels() -> dict[str, str]:
     """The pod labels of the maintenance Job that docs/deploy.md shows (manage.py upgrade)."""
-    text = (ROOT / "docs" / "deploy.md").read_text()
+    text = (REPO_ROOT / "docs" / "deploy.md").read_text()
     blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
     (job,) = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Job"]
     kubernetes_validate.validate(job, K8S_VERSIONS[-1], strict=True)
@@ -568,7 +568,7 @@ def test_redis_is_reached_by_the_ray_pods_only() -> None:
 
 
 def dockerfile() -> DockerfileParser:
-    return DockerfileParser(fileobj=io.BytesIO((ROOT / "Dockerfile").read_bytes()))
+    return DockerfileParser(fileobj=io.BytesIO((REPO_ROOT / "Dockerfile").read_bytes()))
 
 
 def test_dockerfile_base_image_matches_ray_pin_and_python() -> None:
@@ -592,7 +592,7 @@ def test_dockerfile_installs_the_project_as_the_ray_user() -> None:
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", ".git", "data", ".pytest_cache"} <= ignored
 
 

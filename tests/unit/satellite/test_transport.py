@@ -87,9 +87,8 @@ class SmallNetwork(SatelliteNetwork):
 def test_delivery_sends_through_the_network_it_is_given_fitted_to_its_budget(make_user):
     from messaging.delivery.satellite import SatelliteBase
     from messaging.runtime.config import Config
+    from tests.unit.delivery.test_senders import stored
     from web.delivery.models import Message
-
-    from .test_senders import stored
 
     user = make_user()
     mid = stored(user, direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL, text="word " * 30)

@@ -26,7 +26,7 @@ from messaging.runtime.config import Config, ConfigError
 from messaging.sandbox import selfsigned
 from messaging.sandbox.fake_dns import FakeDNS
 from messaging.sandbox.stack import start_sandbox
-from tests.unit.test_mailserver import LocalPool
+from tests.unit.intake.smtp.test_server import LocalPool
 from web.delivery.models import Message
 
 

@@ -10,6 +10,7 @@ import sys
 from messaging.operations.haproxy_admin import bind_admin_listeners, config_path, launcher_text
 from messaging.operations.launch import IngressNotAnswering, ingress_failure, serve_failure_detail
 from messaging.operations.reaper import descendants, still_running
+from tests.paths import REPO_ROOT
 
 # The shape Ray Serve 2.60 renders (haproxy_templates.py), cut down to the sections that bind.
 SERVE_CONFIG = """global
@@ -106,14 +107,12 @@ def test_the_reaper_keeps_what_descends_from_the_driver_and_still_runs_as_itself
 
 def test_the_image_writes_the_launcher_the_configmap_names():
     import re
-    from pathlib import Path
 
     import yaml
 
-    root = Path(__file__).resolve().parents[2]
-    configmap = yaml.safe_load((root / "k8s" / "configmap.yaml").read_text())["data"]
+    configmap = yaml.safe_load((REPO_ROOT / "k8s" / "configmap.yaml").read_text())["data"]
     path = configmap["RAY_SERVE_HAPROXY_BINARY_PATH"]
-    dockerfile = (root / "Dockerfile").read_text()
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert re.search(
         rf"python -m messaging\.operations\.haproxy_admin --write-launcher {re.escape(path)}\s*$", dockerfile, re.M
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import random
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -13,6 +12,7 @@ from django.utils import timezone
 from messaging.core.types import CombinedMessage, Direction, Protocol, Status
 from messaging.outbox import store as outbox
 from messaging.outbox.store import RetryPolicy
+from tests.paths import REPO_ROOT
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -314,10 +314,9 @@ def _status_writes(source: str) -> list[int]:
 
 def test_only_the_outbox_writes_a_message_status():
     """The outbox owns message state: no module outside messaging/outbox writes a status."""
-    root = Path(__file__).resolve().parents[2]
     found = {}
-    for path in sorted([*root.glob("messaging/**/*.py"), *root.glob("web/**/*.py")]):
-        relative = path.relative_to(root).as_posix()
+    for path in sorted([*REPO_ROOT.glob("messaging/**/*.py"), *REPO_ROOT.glob("web/**/*.py")]):
+        relative = path.relative_to(REPO_ROOT).as_posix()
         if relative.startswith("messaging/outbox/") or "/migrations/" in relative:
             continue
         if lines := _status_writes(path.read_text()):

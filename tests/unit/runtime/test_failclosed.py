@@ -13,8 +13,8 @@ import pytest
 
 from messaging.runtime.config import Config, ConfigError
 from messaging.sandbox.stack import sandboxed, start_sandbox
+from tests.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 HIVE = {"SWARM_HIVE_URL": "https://hive.example/hive", "SWARM_USERNAME": "u", "SWARM_PASSWORD": "p"}
 TWILIO = {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t", "TWILIO_WEBHOOK_PUBLIC_URL": "https://x.example/sms"}
 RELAY = {"EMAIL_RELAY_HOST": "smtp.example"}
@@ -108,9 +108,9 @@ def test_start_sandbox_fakes_all_or_none():
 def run_manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS and not k.startswith("DJANGO_")}
     base.pop("SANDBOX", None)
-    base.update(PYTHONPATH=str(ROOT), DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="web.settings", **env)
+    base.update(PYTHONPATH=str(REPO_ROOT), DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="web.settings", **env)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=base, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=base, capture_output=True, text=True, timeout=120
     )
 
 
