@@ -12,6 +12,7 @@ from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.delivery.base import SenderBase, SenderShell
 from messaging.outbox import store as outbox
 from messaging.runtime.config import Config
+from tests.waiting import eventually
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,8 +79,11 @@ def test_kicks_coalesce_and_a_drain_leaves_queued_messages_due(make_user):
         assert await shell.deliver_many(ids[:2]) == "queued"
         assert await shell.deliver_many(ids[2:4]) == "queued"
         assert (await shell.stats())["in_flight"] == 4
-        while (await shell.stats())["in_flight"]:
-            await asyncio.sleep(0.01)
+
+        async def idle() -> bool:
+            return not (await shell.stats())["in_flight"]
+
+        await eventually(idle, what="the four sends to finish")
         assert sorted(mid for _, mid in shell.base.sent) == ids[:4]
         shell._stopping = True  # draining: the next kick is refused, its messages stay due
         assert await shell.deliver_many(ids[4:]) == "skipped"
@@ -99,8 +103,8 @@ def test_drain_drops_the_queue_it_has_not_claimed(make_user):
         shell._enqueue(ids)  # queued, the runner lingers a moment before claiming
         stats = await shell.drain()
         assert stats["in_flight"] == 0 and stats["draining"]
-        while shell._runners:  # the runner wakes from its linger, sees the drain and stops
-            await asyncio.sleep(0.005)
+        # the runner wakes from its linger, sees the drain and stops
+        await eventually(lambda: not shell._runners, interval=0.005, what="the runner to stop")
         return shell
 
     shell = asyncio.run(scenario())

@@ -19,6 +19,7 @@ from messaging.runtime.podlabel import (
     pod_from_env,
 )
 from tests.fakes.fake_kube_api import FakeKubeApi
+from tests.waiting import eventually
 
 TOKEN = "test-token-not-a-secret"
 POD = PodRef(name="spacebeaver-raycluster-workers-abc12", namespace="spacebeaver")
@@ -258,8 +259,7 @@ def test_keep_added_gives_way_to_a_later_remove(kube: FakeKubeApi) -> None:
 
     async def drain_while_adding() -> tuple[bool, bool]:
         adding = asyncio.ensure_future(labeler.keep_added(base_delay=0.05, max_delay=0.05))
-        while not kube.requests:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: kube.requests, what="the first label request")
         removed = await labeler.remove_async()
         return await asyncio.wait_for(adding, timeout=10), removed
 
