@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "web.accounts",
     "web.delivery",
+    "web.portal",
 ]
 
 MIDDLEWARE = [
@@ -146,6 +147,11 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 EMAIL_DOMAIN = os.environ.get("EMAIL_DOMAIN", "example.com")
+# The portal's mail (address verification, password reset) goes out through our outbound relay (web/portal/mail.py).
+EMAIL_BACKEND = "web.portal.mail.RelayEmailBackend"
+DEFAULT_FROM_EMAIL = f"Space Beaver <noreply@{EMAIL_DOMAIN}>"
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
 
 LOGGING = {
     "version": 1,

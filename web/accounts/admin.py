@@ -36,7 +36,18 @@ class UserAdmin(DjangoUserAdmin):
     search_fields = ("username", "contact_email", "twilio_number", "devices__device_id")
     fieldsets = (
         (None, {"fields": ("username", "password")}),
-        ("Messaging", {"fields": ("twilio_number", "monthly_quota", "monthly_outbound_quota", "contact_email")}),
+        (
+            "Messaging",
+            {
+                "fields": (
+                    "twilio_number",
+                    "monthly_quota",
+                    "monthly_outbound_quota",
+                    "contact_email",
+                    "contact_email_verified",
+                )
+            },
+        ),
         ("Personal info", {"fields": ("first_name", "last_name", "email")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),

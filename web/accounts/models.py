@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
@@ -29,6 +31,11 @@ class User(AbstractUser):
         help_text="Mail to <mailbox name>@the email domain reaches this user's device.",
     )
     contact_email = models.EmailField("personal contact email", blank=True)
+    contact_email_verified = models.BooleanField(
+        "personal email verified",
+        default=False,
+        help_text="The owner opened the link mailed to the personal email; password resets go only there.",
+    )
     twilio_number = models.CharField(
         "Twilio number",
         max_length=20,
@@ -127,3 +134,23 @@ class BlockedSender(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.kind, self.address = self.normalise(self.address)
         super().save(*args, **kwargs)
+
+
+class RetiredMailbox(models.Model):
+    """A mailbox name whose account was deleted: never given out again, so nobody receives mail meant for the
+    person who had it. Only a hash of the name is kept (the name itself is personal data)."""
+
+    name_hash = models.CharField(max_length=64, unique=True)
+    retired_at = models.DateTimeField(auto_now_add=True)
+
+    @staticmethod
+    def hash(name: str) -> str:
+        return hashlib.sha256((name or "").strip().lower().encode()).hexdigest()
+
+    @classmethod
+    def retire(cls, name: str) -> None:
+        cls.objects.get_or_create(name_hash=cls.hash(name))
+
+    @classmethod
+    def is_retired(cls, name: str) -> bool:
+        return cls.objects.filter(name_hash=cls.hash(name)).exists()

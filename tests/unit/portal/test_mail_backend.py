@@ -1,0 +1,42 @@
+"""The portal's email backend: our relay client, with the relay settings of Config (the sandbox sink in the sandbox)."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMessage
+
+from messaging.core.errors import DeliveryError
+from messaging.runtime.config import Config
+from web.portal.mail import RelayEmailBackend, relay_sessions
+
+
+def test_the_configured_relay_is_used():
+    sessions = relay_sessions(Config(email_relay_host="relay.example.net", email_relay_port=587), sandbox=False)
+    assert (sessions.host, sessions.port) == ("relay.example.net", 587)
+
+
+def test_the_sandbox_uses_the_relay_sink_port():
+    sessions = relay_sessions(Config(sandbox_relay_port=2626), sandbox=True)
+    assert (sessions.host, sessions.port) == ("127.0.0.1", 2626)
+
+
+def test_outside_the_sandbox_a_missing_relay_is_an_error_naming_it():
+    with pytest.raises(ImproperlyConfigured, match="EMAIL_RELAY_HOST"):
+        relay_sessions(Config(), sandbox=False)
+
+
+def test_each_recipient_gets_the_message_through_the_sink(relay):
+    message = EmailMessage("Hi", "Body text", "noreply@example.com", ["a@example.org", "b@example.org"])
+    assert RelayEmailBackend().send_messages([message]) == 1
+    records = relay.wait_for(lambda ms: len(ms) == 2)
+    assert sorted(r["rcpt_tos"][0] for r in records) == ["a@example.org", "b@example.org"]
+    assert all(r["headers"]["To"] == r["rcpt_tos"][0] for r in records)
+
+
+def test_a_refusing_relay_raises_unless_silent(relay):
+    relay.fail_next(2, code=550, stage="rcpt")
+    message = EmailMessage("Hi", "Body", "noreply@example.com", ["a@example.org"])
+    with pytest.raises(DeliveryError):
+        RelayEmailBackend().send_messages([message])
+    assert RelayEmailBackend(fail_silently=True).send_messages([message]) == 0

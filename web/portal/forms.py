@@ -1,0 +1,66 @@
+"""The portal's forms. Field labels and error texts are what the person reads."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.forms import BaseUserCreationForm, PasswordResetForm
+
+from web.accounts.models import RetiredMailbox, User
+
+from .rules import mailbox_name_problem
+
+
+class SignUpForm(BaseUserCreationForm):
+    """Mailbox name, personal email, password twice (Django's password validators)."""
+
+    contact_email = forms.EmailField(
+        label="Your personal email",
+        help_text="We send a link to confirm it; password resets go here.",
+        widget=forms.EmailInput(attrs={"autocomplete": "email"}),
+    )
+
+    class Meta:
+        model = User
+        fields = ("username", "contact_email")
+        labels = {"username": "Mailbox name"}
+        help_texts = {"username": "Your address will be <name>@the service's domain. Lower-case letters, digits, . _ -"}
+
+    def __init__(self, *args, domain: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        if domain:
+            self.fields["username"].help_text = f"Your address will be name@{domain}. Lower-case letters, digits, . _ -"
+        self.fields["username"].widget.attrs.update({"autocomplete": "username", "autocapitalize": "none"})
+
+    def clean_username(self) -> str:
+        name = (self.cleaned_data.get("username") or "").strip().lower()
+        problem = mailbox_name_problem(name)
+        if problem:
+            raise forms.ValidationError(problem)
+        if User.objects.filter(username__iexact=name).exists() or RetiredMailbox.is_retired(name):
+            raise forms.ValidationError(f"'{name}' is taken; choose another name.")
+        return name
+
+    def clean_contact_email(self) -> str:
+        return self.cleaned_data["contact_email"].strip().lower()
+
+    def _post_clean(self) -> None:
+        # The model's username validator repeats clean_username's checks with a vaguer text: keep ours only.
+        super()._post_clean()
+        if "username" in self.errors and len(self.errors["username"]) > 1:
+            self.errors["username"] = self.errors["username"][:1]
+
+
+class PortalPasswordResetForm(PasswordResetForm):
+    """Reset links go only to a verified personal email address."""
+
+    email = forms.EmailField(
+        label="Your personal email", max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "email"})
+    )
+
+    def get_users(self, email):
+        users = User.objects.filter(contact_email__iexact=email, contact_email_verified=True, is_active=True)
+        return (u for u in users if u.has_usable_password())
+
+    def send_mail(self, subject_template_name, email_template_name, context, from_email, to_email, **kwargs):
+        user = context["user"]
+        super().send_mail(subject_template_name, email_template_name, context, from_email, user.contact_email, **kwargs)
