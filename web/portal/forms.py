@@ -64,3 +64,34 @@ class PortalPasswordResetForm(PasswordResetForm):
     def send_mail(self, subject_template_name, email_template_name, context, from_email, to_email, **kwargs):
         user = context["user"]
         super().send_mail(subject_template_name, email_template_name, context, from_email, user.contact_email, **kwargs)
+
+
+class ClaimForm(forms.Form):
+    device_id = forms.CharField(
+        label="Device id",
+        max_length=20,
+        help_text="The number on the device's label (Swarm device id).",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off"}),
+    )
+    claim_code = forms.CharField(
+        label="Claim code",
+        max_length=40,
+        help_text="The code printed next to it, e.g. ABCD-EFGH-JKMN.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters"}),
+    )
+
+    def __init__(self, *args, replacing=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if replacing is not None:
+            self.fields["confirm_replace"] = forms.BooleanField(
+                label=f"Replace device {replacing.device_id}: it stops receiving my messages",
+                error_messages={"required": "Tick this to confirm the replacement."},
+            )
+
+    def clean_device_id(self) -> int:
+        from web.accounts.devices import parse_device_id
+
+        value = parse_device_id(self.cleaned_data["device_id"])
+        if value is None:
+            raise forms.ValidationError("A device id is a number, as printed on the label.")
+        return value

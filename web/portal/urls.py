@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import devices, views
 
 app_name = "portal"
 
@@ -17,4 +17,6 @@ urlpatterns = [
     path("password/reset/sent/", views.password_reset_done, name="password_reset_done"),
     path("password/reset/<uidb64>/<token>/", views.password_reset_confirm, name="password_reset_confirm"),
     path("password/reset/done/", views.password_reset_complete, name="password_reset_complete"),
+    path("device/", devices.device, name="device"),
+    path("device/release/", devices.release, name="release_device"),
 ]
