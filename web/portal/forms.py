@@ -95,3 +95,38 @@ class ClaimForm(forms.Form):
         if value is None:
             raise forms.ValidationError("A device id is a number, as printed on the label.")
         return value
+
+
+class BlockForm(forms.Form):
+    address = forms.CharField(
+        label="Email address or phone number",
+        max_length=254,
+        help_text="Phone numbers with the country code, e.g. +1 415 555 0100.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_address(self) -> str:
+        from django.core.exceptions import ValidationError
+        from django.core.validators import validate_email
+
+        from web.accounts.models import BlockedSender
+
+        raw = self.cleaned_data["address"].strip()
+        if "@" in raw:
+            try:
+                validate_email(raw)
+            except ValidationError:
+                raise forms.ValidationError("That is not a valid email address.") from None
+        try:
+            _, address = BlockedSender.normalise(raw)
+        except ValidationError:
+            raise forms.ValidationError(
+                "Neither an email address nor a phone number (give phone numbers with +country code)."
+            ) from None
+        if self.user is not None and self.user.blocked_senders.filter(address=address).exists():
+            raise forms.ValidationError(f"{address} is already blocked.")
+        return address

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import devices, views
+from . import blocked, devices, views
 
 app_name = "portal"
 
@@ -19,4 +19,6 @@ urlpatterns = [
     path("password/reset/done/", views.password_reset_complete, name="password_reset_complete"),
     path("device/", devices.device, name="device"),
     path("device/release/", devices.release, name="release_device"),
+    path("blocked/", blocked.blocked, name="blocked"),
+    path("blocked/<int:pk>/remove/", blocked.unblock, name="unblock"),
 ]
