@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import blocked, devices, views
+from . import blocked, devices, history, views
 
 app_name = "portal"
 
@@ -21,4 +21,6 @@ urlpatterns = [
     path("device/release/", devices.release, name="release_device"),
     path("blocked/", blocked.blocked, name="blocked"),
     path("blocked/<int:pk>/remove/", blocked.unblock, name="unblock"),
+    path("messages/", history.messages_view, name="messages"),
+    path("usage/", history.usage, name="usage"),
 ]
