@@ -130,3 +130,23 @@ class BlockForm(forms.Form):
         if self.user is not None and self.user.blocked_senders.filter(address=address).exists():
             raise forms.ValidationError(f"{address} is already blocked.")
         return address
+
+
+class DeleteAccountForm(forms.Form):
+    password = forms.CharField(
+        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
+    confirm = forms.BooleanField(
+        label="Delete my account: my messages are anonymised, my device is released, my mailbox name is retired",
+        error_messages={"required": "Tick this to confirm."},
+    )
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise forms.ValidationError("That is not your password.")
+        return password

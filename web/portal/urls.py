@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import blocked, devices, history, views
+from . import blocked, devices, history, privacy, views
 
 app_name = "portal"
 
@@ -23,4 +23,6 @@ urlpatterns = [
     path("blocked/<int:pk>/remove/", blocked.unblock, name="unblock"),
     path("messages/", history.messages_view, name="messages"),
     path("usage/", history.usage, name="usage"),
+    path("privacy/", privacy.privacy, name="privacy"),
+    path("privacy/my-data.json", privacy.export, name="export"),
 ]
