@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import blocked, devices, history, privacy, views
+from . import api, blocked, devices, history, privacy, views
 
 app_name = "portal"
 
@@ -25,4 +25,5 @@ urlpatterns = [
     path("usage/", history.usage, name="usage"),
     path("privacy/", privacy.privacy, name="privacy"),
     path("privacy/my-data.json", privacy.export, name="export"),
+    path("api/device-lookup", api.device_lookup, name="device_lookup"),
 ]
