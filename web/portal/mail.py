@@ -3,7 +3,8 @@
 The relay is the one the outbound-mail actors use: EMAIL_RELAY_HOST, EMAIL_RELAY_PORT, EMAIL_RELAY_USERNAME,
 EMAIL_RELAY_PASSWORD, EMAIL_RELAY_STARTTLS (``Config.from_env``). In the sandbox (no relay configured) it is the
 sandbox relay sink on 127.0.0.1:SANDBOX_RELAY_PORT, which records every message (``$DATA_DIR/sandbox/relay.jsonl``
-under ``make run``). Outside the sandbox a missing EMAIL_RELAY_HOST is an error, never mail dropped quietly.
+under ``make run``), as the outbound-mail actors do. Outside the sandbox a missing EMAIL_RELAY_HOST is an error,
+never mail dropped quietly.
 
 Relay errors are messaging.core.errors.TemporaryDeliveryError / PermanentDeliveryError (raised unless
 ``fail_silently``); each message goes to each recipient on its own (the relay client takes one per message).
@@ -31,19 +32,21 @@ def relay_sessions(config: Config | None = None, *, sandbox: bool | None = None)
     """Sessions to the configured relay (the sandbox relay sink in the sandbox)."""
     config = config or Config.from_env()
     sandbox = settings.SANDBOX if sandbox is None else sandbox
-    if config.email_relay_host:
-        return RelaySessions(
-            config.email_relay_host,
-            config.email_relay_port,
-            config.email_relay_username,
-            config.email_relay_password,
-            config.email_relay_starttls,
-            timeout=20,
-            keep=1,
-        )
-    if sandbox:
+    if sandbox:  # all fakes (SANDBOX=1 even when a relay is configured): the relay sink, as the mail actors use
         return RelaySessions("127.0.0.1", config.sandbox_relay_port, timeout=20, keep=1)
-    raise ImproperlyConfigured("EMAIL_RELAY_HOST is not set: the web cannot send mail (verification, password reset)")
+    if not config.email_relay_host:
+        raise ImproperlyConfigured(
+            "EMAIL_RELAY_HOST is not set: the web cannot send mail (verification, password reset)"
+        )
+    return RelaySessions(
+        config.email_relay_host,
+        config.email_relay_port,
+        config.email_relay_username,
+        config.email_relay_password,
+        config.email_relay_starttls,
+        timeout=20,
+        keep=1,
+    )
 
 
 class RelayEmailBackend(BaseEmailBackend):

@@ -53,13 +53,14 @@ def login_as(client):
 
 @pytest.fixture
 def relay(monkeypatch, settings):
-    """A real SMTP relay sink on loopback; the portal's mail backend sends to it through our relay client."""
+    """A real SMTP relay sink on loopback; the portal's mail backend sends to it through our relay client, as in the
+    sandbox of `make run` (SANDBOX_RELAY_PORT)."""
     from messaging.sandbox.relay_sink import RelaySink
 
     sink = RelaySink(port=0).start()
     settings.EMAIL_BACKEND = "web.portal.mail.RelayEmailBackend"
-    monkeypatch.setenv("EMAIL_RELAY_HOST", "127.0.0.1")
-    monkeypatch.setenv("EMAIL_RELAY_PORT", str(sink.port))
+    settings.SANDBOX = True
+    monkeypatch.setenv("SANDBOX_RELAY_PORT", str(sink.port))
     yield sink
     sink.stop()
 

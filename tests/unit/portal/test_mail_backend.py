@@ -16,9 +16,11 @@ def test_the_configured_relay_is_used():
     assert (sessions.host, sessions.port) == ("relay.example.net", 587)
 
 
-def test_the_sandbox_uses_the_relay_sink_port():
+def test_the_sandbox_uses_the_relay_sink_port_whatever_is_configured():
     sessions = relay_sessions(Config(sandbox_relay_port=2626), sandbox=True)
     assert (sessions.host, sessions.port) == ("127.0.0.1", 2626)
+    sessions = relay_sessions(Config(email_relay_host="relay.example.net", sandbox_relay_port=2626), sandbox=True)
+    assert (sessions.host, sessions.port) == ("127.0.0.1", 2626), "SANDBOX=1: every remote is faked"
 
 
 def test_outside_the_sandbox_a_missing_relay_is_an_error_naming_it():
@@ -40,3 +42,13 @@ def test_a_refusing_relay_raises_unless_silent(relay):
     with pytest.raises(DeliveryError):
         RelayEmailBackend().send_messages([message])
     assert RelayEmailBackend(fail_silently=True).send_messages([message]) == 0
+
+
+def test_outside_the_sandbox_the_configured_relay_gets_the_mail(relay, settings, monkeypatch):
+    settings.SANDBOX = False
+    monkeypatch.setenv("SANDBOX_RELAY_PORT", "1")  # not used outside the sandbox
+    monkeypatch.setenv("EMAIL_RELAY_HOST", "127.0.0.1")
+    monkeypatch.setenv("EMAIL_RELAY_PORT", str(relay.port))
+    message = EmailMessage("Hi", "Body", "noreply@example.com", ["c@example.org"])
+    assert RelayEmailBackend().send_messages([message]) == 1
+    assert relay.wait_for(lambda ms: len(ms) == 1)[0]["rcpt_tos"] == ["c@example.org"]
