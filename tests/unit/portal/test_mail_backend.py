@@ -52,3 +52,27 @@ def test_outside_the_sandbox_the_configured_relay_gets_the_mail(relay, settings,
     message = EmailMessage("Hi", "Body", "noreply@example.com", ["c@example.org"])
     assert RelayEmailBackend().send_messages([message]) == 1
     assert relay.wait_for(lambda ms: len(ms) == 1)[0]["rcpt_tos"] == ["c@example.org"]
+
+
+def test_sandbox_mail_shows_the_last_recorded_mail_with_its_link(tmp_path, settings):
+    import io
+    import smtplib
+
+    from django.core.management import CommandError, call_command
+
+    from messaging.sandbox.relay_sink import RelaySink
+
+    settings.DATA_DIR = tmp_path
+    with pytest.raises(CommandError, match="no mail recorded yet"):
+        call_command("sandbox_mail")
+    with RelaySink(port=0, record_path=tmp_path / "sandbox" / "relay.jsonl") as sink:
+        (tmp_path / "sandbox").mkdir(exist_ok=True)
+        for to, link in (("a@example.org", "http://x/verify/AAA/"), ("b@example.org", "http://x/verify/BBB/")):
+            with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+                smtp.sendmail("noreply@example.com", [to], f"To: {to}\r\nSubject: Confirm\r\n\r\nOpen {link}\r\n")
+    out = io.StringIO()
+    call_command("sandbox_mail", to="A@example.org", stdout=out)
+    assert "http://x/verify/AAA/" in out.getvalue() and "BBB" not in out.getvalue()
+    out = io.StringIO()
+    call_command("sandbox_mail", stdout=out)
+    assert "http://x/verify/BBB/" in out.getvalue()
