@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from web.accounts.models import User
 
 from . import ratelimit
-from .forms import PortalPasswordResetForm, SignUpForm
+from .forms import ChangeEmailForm, PortalPasswordResetForm, SignUpForm
 from .verification import read_token, send_verification
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,26 @@ def resend_verification(request):
     else:
         messages.error(request, "The mail could not be sent just now; please try again in a few minutes.")
     return redirect("portal:home")
+
+
+@login_required
+def change_email(request):
+    """A new personal email: unconfirmed until its link is opened (resets go only to a confirmed address)."""
+    user = request.user
+    form = ChangeEmailForm(request.POST or None, user=user)
+    if request.method == "POST" and form.is_valid():
+        if not ratelimit.allow("verify-user", str(user.pk)):
+            form.add_error(None, TOO_MANY)
+            return render(request, "portal/change_email.html", {"form": form}, status=429)
+        user.contact_email, user.contact_email_verified = form.cleaned_data["contact_email"], False
+        user.save(update_fields=["contact_email", "contact_email_verified"])
+        log.info("portal personal email changed user_id=%s", user.pk)
+        if send_verification(request, user):
+            messages.success(request, f"We sent a link to {user.contact_email}: open it to confirm.")
+        else:
+            messages.warning(request, "Saved, but the confirmation mail could not be sent just now; try again later.")
+        return redirect("portal:home")
+    return render(request, "portal/change_email.html", {"form": form})
 
 
 class LoginView(auth_views.LoginView):

@@ -20,6 +20,7 @@ PAGES = [
     "portal:usage",
     "portal:privacy",
     "portal:password_change",
+    "portal:change_email",
 ]
 
 

@@ -239,3 +239,24 @@ def test_every_public_page_has_a_title_and_labels(client, name):
     html = client.get(reverse(name)).content.decode()
     assert title_of(html).endswith("· Space Beaver") and len(title_of(html)) > len("· Space Beaver")
     assert html.count("<input") - html.count('type="hidden"') == html.count("<label"), "a label per input"
+
+
+def test_change_personal_email_needs_the_password_and_a_new_confirmation(client, person, relay):
+    user = person("mover")
+    client.force_login(user)
+    page = client.post(reverse("portal:change_email"), {"contact_email": "new@personal.example.org", "password": "x"})
+    assert "That is not your password" in page.content.decode()
+    page = client.post(
+        reverse("portal:change_email"), {"contact_email": "New@Personal.example.org", "password": PASSWORD}
+    )
+    assert page.status_code == 302
+    user.refresh_from_db()
+    assert (user.contact_email, user.contact_email_verified) == ("new@personal.example.org", False)
+    [record] = relay.wait_for(lambda ms: len(ms) >= 1)
+    assert record["rcpt_tos"] == ["new@personal.example.org"]
+    client.post(reverse("portal:password_reset"), {"email": "new@personal.example.org"})
+    assert len(relay.messages) == 1, "no reset to the address before it is confirmed"
+    client.get(link_in(body_of(record)))
+    user.refresh_from_db()
+    assert user.contact_email_verified
+    assert Client().get(reverse("portal:change_email")).status_code == 302, "login needed"
