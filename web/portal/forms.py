@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib.auth.forms import BaseUserCreationForm, PasswordResetForm
+from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm, PasswordResetForm
 
 from web.accounts.models import RetiredMailbox, User
 
@@ -48,6 +48,19 @@ class SignUpForm(BaseUserCreationForm):
         super()._post_clean()
         if "username" in self.errors and len(self.errors["username"]) > 1:
             self.errors["username"] = self.errors["username"][:1]
+
+
+class LoginForm(AuthenticationForm):
+    """Mailbox names are lower case: "Walker" typed on a phone (capitalised by its keyboard) logs in as "walker"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["username"].label = "Mailbox name"
+        self.fields["username"].widget.attrs.update({"autocapitalize": "none", "autocorrect": "off"})
+
+    def clean(self):
+        self.cleaned_data["username"] = (self.cleaned_data.get("username") or "").strip().lower()
+        return super().clean()
 
 
 class PortalPasswordResetForm(PasswordResetForm):

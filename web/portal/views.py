@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from web.accounts.models import User
 
 from . import ratelimit
-from .forms import ChangeEmailForm, PortalPasswordResetForm, SignUpForm
+from .forms import ChangeEmailForm, LoginForm, PortalPasswordResetForm, SignUpForm
 from .verification import read_token, send_verification
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def change_email(request):
 
 class LoginView(auth_views.LoginView):
     template_name = "portal/login.html"
+    authentication_form = LoginForm
     redirect_authenticated_user = True
 
     def post(self, request, *args, **kwargs):
