@@ -37,7 +37,10 @@ def signup(request):
         return redirect("portal:home")
     form = SignUpForm(request.POST or None, domain=settings.EMAIL_DOMAIN)
     if request.method == "POST":
-        if not ratelimit.allow("signup-ip", ratelimit.client_ip(request)):
+        address = ratelimit.client_ip(request)
+        if not ratelimit.allow("signup-try-ip", address) or (
+            form.is_valid() and not ratelimit.allow("signup-ip", address)
+        ):
             form.add_error(None, TOO_MANY)
             return render(request, "portal/signup.html", {"form": form}, status=429)
         if form.is_valid():

@@ -223,6 +223,28 @@ def test_sign_up_is_rate_limited(client, monkeypatch):
     assert not User.objects.filter(username="second").exists()
 
 
+def test_sign_up_tries_are_limited_apart_from_accounts_made(client, monkeypatch):
+    monkeypatch.setitem(ratelimit.LIMITS, "signup-try-ip", (3, 3600))
+    for _ in range(3):
+        page = client.post(reverse("portal:signup"), signup_data(password2="typo"))
+        assert page.status_code == 200, "typos do not use up the accounts one may make"
+    page = client.post(reverse("portal:signup"), signup_data())
+    assert page.status_code == 429 and not User.objects.exists()
+
+
+def test_behind_the_ingress_the_client_is_the_last_forwarded_address(client, monkeypatch, settings):
+    settings.PRODUCTION = True
+    monkeypatch.setitem(ratelimit.LIMITS, "login-ip", (1, 900))
+
+    def attempt(forwarded: str) -> int:
+        data = {"username": "nobody", "password": "x"}
+        return client.post(reverse("portal:login"), data, HTTP_X_FORWARDED_FOR=forwarded).status_code
+
+    assert attempt("198.51.100.7") == 200
+    assert attempt("203.0.113.9") == 200, "another client behind the same proxy has its own count"
+    assert attempt("1.2.3.4, 198.51.100.7") == 429, "what the client wrote before the proxy's entry is ignored"
+
+
 def test_password_reset_is_rate_limited(client, person, monkeypatch):
     monkeypatch.setitem(ratelimit.LIMITS, "reset-email", (1, 3600))
     person("forgetful")
