@@ -49,11 +49,13 @@ def claim_device(user: User, device_id: int | None, code: str) -> tuple[Device, 
             raise ClaimRefused(ALREADY)
         current = Device.objects.select_for_update().filter(owner=user, is_active=True).first()
         if current is not None:
-            _release(current)
+            _release(current, successor=device)
         now = timezone.now()
         device.owner, device.is_active, device.claimed_at = user, True, now
         device.save(update_fields=["owner", "is_active", "claimed_at"])
         DeviceAssignment.objects.create(device=device, user=user)
+        if current is not None:
+            _undelivered_to(current, user).update(device=device)  # what was on its way goes to the new device
     log.info(
         "device claimed device=%s user_id=%s replaced=%s",
         device.device_id,
@@ -74,8 +76,19 @@ def release_device(user: User) -> Device | None:
     return device
 
 
-def _release(device: Device) -> None:
+def _undelivered_to(device: Device, user: User):
+    """The user's messages to ``device`` not delivered yet (one a sender holds right now is left to it)."""
+    from web.delivery.models import Message
+
+    return Message.objects.filter(
+        user=user, device=device, direction=Message.Direction.TO_DEVICE, status__in=["received", "queued", "failed"]
+    )
+
+
+def _release(device: Device, successor: Device | None = None) -> None:
     user_id = device.owner_id
+    if successor is None:  # nothing to send them to: the sender dead-letters them (never to the next owner)
+        _undelivered_to(device, device.owner).update(device=None)
     device.owner, device.is_active, device.nickname, device.claimed_at = None, False, "", None
     device.save(update_fields=["owner", "is_active", "nickname", "claimed_at"])
     DeviceAssignment.objects.filter(device=device, user_id=user_id, released_at__isnull=True).update(

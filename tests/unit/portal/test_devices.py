@@ -249,3 +249,33 @@ def test_admin_csv_upload_imports_and_returns_generated_codes(staff):
     page = staff.post(reverse("admin:accounts_device_import"), {"csv_file": bad})
     assert "line 2" in page.content.decode() and not Device.objects.filter(nickname="nope").exists()
     assert "Import inventory (CSV)" in staff.get(reverse("admin:accounts_device_changelist")).content.decode()
+
+
+def test_undelivered_messages_follow_a_replacement_and_never_a_released_device(client, person):
+    user = person()
+    stock(5101)
+    stock(5102, "QRST-UVWX-YZ23")
+    client.force_login(user)
+    claim(client, 5101)
+    old = Device.objects.get(device_id=5101)
+
+    def waiting(key, status="queued"):
+        return Message.objects.create(
+            direction="to_device", protocol="email", sender="a@example.org", recipient="x", user=user, device=old,
+            idempotency_key=key, status=status,
+        )  # fmt: skip
+
+    queued, done = waiting("k-q"), waiting("k-done", status="sent")
+    claim(client, 5102, "QRST-UVWX-YZ23", confirm_replace="on")
+    new = Device.objects.get(device_id=5102)
+    queued.refresh_from_db()
+    done.refresh_from_db()
+    assert queued.device == new, "on its way: goes to the new device"
+    assert done.device == old, "history stays as it was"
+    later = Message.objects.create(
+        direction="to_device", protocol="email", sender="b@example.org", recipient="x", user=user, device=new,
+        idempotency_key="k-later", status="failed",
+    )  # fmt: skip
+    client.post(reverse("portal:release_device"))
+    later.refresh_from_db()
+    assert later.device is None, "a released device gets nothing more of its former owner's"
