@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "web.accounts",
     "web.delivery",
+    "web.portal",
 ]
 
 MIDDLEWARE = [
@@ -144,6 +145,11 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 EMAIL_DOMAIN = Config.setting("email_domain")
+# The portal's mail (address verification, password reset) goes out through our outbound relay (web/portal/mail.py).
+EMAIL_BACKEND = "web.portal.mail.RelayEmailBackend"
+DEFAULT_FROM_EMAIL = f"Space Beaver <noreply@{EMAIL_DOMAIN}>"
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
 
 LOGGING = {
     "version": 1,

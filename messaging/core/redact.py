@@ -46,3 +46,12 @@ def mask_key(key: str) -> str:
         head, _, rcpt = key.rpartition(":")
         return f"{head}:{mask_email(rcpt)}"
     return key
+
+
+_ANY_EMAIL = re.compile(r"[^\s<>()\[\]\"',;:@]+@[A-Za-z0-9.-]+")
+_ANY_PHONE = re.compile(r"\+?\d[\d ()-]{6,}\d")
+
+
+def scrub(text: str) -> str:
+    """Text with every email address and phone number in it taken out (what is kept of a deleted account)."""
+    return _ANY_PHONE.sub("(number)", _ANY_EMAIL.sub("(address)", text or ""))

@@ -67,6 +67,8 @@ class SatelliteBase(SenderBase):
 
         if row.device is None or not row.device.is_active:
             raise PermanentDeliveryError("the user has no active device")
+        if row.device.owner_id != row.user_id:  # the device changed hands (released, claimed by someone else)
+            raise PermanentDeliveryError("the user has no active device (the device now belongs to someone else)")
         network = self.network_of(row.device)
         packets = self.packets_for(row, network)
         sent = [p for p in row.remote_id.split(",") if p]

@@ -19,7 +19,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from messaging.core.redact import mask_key
+from messaging.core.redact import mask_key, scrub
 from messaging.core.types import CombinedMessage, Direction, Protocol, Status
 from web.delivery.models import Message
 
@@ -449,6 +449,43 @@ def set_status_by_hand(message_id: int, status: Status) -> bool:
     if changed:
         log.info("message %s %s set by hand", message_id, status)
     return changed
+
+
+FINAL = frozenset({Status.SENT, Status.REJECTED, Status.DEAD})
+FORGET_BATCH = 500
+
+
+def forget_user_messages(user_id: int, deleted: str = "(deleted)") -> int:
+    """A deleted account's messages stay for the service's counts but lose everything personal (text, subject,
+    addresses, the remote services' ids) and their owner; those not delivered yet are stopped (dead, never to a
+    device's next owner). Call it inside the transaction that deletes the account. Returns how many."""
+    fields = [
+        "user", "text", "subject", "external_id", "remote_id", "authentication", "sender", "recipient",
+        "error_history", "last_error", "status", "next_attempt_at", "lease_until", "lease_token", "idempotency_key",
+    ]  # fmt: skip
+    rows = Message.objects.filter(user_id=user_id).only("pk", "status", "last_error", "idempotency_key")
+    count, stopped, batch = 0, [], []
+    for row in rows.iterator(chunk_size=FORGET_BATCH):
+        final = row.status in FINAL
+        row.user = None
+        row.text = row.subject = row.external_id = row.remote_id = row.authentication = ""
+        row.sender = row.recipient = deleted
+        row.error_history = []
+        row.last_error = scrub(row.last_error) if final else "account deleted before delivery"
+        if not final:
+            row.status, row.next_attempt_at, row.lease_until, row.lease_token = Status.DEAD, None, None, ""
+            stopped.append(row.pk)
+        row.idempotency_key = "deleted:" + hashlib.sha256(row.idempotency_key.encode()).hexdigest()
+        batch.append(row)
+        if len(batch) >= FORGET_BATCH:
+            Message.objects.bulk_update(batch, fields)
+            count, batch = count + len(batch), []
+    if batch:
+        Message.objects.bulk_update(batch, fields)
+        count += len(batch)
+    for message_id in stopped:
+        log.info("message %s dead: account deleted before delivery", message_id)
+    return count
 
 
 def due(

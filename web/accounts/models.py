@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -29,6 +33,11 @@ class User(AbstractUser):
         help_text="Mail to <mailbox name>@the email domain reaches this user's device.",
     )
     contact_email = models.EmailField("personal contact email", blank=True)
+    contact_email_verified = models.BooleanField(
+        "personal email verified",
+        default=False,
+        help_text="The owner opened the link mailed to the personal email; password resets go only there.",
+    )
     twilio_number = models.CharField(
         "Twilio number",
         max_length=20,
@@ -77,24 +86,98 @@ class User(AbstractUser):
         return f"{self.username}@{settings.EMAIL_DOMAIN}"
 
 
+CLAIM_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read off a label without mistakes
+CLAIM_CODE_LENGTH = 12  # 31**12, about 2**59
+CLAIM_HASH_ITERATIONS = 60_000  # PBKDF2-SHA256: codes are random, and claims are rate limited
+
+
+def generate_claim_code() -> str:
+    """A fresh random claim code, grouped for a label: ``ABCD-EFGH-JKMN``."""
+    raw = "".join(secrets.choice(CLAIM_ALPHABET) for _ in range(CLAIM_CODE_LENGTH))
+    return "-".join(raw[i : i + 4] for i in range(0, CLAIM_CODE_LENGTH, 4))
+
+
+def normalise_claim_code(code: str) -> str:
+    """What is compared: upper case, without spaces and dashes (people type labels loosely)."""
+    return "".join(ch for ch in (code or "").upper() if ch not in " -\t")
+
+
+_HASHER = PBKDF2PasswordHasher()
+# Checked when no device matches, so an unknown id takes as long to refuse as a wrong code.
+_DUMMY_HASH = _HASHER.encode("not-a-code", "dummysalt0000000", iterations=CLAIM_HASH_ITERATIONS)
+
+
 class Device(models.Model):
-    """A Swarm device. A user has at most one active device at a time."""
+    """A satellite device (Swarm). In the inventory (no owner, inactive) until someone claims it with its id and
+    claim code; a user has at most one active device at a time."""
 
     device_id = models.PositiveBigIntegerField("Swarm device id", unique=True)
-    owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="devices")
+    owner = models.ForeignKey(
+        User, on_delete=models.PROTECT, related_name="devices", null=True, blank=True, help_text="Empty: in inventory."
+    )
     nickname = models.CharField(max_length=64, blank=True)
     is_active = models.BooleanField("active", default=True)
     registered_at = models.DateTimeField(auto_now_add=True)
+    claim_code = models.CharField(
+        "claim code (hashed)",
+        max_length=128,
+        blank=True,
+        editable=False,
+        help_text="Only a hash is kept; the code itself is shown once, when it is made. Empty: cannot be claimed.",
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["owner"], condition=Q(is_active=True), name="one_active_device_per_user"),
+            models.CheckConstraint(
+                condition=Q(is_active=False) | Q(owner__isnull=False),
+                name="an_active_device_has_an_owner",
+                violation_error_message="A device without an owner (in inventory) cannot be active.",
+            ),
         ]
         ordering = ["device_id"]
 
     def __str__(self) -> str:
         label = f" ({self.nickname})" if self.nickname else ""
         return f"device {self.device_id}{label}"
+
+    def set_claim_code(self, code: str) -> None:
+        """Keep the hash of ``code`` (call save)."""
+        normal = normalise_claim_code(code)
+        if len(normal) < 8:
+            raise ValidationError({"claim_code": "A claim code has at least 8 letters or digits."})
+        self.claim_code = _HASHER.encode(normal, _HASHER.salt(), iterations=CLAIM_HASH_ITERATIONS)
+
+    def check_claim_code(self, code: str) -> bool:
+        """Does ``code`` match (compared in constant time)? Never for a device without a code."""
+        normal = normalise_claim_code(code)
+        if not self.claim_code or not normal:
+            _HASHER.verify(normal or "-", _DUMMY_HASH)
+            return False
+        return _HASHER.verify(normal, self.claim_code)
+
+    @staticmethod
+    def no_such_device(code: str) -> bool:
+        """The work of a code check for an id that matches nothing (always False): unknown ids and wrong codes take
+        the same time."""
+        _HASHER.verify(normalise_claim_code(code) or "-", _DUMMY_HASH)
+        return False
+
+
+class DeviceAssignment(models.Model):
+    """Who had which device when: one row per claim, closed when the device is released."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="assignments")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="device_assignments")
+    claimed_at = models.DateTimeField(auto_now_add=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-claimed_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"device {self.device.device_id} with {self.user.username}"
 
 
 class BlockedSender(models.Model):
@@ -132,3 +215,23 @@ class BlockedSender(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.kind, self.address = self.normalise(self.address)
         super().save(*args, **kwargs)
+
+
+class RetiredMailbox(models.Model):
+    """A mailbox name whose account was deleted: never given out again, so nobody receives mail meant for the
+    person who had it. Only a hash of the name is kept (the name itself is personal data)."""
+
+    name_hash = models.CharField(max_length=64, unique=True)
+    retired_at = models.DateTimeField(auto_now_add=True)
+
+    @staticmethod
+    def hash(name: str) -> str:
+        return hashlib.sha256((name or "").strip().lower().encode()).hexdigest()
+
+    @classmethod
+    def retire(cls, name: str) -> None:
+        cls.objects.get_or_create(name_hash=cls.hash(name))
+
+    @classmethod
+    def is_retired(cls, name: str) -> bool:
+        return cls.objects.filter(name_hash=cls.hash(name)).exists()

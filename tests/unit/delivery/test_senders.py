@@ -124,6 +124,18 @@ def test_satellite_unknown_device_is_dead(make_user):
     assert Message.objects.get(id=mid).status == "dead"
 
 
+def test_satellite_never_sends_to_a_device_that_changed_hands(hive, make_user):
+    from web.accounts.models import Device
+
+    first, second = make_user(device=False), make_user(device=False)
+    device = Device.objects.create(device_id=424242, owner=first)
+    mid = stored(first, direction=Direction.TO_DEVICE, protocol=Protocol.EMAIL, text="private")
+    Device.objects.filter(pk=device.pk).update(owner=second)  # released and claimed by someone else meanwhile
+    assert deliver(satellite(hive), mid) == "dead"
+    assert hive.to_device(424242) == [], "nothing of the first owner's reaches the second"
+    assert "someone else" in Message.objects.get(id=mid).last_error
+
+
 def test_sms_sender(twilio, make_user):
     user = make_user()
     mid = device_row(user, Protocol.SMS, "+14155550142", text="Back on Sunday")

@@ -147,6 +147,8 @@ class Command(BaseCommand):
         echo(f"  Twilio webhook   {base}/sms   (signed against {config.twilio_webhook_public_url or 'UNSET'})")
         echo(f"  Hive webhook     {base}/swarm (header X-Swarm-Secret)")
         echo(f"  Admin            {base}/admin/  (create a login: python manage.py createsuperuser)")
+        mail_note = "; its mail: python manage.py sandbox_mail" if box.relay is not None else ""
+        echo(f"  Self-service web {base}/  (sign up: {base}/signup/{mail_note})")
         haproxy = ray_serve_haproxy()
         echo(f"  HTTP ingress     {'HAProxy' if haproxy else 'Serve proxy'} (RAY_SERVE_ENABLE_HA_PROXY)")
         if box.hive is not None:
