@@ -101,6 +101,12 @@ class SatelliteNetwork(ABC):
     def from_config(cls, config: Any) -> SatelliteNetwork:
         """The network with the credentials and settings of a ``Config``."""
 
+    @classmethod
+    def enabled(cls, config: Any) -> bool:
+        """Whether ``config`` has what this network needs to be used (credentials); one that is not enabled is
+        left out, and its devices' messages are dead letters naming why."""
+        return True
+
     @staticmethod
     @abstractmethod
     def parse_device_id(text: str) -> int:
