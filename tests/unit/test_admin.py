@@ -49,7 +49,7 @@ def test_create_user_and_device_then_see_them_listed(staff):
     assert user.twilio_number == "+14155550100", "stored as E.164"
     response = staff.post(
         reverse("admin:accounts_device_add"),
-        {"device_id": "4242", "owner": user.pk, "nickname": "orange one", "is_active": "on"},
+        {"network": "swarm", "device_id": "4242", "owner": user.pk, "nickname": "orange one", "is_active": "on"},
     )
     assert response.status_code == 302, response.content[:2000]
     listing = staff.get(reverse("admin:accounts_user_changelist")).content.decode()
@@ -162,3 +162,17 @@ def test_the_sender_authentication_verdict_is_shown_read_only(staff):
     page = staff.get(reverse("admin:delivery_message_change", args=[msg.pk])).content.decode()
     assert "spf=fail smtp.mailfrom=evil.test; dkim=none;" in page
     assert 'name="authentication"' not in page  # shown, not editable
+
+
+def test_a_rockblock_device_needs_an_imei_and_the_device_list_filters_by_network(staff):
+    user = User.objects.create(username="sailor")
+    add = reverse("admin:accounts_device_add")
+    form = {"network": "rockblock", "owner": user.pk, "is_active": "on"}
+    refused = staff.post(add, {**form, "device_id": "4242"})
+    assert refused.status_code == 200 and "15 digits" in refused.content.decode()
+    assert staff.post(add, {**form, "device_id": "300434063180550"}).status_code == 302
+    Device.objects.create(device_id=4243, owner=User.objects.create(username="hiker2"))
+    listing = reverse("admin:accounts_device_changelist")
+    rockblock = staff.get(listing + "?network__exact=rockblock").content.decode()
+    assert "300434063180550" in rockblock and "4243" not in rockblock
+    assert "RockBLOCK (Iridium SBD)" in staff.get(listing).content.decode(), "the network is shown"

@@ -9,7 +9,7 @@ from .models import BlockedSender, Device, User
 class DeviceInline(admin.TabularInline):
     model = Device
     extra = 0
-    fields = ("device_id", "nickname", "is_active", "registered_at")
+    fields = ("network", "device_id", "nickname", "is_active", "registered_at")
     readonly_fields = ("registered_at",)
 
 
@@ -59,8 +59,8 @@ class UserAdmin(DjangoUserAdmin):
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ("device_id", "nickname", "owner", "is_active", "registered_at")
-    list_filter = ("is_active",)
+    list_display = ("device_id", "network", "nickname", "owner", "is_active", "registered_at")
+    list_filter = ("network", "is_active")
     search_fields = ("device_id", "nickname", "owner__username")
     autocomplete_fields = ("owner",)
     readonly_fields = ("registered_at",)

@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from messaging.core.addresses import MAILBOX_NAME
 from messaging.core.phones import normalise_phone
+from messaging.satellite.networks import DEFAULT_NETWORK, NETWORKS
 
 MAILBOX_VALIDATOR = RegexValidator(
     rf"^{MAILBOX_NAME.pattern}$",
@@ -72,10 +73,21 @@ class User(AbstractUser):
         return f"{self.username}@{settings.EMAIL_DOMAIN}"
 
 
-class Device(models.Model):
-    """A Swarm device. A user has at most one active device at a time."""
+NETWORK_LABELS = {"swarm": "Swarm", "rockblock": "RockBLOCK (Iridium SBD)"}
 
-    device_id = models.PositiveBigIntegerField("Swarm device id", unique=True)
+
+class Device(models.Model):
+    """A satellite device on one network (Swarm, RockBLOCK). A user has at most one active device at a time."""
+
+    network = models.CharField(
+        "satellite network",
+        max_length=16,
+        choices=[(name, NETWORK_LABELS.get(name, name)) for name in NETWORKS],
+        default=DEFAULT_NETWORK,
+    )
+    device_id = models.PositiveBigIntegerField(
+        "device id", unique=True, help_text="Swarm: the Hive's device id. RockBLOCK: the modem's 15-digit IMEI."
+    )
     owner = models.ForeignKey(User, on_delete=models.PROTECT, related_name="devices")
     nickname = models.CharField(max_length=64, blank=True)
     is_active = models.BooleanField("active", default=True)
@@ -90,6 +102,15 @@ class Device(models.Model):
     def __str__(self) -> str:
         label = f" ({self.nickname})" if self.nickname else ""
         return f"device {self.device_id}{label}"
+
+    def clean(self) -> None:
+        super().clean()
+        network = NETWORKS.get(self.network)
+        if network is not None and self.device_id is not None:
+            try:
+                network.parse_device_id(str(self.device_id))
+            except ValueError as exc:
+                raise ValidationError({"device_id": str(exc)}) from None
 
 
 class BlockedSender(models.Model):
