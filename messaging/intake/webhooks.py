@@ -7,6 +7,9 @@
   delivers, the reconciliation sweep stores). A malformed webhook gets ``400``.
 * ``POST /swarm`` the Hive's push webhook (one packet JSON, or a list): header ``X-Swarm-Secret`` must equal
   SWARM_WEBHOOK_SECRET; same intake path as the satellite poll; ``200`` once stored, ``503`` otherwise.
+* ``POST /rockblock`` RockBLOCK's MO webhook (form or JSON, RS256 JWT checked with ROCKBLOCK_JWT_PUBLIC_KEY_FILE):
+  ``403`` when forged, ``200`` once stored (an unreadable post as a dead letter), ``503`` otherwise, within
+  Ground Control's 3 s (messaging/intake/rockblock_webhook.py).
 * ``GET /healthz`` liveness.
 * everything else: the Django admin (Django's ASGI app mounted at ``/``).
 """
@@ -20,10 +23,12 @@ from urllib.parse import parse_qsl
 from fastapi import FastAPI, Request, Response
 from ray import serve
 
+from messaging.intake import rockblock_webhook
 from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
+from messaging.satellite import rockblock
 from messaging.satellite.swarm import SwarmNetwork
 from messaging.satellite.transport import DevicePacket, MalformedItem
 from messaging.sms.twilio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
@@ -46,6 +51,7 @@ class Webhooks:
         self.config = config
         self.users = users
         self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
+        self.rockblock_key = rockblock.public_key(config)  # a missing or unreadable key file refuses to start
         if mount_admin:
             from messaging.runtime.djangoenv import ensure_django
 
@@ -121,3 +127,9 @@ class Webhooks:
             return Response("not stored", status_code=503, media_type="text/plain")
         answer = {"stored": len(packets), "dead_lettered": len(malformed)}
         return Response(json.dumps(answer), status_code=200, media_type="application/json")
+
+    @app.post("/rockblock")
+    async def rockblock(self, request: Request) -> Response:
+        body, content_type = await request.body(), request.headers.get("content-type", "")
+        status, text = await rockblock_webhook.take_post(body, content_type, self.rockblock_key, self.users, self.store)
+        return Response(text, status_code=status, media_type="text/plain")
