@@ -11,11 +11,23 @@ import logging
 
 import ray
 
+from messaging.core.location import with_position
 from messaging.delivery.base import SEND_CONCURRENCY, SenderBase, SenderShell
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
 
 log = logging.getLogger("messaging.delivery.senders")
+
+
+def outgoing_text(row) -> str:
+    """A device's message as it goes out: with its position when its owner shares their location."""
+    return with_position(
+        row.text,
+        share=row.user.share_location,
+        latitude=row.latitude,
+        longitude=row.longitude,
+        cep_km=row.location_cep_km,
+    )
 
 
 class MailOutSender(SenderBase):
@@ -43,7 +55,7 @@ class MailOutSender(SenderBase):
         email = build_outbound(
             from_addr=f"{row.user.username}@{cfg.email_domain}",
             to_addr=row.recipient,
-            text=row.text,
+            text=outgoing_text(row),
             domain=cfg.email_domain,
             message_id_hint=row.idempotency_key,
         )
@@ -73,7 +85,7 @@ class SmsSender(SenderBase):
         refusal = sms_destination_refusal(row.recipient, self.allowed_countries)
         if refusal is not None:
             raise PermanentDeliveryError(refusal)
-        return self.twilio.send(from_=row.user.twilio_number, to=row.recipient, body=row.text)
+        return self.twilio.send(from_=row.user.twilio_number, to=row.recipient, body=outgoing_text(row))
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)

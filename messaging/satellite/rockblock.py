@@ -173,6 +173,9 @@ class MoPost:
             data=self.data,
             encoding="hex",
             received_at=self.received_at(),
+            latitude=self.latitude,
+            longitude=self.longitude,
+            location_cep_km=self.cep_km,
         )
 
 

@@ -176,3 +176,18 @@ def test_a_rockblock_device_needs_an_imei_and_the_device_list_filters_by_network
     rockblock = staff.get(listing + "?network__exact=rockblock").content.decode()
     assert "300434063180550" in rockblock and "4243" not in rockblock
     assert "RockBLOCK (Iridium SBD)" in staff.get(listing).content.decode(), "the network is shown"
+
+
+def test_a_message_shows_where_its_device_was(staff):
+    row = Message.objects.create(
+        direction="from_device",
+        protocol="email",
+        sender="device:1",
+        recipient="mum@example.org",
+        idempotency_key="rockblock:1:2:3:0",
+        latitude=52.3867,
+        longitude=0.2938,
+        location_cep_km=8,
+    )
+    page = staff.get(reverse("admin:delivery_message_change", args=[row.pk])).content.decode()
+    assert "52.3867, 0.2938 ±8 km" in page and "https://www.openstreetmap.org/?mlat=52.3867&amp;mlon=0.2938" in page

@@ -92,6 +92,7 @@ def test_a_signed_post_is_stored_for_the_device_and_a_redelivery_stores_nothing_
         "on the summit",
     )
     assert row.idempotency_key == f"rockblock:{IMEI}:7:261124094150:0"
+    assert (row.latitude, row.longitude, row.location_cep_km) == (52.3867, 0.2938, 8.0), "its position is kept"
     assert post(webhooks, fields)[0] == 200
     assert Message.objects.filter(device=device).count() == 1
 

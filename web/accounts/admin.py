@@ -37,6 +37,7 @@ class UserAdmin(DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Messaging", {"fields": ("twilio_number", "monthly_quota", "monthly_outbound_quota", "contact_email")}),
+        ("Location", {"fields": ("share_location",)}),
         ("Personal info", {"fields": ("first_name", "last_name", "email")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),

@@ -57,6 +57,15 @@ class User(AbstractUser):
         ),
     )
 
+    share_location = models.BooleanField(
+        "share my location",
+        default=False,
+        help_text=(
+            "Emails and texts from the device carry a map link to its approximate position (where its network "
+            "tells it, e.g. RockBLOCK) and the accuracy. Off: the position is never sent to anyone."
+        ),
+    )
+
     def clean(self) -> None:
         super().clean()
         self.username = (self.username or "").strip().lower()
