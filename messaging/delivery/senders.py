@@ -56,6 +56,7 @@ class MailOutSender(SenderBase):
             from_addr=f"{row.user.username}@{cfg.email_domain}",
             to_addr=row.recipient,
             text=outgoing_text(row),
+            subject_text=row.text,
             domain=cfg.email_domain,
             message_id_hint=row.idempotency_key,
         )

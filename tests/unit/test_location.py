@@ -108,4 +108,5 @@ def test_the_email_and_the_sms_carry_the_map_link_only_when_the_owner_shares_the
     body = email.message_from_bytes(mail["raw"]).get_payload(decode=True).decode()
     assert "Made camp at the lake" in body and sms["body"].startswith("Made camp at the lake")
     assert (LINK in body, LINK in sms["body"]) == (share, share)
+    assert email.message_from_bytes(mail["raw"])["Subject"] == "Made camp at the lake", "the device's words only"
     assert ("±8 km" in body, "±8 km" in sms["body"]) == (share, share)
