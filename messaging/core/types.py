@@ -98,6 +98,10 @@ class CombinedMessage:
     received_at: float = field(default_factory=time.time)
     authentication: str = ""  # inbound mail: the SPF/DKIM/DMARC verdict (``Authentication-Results`` style)
     match_sender: str = ""  # inbound mail: the address blocked senders are matched on (else ``sender``)
+    # from a device, where its network tells: roughly where it was (degrees) and how roughly (CEP radius, km)
+    latitude: float | None = None
+    longitude: float | None = None
+    location_cep_km: float | None = None
 
     def __post_init__(self) -> None:
         # Every intake builds one of these, so this is the boundary where text enters: one bad character

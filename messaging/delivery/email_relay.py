@@ -51,11 +51,18 @@ class InvalidRecipient(ValueError):
 
 
 def build_outbound(
-    *, from_addr: str, to_addr: str, text: str, domain: str, message_id_hint: str | None = None
+    *,
+    from_addr: str,
+    to_addr: str,
+    text: str,
+    domain: str,
+    message_id_hint: str | None = None,
+    subject_text: str | None = None,
 ) -> EmailMessage:
     """A plain-text utf-8 email from a device message.
 
-    Subject = the first words of ``text`` (at most SUBJECT_MAX chars, one line, "…" when cut).
+    Subject = the first words of ``text`` (or of ``subject_text``, the device's own words when ``text`` has more
+    added, such as its position) (at most SUBJECT_MAX chars, one line, "…" when cut).
     With ``message_id_hint`` (e.g. the message's idempotency key) the Message-ID is
     deterministic, so a retried send carries the same id; otherwise it is random.
     Raises InvalidRecipient for a bad ``to_addr`` and ValueError for a bad ``from_addr``.
@@ -68,7 +75,7 @@ def build_outbound(
     msg = EmailMessage(policy=policy.default)
     msg["From"] = sender
     msg["To"] = to
-    msg["Subject"] = subject_from_text(text)
+    msg["Subject"] = subject_from_text(text if subject_text is None else subject_text)
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = message_id(domain, message_id_hint)
     body = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))

@@ -22,7 +22,7 @@ from messaging.intake.device_packets import by_device, dead_letter_malformed, in
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
-from messaging.satellite.networks import DEFAULT_NETWORK, connect
+from messaging.satellite.networks import connect, not_enabled_reason
 from messaging.satellite.transport import SatelliteNetwork
 
 log = logging.getLogger("messaging.delivery.satellite")
@@ -52,8 +52,11 @@ class SatelliteBase(SenderBase):
         self.networks = networks or connect(config)
 
     def network_of(self, device) -> SatelliteNetwork:
-        """The network a device is on."""
-        return self.networks[DEFAULT_NETWORK]
+        """The network a device is on; a permanent error naming why when that network is not enabled here."""
+        network = self.networks.get(device.network)
+        if network is None:
+            raise PermanentDeliveryError(not_enabled_reason(device.network))
+        return network
 
     def packets_for(self, row, network: SatelliteNetwork) -> list[bytes]:
         """The packets that carry this message to its device, fitted by its network."""

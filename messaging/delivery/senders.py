@@ -12,6 +12,7 @@ import logging
 import ray
 
 from messaging.core.errors import PermanentDeliveryError
+from messaging.core.location import with_position
 from messaging.core.phones import parse_countries, sms_destination_refusal
 from messaging.core.types import Channel, Direction, Protocol
 from messaging.delivery.base import SEND_CONCURRENCY, SenderBase, SenderShell
@@ -22,6 +23,17 @@ from messaging.runtime.pool import NamedPool
 from messaging.sms.twilio import TwilioSender
 
 log = logging.getLogger("messaging.delivery.senders")
+
+
+def outgoing_text(row) -> str:
+    """A device's message as it goes out: with its position when its owner shares their location."""
+    return with_position(
+        row.text,
+        share=row.user.share_location,
+        latitude=row.latitude,
+        longitude=row.longitude,
+        cep_km=row.location_cep_km,
+    )
 
 
 class MailOutSender(SenderBase):
@@ -45,7 +57,8 @@ class MailOutSender(SenderBase):
         email = build_outbound(
             from_addr=f"{row.user.username}@{cfg.email_domain}",
             to_addr=row.recipient,
-            text=row.text,
+            text=outgoing_text(row),
+            subject_text=row.text,
             domain=cfg.email_domain,
             message_id_hint=row.idempotency_key,
         )
@@ -69,7 +82,7 @@ class SmsSender(SenderBase):
         refusal = sms_destination_refusal(row.recipient, self.allowed_countries)
         if refusal is not None:
             raise PermanentDeliveryError(refusal)
-        return self.twilio.send(from_=row.user.twilio_number, to=row.recipient, body=row.text)
+        return self.twilio.send(from_=row.user.twilio_number, to=row.recipient, body=outgoing_text(row))
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)

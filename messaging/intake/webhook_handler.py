@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from messaging.intake import rockblock_webhook
 from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
+from messaging.satellite import rockblock
 from messaging.satellite.swarm import SwarmNetwork
 from messaging.satellite.transport import DevicePacket, MalformedItem
 from messaging.sms.twilio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
@@ -61,6 +63,12 @@ class WebhookHandler:
         if store is None:
             store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
         self.store = store
+        self.rockblock_key = rockblock.public_key(config)  # a missing or unreadable key file refuses to start
+
+    async def rockblock(self, body: bytes, content_type: str) -> Reply:
+        """One RockBLOCK MO post (see messaging/intake/rockblock_webhook.py)."""
+        status, text = await rockblock_webhook.take_post(body, content_type, self.rockblock_key, self.users, self.store)
+        return Reply(status, text)
 
     def signed_by_twilio(self, params: dict[str, str], signature: str) -> bool:
         return any(

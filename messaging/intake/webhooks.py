@@ -3,6 +3,7 @@ decides is :class:`~messaging.intake.webhook_handler.WebhookHandler`'s.
 
 * ``POST /sms``   Twilio's inbound-SMS webhook (:meth:`WebhookHandler.sms`).
 * ``POST /swarm`` the Hive's push webhook (:meth:`WebhookHandler.swarm`).
+* ``POST /rockblock`` RockBLOCK's MO webhook (:meth:`WebhookHandler.rockblock`).
 * ``GET /healthz`` liveness.
 * everything else: the Django admin (Django's ASGI app mounted at ``/``).
 """
@@ -37,6 +38,11 @@ def make_app(handler: WebhookHandler, admin: object | None = None) -> FastAPI:
     async def swarm(request: Request) -> Response:
         secret = request.headers.get("x-swarm-secret", "")
         return as_response(await handler.swarm(await request.body(), secret))
+
+    @app.post("/rockblock")
+    async def rockblock(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        return as_response(await handler.rockblock(await request.body(), content_type))
 
     if admin is not None:
         app.mount("/", admin)

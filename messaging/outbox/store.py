@@ -75,6 +75,9 @@ def _row_fields(msg: CombinedMessage) -> dict:
         "text": msg.text,
         "external_id": msg.external_id[:255],
         "authentication": msg.authentication[:500],
+        "latitude": msg.latitude,
+        "longitude": msg.longitude,
+        "location_cep_km": msg.location_cep_km,
     }
 
 

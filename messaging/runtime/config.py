@@ -148,6 +148,7 @@ def check_tls_pair(cert_file: str, key_file: str) -> None:
 # actor's arguments). A process that unpickles or reads a Config takes them from its own environment: Ray workers
 # get them from their pods' Secret (Kubernetes) or inherit them from the driver that started a local Ray.
 SECRET_FIELDS = ("swarm_password", "swarm_webhook_secret", "twilio_auth_token", "email_relay_password", "database_url")
+SECRET_FIELDS += ("rockblock_password",)
 
 
 def _secret() -> str:
@@ -166,7 +167,7 @@ def _from_public(values: dict[str, object]) -> Config:
 
 # What the sandbox decides on: the credentials of each remote service. REQUIRED must all be set for a real
 # service; PAIRS are set both or neither; any variable of a service being set means "this service is meant".
-SERVICE_CREDENTIALS: dict[str, dict[str, tuple]] = {
+SERVICE_CREDENTIALS: dict[str, dict[str, tuple | bool]] = {
     "Swarm Hive": {
         "required": ("swarm_hive_url", "swarm_username", "swarm_password"),
         "optional": ("swarm_webhook_secret",),
@@ -182,6 +183,13 @@ SERVICE_CREDENTIALS: dict[str, dict[str, tuple]] = {
         "optional": (),
         "pairs": (("email_relay_username", "email_relay_password"),),
     },
+    # A second satellite network: all or nothing. Outside the sandbox, none set means RockBLOCK is not enabled.
+    "RockBLOCK": {
+        "required": ("rockblock_username", "rockblock_password"),
+        "optional": (),
+        "pairs": (),
+        "enabled_when_set": True,
+    },
 }
 
 
@@ -196,6 +204,11 @@ class Config:
     swarm_poll_interval: float = 10.0
     swarm_poll_count: int = 100
     swarm_webhook_secret: str = _secret()
+    # RockBLOCK (Iridium SBD through Ground Control): MT API base, login, and the PEM key that signs MO posts
+    rockblock_api_url: str = "https://rockblock.rock7.com/rockblock"
+    rockblock_username: str = ""
+    rockblock_password: str = _secret()
+    rockblock_jwt_public_key_file: str = ""  # empty: Ground Control's published key, shipped with the code
     # Twilio
     twilio_account_sid: str = ""
     twilio_auth_token: str = _secret()
@@ -263,6 +276,7 @@ class Config:
     sandbox_hive_port: int = 8790
     sandbox_twilio_port: int = 8791
     sandbox_relay_port: int = 2526
+    sandbox_rockblock_port: int = 8792
 
     def __post_init__(self) -> None:
         parse_countries(self.sms_allowed_countries)  # a typo refuses to start, naming the bad code
@@ -338,6 +352,8 @@ class Config:
         return any(getattr(self, n) for n in names)
 
     def _missing(self, spec: dict[str, tuple]) -> list[str]:
+        if spec.get("enabled_when_set") and not self._any_set(spec):
+            return []  # an optional service left out entirely is simply not enabled
         missing = [n.upper() for n in spec["required"] if not getattr(self, n)]
         for pair in spec["pairs"]:
             if any(getattr(self, n) for n in pair):

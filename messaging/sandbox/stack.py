@@ -36,11 +36,12 @@ class Sandbox:
     twilio: object | None = None
     relay: object | None = None
     dns: object | None = None
+    rockblock: object | None = None
     started: list[str] = field(default_factory=list)
     scratch: Path | None = None  # a directory of our own to remove on stop (the certificate without a record dir)
 
     def stop(self) -> None:
-        for fake in (self.hive, self.twilio, self.relay, self.dns):
+        for fake in (self.hive, self.twilio, self.relay, self.dns, self.rockblock):
             if fake is not None:
                 fake.stop()
         if self.scratch is not None:
@@ -100,6 +101,8 @@ def start_sandbox(
 
     box.hive = FakeHive(port=port(config.sandbox_hive_port), username="sandbox", password="sandbox").start()
     box.started.append(f"fake Swarm Hive      {box.hive.base_url}  (user sandbox / sandbox)")
+    box.rockblock = _start_fake_rockblock(config, port(config.sandbox_rockblock_port))
+    box.started.append(f"fake RockBLOCK       {box.rockblock.base_url}  (user sandbox / sandbox; MO to /rockblock)")
     box.twilio = FakeTwilio(port=port(config.sandbox_twilio_port)).start()
     box.started.append(f"fake Twilio API      {box.twilio.base_url}")
     record = (record_dir / "relay.jsonl") if record_dir else None
@@ -123,6 +126,10 @@ def start_sandbox(
         swarm_password="sandbox",
         swarm_poll_interval=min(config.swarm_poll_interval, 2.0),  # a quick loop to watch
         swarm_webhook_secret=config.swarm_webhook_secret or secrets.token_urlsafe(24),
+        rockblock_api_url=box.rockblock.base_url,
+        rockblock_username=box.rockblock.username,
+        rockblock_password=box.rockblock.password,
+        rockblock_jwt_public_key_file=str(box.rockblock.public_key_file),
         twilio_account_sid=box.twilio.account_sid,
         twilio_auth_token=box.twilio.auth_token,
         twilio_api_base_url=box.twilio.base_url,
@@ -142,3 +149,12 @@ def start_sandbox(
         changes.update(smtp_tls_cert_file=str(cert), smtp_tls_key_file=str(key))
         box.started.append(f"STARTTLS certificate {cert}  (self-signed for {config.email_domain})")
     return dataclasses.replace(config, **changes), box
+
+
+def _start_fake_rockblock(config: Config, port: int):
+    """The fake RockBLOCK, posting MO messages to the Serve app's ``/rockblock`` and signing them with a key of
+    its own (the config points ROCKBLOCK_JWT_PUBLIC_KEY_FILE at its public half)."""
+    from messaging.sandbox.fake_rockblock import FakeRockBlock
+
+    mo_url = f"http://127.0.0.1:{config.serve_http_port}/rockblock"
+    return FakeRockBlock(port=port, username="sandbox", password="sandbox", mo_url=mo_url).start()

@@ -1,8 +1,9 @@
-"""Steady test traffic through all three intake paths, with unique tokens, and an exact count of arrivals.
+"""Steady test traffic through all the intake paths, with unique tokens, and an exact count of arrivals.
 
 Each sender behaves like the real one it stands for: an SMTP client retries on 4xx or a refused
-connection, Twilio retries a webhook that got 5xx, the Hive keeps a packet until it is acked. Used by the
-zero-loss tests and by ``benchmarks/chaos.py``.
+connection, Twilio retries a webhook that got 5xx, the Hive keeps a packet until it is acked, RockBLOCK posts
+an MO message again until our webhook answers 200. People on RockBLOCK (``Person.network``) get mail and texts
+too, and send through the fake RockBLOCK. Used by the zero-loss tests and by ``benchmarks/chaos.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Person:
     username: str
     twilio_number: str
     device_id: int
+    network: str = "swarm"  # or "rockblock": device_id is then the IMEI
 
 
 @dataclass
@@ -146,8 +148,22 @@ class Traffic:
         self._retrying(attempt)
         return self._record(token, "twilio")
 
+    def _device_message(self) -> tuple[str, str, bytes]:
+        """A token, its path suffix and the device payload carrying it (to email or to SMS)."""
+        if self.rng.random() < 0.5:
+            token, path, target = self._token("e"), "email", (Protocol.EMAIL, "friend@example.org")
+        else:
+            token, path, target = self._token("m"), "sms", (Protocol.SMS, "+14155550198")
+        return token, path, encode_from_device([(token, target[0], target[1])])
+
+    def send_rockblock(self) -> str:
+        person = self.rng.choice([p for p in self.people if p.network == "rockblock"])
+        token, path, data = self._device_message()
+        self.box.rockblock.device_send(person.device_id, data)
+        return self._record(token, f"rockblock-{path}")
+
     def send_hive(self) -> str:
-        person = self.rng.choice(self.people)
+        person = self.rng.choice([p for p in self.people if p.network == "swarm"])
         if self.rng.random() < 0.5:
             token, path, target = self._token("e"), "hive-email", (Protocol.EMAIL, "friend@example.org")
         else:
@@ -167,7 +183,10 @@ class Traffic:
             self._stop.wait(self.interval)
 
     def start(self) -> Traffic:
-        for send in (self.send_smtp, self.send_twilio, self.send_hive):
+        senders = [self.send_smtp, self.send_twilio]
+        senders += [self.send_hive] if any(p.network == "swarm" for p in self.people) else []
+        senders += [self.send_rockblock] if any(p.network == "rockblock" for p in self.people) else []
+        for send in senders:
             thread = threading.Thread(target=self._loop, args=(send,), daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -189,6 +208,9 @@ class Traffic:
         seen: Counter = Counter()
         for packet in self.box.hive.to_device():
             seen.update(set(TOKEN.findall(base64.b64decode(packet["data"]).decode("utf-8", "replace"))))
+        if getattr(self.box, "rockblock", None) is not None:
+            for mt in self.box.rockblock.to_device():
+                seen.update(set(TOKEN.findall(bytes.fromhex(mt["data"]).decode("utf-8", "replace"))))
         for mail in self.box.relay.messages:
             seen.update(set(TOKEN.findall(mail["raw"].decode("utf-8", "replace"))))
         for sms in self.box.twilio.messages:

@@ -67,6 +67,11 @@ MT_ERRORS: dict[int, tuple[bool, str]] = {
 }
 
 
+def public_key(config: Config) -> str:
+    """The PEM key MO posts are verified with: ROCKBLOCK_JWT_PUBLIC_KEY_FILE, or Ground Control's published one."""
+    return Path(config.rockblock_jwt_public_key_file or GROUND_CONTROL_PUBLIC_KEY_FILE).read_text()
+
+
 class ForgedPost(ValueError):
     """An MO post whose JWT is missing, not signed by the configured key, or does not match the posted fields."""
 
@@ -168,6 +173,9 @@ class MoPost:
             data=self.data,
             encoding="hex",
             received_at=self.received_at(),
+            latitude=self.latitude,
+            longitude=self.longitude,
+            location_cep_km=self.cep_km,
         )
 
 
@@ -249,6 +257,10 @@ class RockBlockNetwork(SatelliteNetwork):
     @classmethod
     def from_config(cls, config: Config) -> RockBlockNetwork:
         return cls(config.rockblock_api_url, config.rockblock_username, config.rockblock_password)
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return bool(config.rockblock_username and config.rockblock_password)
 
     def __repr__(self) -> str:
         return f"RockBlockNetwork({self.api_url!r}, user={self.username!r})"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -43,6 +44,10 @@ class DevicePacket:
     data: str
     encoding: str = "base64"  # or "hex"
     received_at: float | None = None
+    # where the network says the device was (RockBLOCK: Iridium's estimate): stored with each message in it
+    latitude: float | None = None
+    longitude: float | None = None
+    location_cep_km: float | None = None
 
     def payload(self) -> bytes:
         """The payload bytes; :class:`BadPayloadEncoding` when ``data`` is not what ``encoding`` says."""
@@ -57,13 +62,17 @@ class DevicePacket:
 
     def messages(self) -> list[CombinedMessage]:
         """The messages in the packet (all or none: a :class:`PacketDecodeError` names what is wrong)."""
-        return decode_from_device(
+        messages = decode_from_device(
             self.payload(),
             device_id=self.device_id,
             packet_id=self.packet_id,
             key=self.key,
             received_at=self.received_at,
         )
+        if self.latitude is None or self.longitude is None:
+            return messages
+        where = dict(latitude=self.latitude, longitude=self.longitude, location_cep_km=self.location_cep_km)
+        return [dataclasses.replace(message, **where) for message in messages]
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,12 @@ class SatelliteNetwork(ABC):
     @abstractmethod
     def from_config(cls, config: Any) -> SatelliteNetwork:
         """The network with the credentials and settings of a ``Config``."""
+
+    @classmethod
+    def enabled(cls, config: Any) -> bool:
+        """Whether ``config`` has what this network needs to be used (credentials); one that is not enabled is
+        left out, and its devices' messages are dead letters naming why."""
+        return True
 
     @staticmethod
     @abstractmethod

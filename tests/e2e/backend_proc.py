@@ -37,6 +37,7 @@ def backend_env(data_dir: Path, **overrides: str) -> dict[str, str]:
         SANDBOX_HIVE_PORT=str(free_port()),
         SANDBOX_TWILIO_PORT=str(free_port()),
         SANDBOX_RELAY_PORT=str(free_port()),
+        SANDBOX_ROCKBLOCK_PORT=str(free_port()),
         SMTP_LISTEN_PORT=str(free_port()),
         SERVE_HTTP_PORT=str(free_port()),
         SERVE_HAPROXY_STATS_PORT=str(free_port()),

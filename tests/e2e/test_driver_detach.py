@@ -79,6 +79,7 @@ def ray_cluster(tmp_path):
     # sandbox's, which the drivers use too (secrets never travel through Ray; runbackend checks they agree).
     auth.update(
         SWARM_PASSWORD="sandbox",
+        ROCKBLOCK_PASSWORD="sandbox",
         TWILIO_AUTH_TOKEN=SANDBOX_AUTH_TOKEN,
         SWARM_WEBHOOK_SECRET=secrets.token_urlsafe(24),
     )

@@ -26,8 +26,15 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def people(new_user):
+    """Three people on Swarm and one on RockBLOCK."""
+    from web.accounts.models import Device
+
     users = [new_user() for _ in range(3)]
-    return [Person(u.username, u.twilio_number, u.devices.get().device_id) for u in users]
+    on_swarm = [Person(u.username, u.twilio_number, u.devices.get().device_id) for u in users]
+    sailor = new_user(device=False)
+    imei = int(f"3005{int(time.time() * 1000) % 10**11:011d}")
+    Device.objects.create(network="rockblock", device_id=imei, owner=sailor)
+    return [*on_swarm, Person(sailor.username, sailor.twilio_number, imei, network="rockblock")]
 
 
 def test_upgrades_under_load_lose_nothing(e2e, people):
@@ -83,12 +90,14 @@ def test_remote_faults_delay_but_lose_nothing(e2e, people):
     box = e2e.box
     box.hive.set_faults(error_rate=0.3, status=503, seed=3)
     box.twilio.set_faults(error_rate=0.3, status=503, seed=4)
+    box.rockblock.set_faults(error_rate=0.3, status=99, seed=5)  # FAILED,99: retried, never dead
     traffic = Traffic(e2e.config, box, people, rate=4, seed=13).start()
     box.relay.stop()  # relay down for a while
     time.sleep(3)
     box.relay.start()
     traffic.stop()
     box.hive.clear_faults()
+    box.rockblock.clear_faults()
     box.twilio.set_faults(error_rate=0.0)
     report = traffic.wait_delivered(timeout=180)
     print(f"\nremote faults: {report.line()}")

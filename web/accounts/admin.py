@@ -16,7 +16,7 @@ from .models import BlockedSender, Device, User, generate_claim_code, normalise_
 class DeviceInline(admin.TabularInline):
     model = Device
     extra = 0
-    fields = ("device_id", "nickname", "is_active", "registered_at")
+    fields = ("network", "device_id", "nickname", "is_active", "registered_at")
     readonly_fields = ("registered_at",)
 
 
@@ -55,6 +55,7 @@ class UserAdmin(DjangoUserAdmin):
                 )
             },
         ),
+        ("Location", {"fields": ("share_location",)}),
         ("Personal info", {"fields": ("first_name", "last_name", "email")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Important dates", {"fields": ("last_login", "date_joined")}),
@@ -89,7 +90,7 @@ class DeviceForm(forms.ModelForm):
 
     class Meta:
         model = Device
-        fields = ("device_id", "owner", "nickname", "is_active")
+        fields = ("network", "device_id", "owner", "nickname", "is_active")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -112,8 +113,17 @@ class InventoryUploadForm(forms.Form):
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
     form = DeviceForm
-    list_display = ("device_id", "nickname", "owner", "is_active", "can_be_claimed", "claimed_at", "registered_at")
-    list_filter = ("is_active", ("owner", admin.EmptyFieldListFilter))
+    list_display = (
+        "device_id",
+        "network",
+        "nickname",
+        "owner",
+        "is_active",
+        "can_be_claimed",
+        "claimed_at",
+        "registered_at",
+    )
+    list_filter = ("network", "is_active", ("owner", admin.EmptyFieldListFilter))
     search_fields = ("device_id", "nickname", "owner__username")
     autocomplete_fields = ("owner",)
     readonly_fields = ("registered_at", "claimed_at")

@@ -15,6 +15,7 @@ from django.db.models import Q
 
 from messaging.core.addresses import MAILBOX_NAME, InvalidAddress, email_address
 from messaging.core.phones import normalise_phone
+from messaging.satellite.networks import DEFAULT_NETWORK, NETWORKS
 
 MAILBOX_VALIDATOR = RegexValidator(
     rf"^{MAILBOX_NAME.pattern}$",
@@ -65,6 +66,15 @@ class User(AbstractUser):
         ),
     )
 
+    share_location = models.BooleanField(
+        "share my location",
+        default=False,
+        help_text=(
+            "Emails and texts from the device carry a map link to its approximate position (where its network "
+            "tells it, e.g. RockBLOCK) and the accuracy. Off: the position is never sent to anyone."
+        ),
+    )
+
     def clean(self) -> None:
         super().clean()
         self.username = (self.username or "").strip().lower()
@@ -107,11 +117,22 @@ _HASHER = PBKDF2PasswordHasher()
 _DUMMY_HASH = _HASHER.encode("not-a-code", "dummysalt0000000", iterations=CLAIM_HASH_ITERATIONS)
 
 
-class Device(models.Model):
-    """A satellite device (Swarm). In the inventory (no owner, inactive) until someone claims it with its id and
-    claim code; a user has at most one active device at a time."""
+NETWORK_LABELS = {"swarm": "Swarm", "rockblock": "RockBLOCK (Iridium SBD)"}
 
-    device_id = models.PositiveBigIntegerField("Swarm device id", unique=True)
+
+class Device(models.Model):
+    """A satellite device on one network (Swarm, RockBLOCK). In the inventory (no owner, inactive) until someone
+    claims it with its id and claim code; a user has at most one active device at a time."""
+
+    network = models.CharField(
+        "satellite network",
+        max_length=16,
+        choices=[(name, NETWORK_LABELS.get(name, name)) for name in NETWORKS],
+        default=DEFAULT_NETWORK,
+    )
+    device_id = models.PositiveBigIntegerField(
+        "device id", unique=True, help_text="Swarm: the Hive's device id. RockBLOCK: the modem's 15-digit IMEI."
+    )
     owner = models.ForeignKey(
         User, on_delete=models.PROTECT, related_name="devices", null=True, blank=True, help_text="Empty: in inventory."
     )
@@ -141,6 +162,15 @@ class Device(models.Model):
     def __str__(self) -> str:
         label = f" ({self.nickname})" if self.nickname else ""
         return f"device {self.device_id}{label}"
+
+    def clean(self) -> None:
+        super().clean()
+        network = NETWORKS.get(self.network)
+        if network is not None and self.device_id is not None:
+            try:
+                network.parse_device_id(str(self.device_id))
+            except ValueError as exc:
+                raise ValidationError({"device_id": str(exc)}) from None
 
     def set_claim_code(self, code: str) -> None:
         """Keep the hash of ``code`` (call save)."""

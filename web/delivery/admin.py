@@ -50,6 +50,7 @@ class MessageAdmin(admin.ModelAdmin):
         "external_id",
         "remote_id",
         "authentication",
+        "position",
         "next_attempt_at",
         "lease_until",
         "created_at",
@@ -69,6 +70,18 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def short_error(self, obj: Message) -> str:
         return (obj.last_error[:60] + "...") if len(obj.last_error) > 60 else obj.last_error
+
+    @admin.display(description="position")
+    def position(self, obj: Message) -> str:
+        """Where the device was (from its network), as a map link: for the operator; not sent unless shared."""
+        from django.utils.html import format_html
+
+        from messaging.core.location import accuracy_text, map_link
+
+        if obj.latitude is None or obj.longitude is None:
+            return "-"
+        where = f"{obj.latitude:.4f}, {obj.longitude:.4f} {accuracy_text(obj.location_cep_km)}".strip()
+        return format_html('<a href="{}">{}</a>', map_link(obj.latitude, obj.longitude, obj.location_cep_km), where)
 
     @admin.display(description="sender check")
     def sender_check(self, obj: Message) -> str:

@@ -46,6 +46,10 @@ class Message(models.Model):
         blank=True,
         help_text="inbound mail: SPF, DKIM and DMARC verdicts, Authentication-Results style",
     )
+    # From a device whose network tells where it was (RockBLOCK): degrees, and the accuracy as a CEP radius in km.
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    location_cep_km = models.FloatField("position accuracy (km)", null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=32, blank=True, help_text="which claim holds the lease")

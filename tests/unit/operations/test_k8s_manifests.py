@@ -249,7 +249,7 @@ def test_ingress_routes_webhooks_to_serve_and_admin_to_admin_with_tls() -> None:
     assert rule["host"] in CONFIGMAP["data"]["DJANGO_ALLOWED_HOSTS"].split(",")
     assert CONFIG.twilio_webhook_public_url == f"https://{rule['host']}/sms"
     routes = {p["path"]: p["backend"]["service"] for p in rule["http"]["paths"]}
-    assert routes["/sms"]["name"] == routes["/swarm"]["name"] == "spacebeaver-serve"
+    assert routes["/sms"]["name"] == routes["/swarm"]["name"] == routes["/rockblock"]["name"] == "spacebeaver-serve"
     assert routes["/admin"]["name"] == "spacebeaver-admin"
     services = {s["metadata"]["name"]: s for s in of_kind("Service")}
     for backend in routes.values():

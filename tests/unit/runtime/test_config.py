@@ -20,6 +20,7 @@ SECRETS = {
     "twilio_auth_token": "twilio-token-9c3d",
     "email_relay_password": "relay-pw-2b8e",
     "database_url": "postgres://app:db-pw-41f0@db:5432/app",
+    "rockblock_password": "rockblock-pw-6d2a",
 }
 
 
@@ -37,6 +38,15 @@ def secret_config(**kw) -> Config:
 def test_the_ray_dashboard_is_off_unless_asked_for():
     assert Config.from_env({}).ray_dashboard is False
     assert Config.from_env({"RAY_DASHBOARD": "1"}).ray_dashboard is True
+
+
+def test_rockblock_defaults_are_the_real_api_and_ground_controls_published_key():
+    from messaging.satellite import rockblock
+
+    config = Config.from_env({})
+    assert config.rockblock_api_url == rockblock.DEFAULT_API_URL
+    assert rockblock.public_key(config) == rockblock.GROUND_CONTROL_PUBLIC_KEY_FILE.read_text()
+    assert "BEGIN PUBLIC KEY" in rockblock.public_key(config)
 
 
 def test_json_round_trip_keeps_every_field_and_type(no_secret_env):
@@ -67,6 +77,7 @@ def test_the_secret_fields_are_every_secret_of_the_kubernetes_secret():
         "TWILIO_AUTH_TOKEN",
         "EMAIL_RELAY_PASSWORD",
         "DATABASE_URL",
+        "ROCKBLOCK_PASSWORD",
     }
 
 

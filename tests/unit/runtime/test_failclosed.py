@@ -20,7 +20,8 @@ TWILIO = {"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t", "TWILIO_WEBHOOK
 RELAY = {"EMAIL_RELAY_HOST": "smtp.example"}
 COMPLETE = {**HIVE, **TWILIO, **RELAY}
 # Every variable that makes a service configured, so a test's environment starts from none of them.
-CREDENTIAL_VARS = [*COMPLETE, "SWARM_WEBHOOK_SECRET", "EMAIL_RELAY_USERNAME", "EMAIL_RELAY_PASSWORD"]
+ROCKBLOCK = {"ROCKBLOCK_USERNAME": "rb", "ROCKBLOCK_PASSWORD": "rbp"}
+CREDENTIAL_VARS = [*COMPLETE, *ROCKBLOCK, "SWARM_WEBHOOK_SECRET", "EMAIL_RELAY_USERNAME", "EMAIL_RELAY_PASSWORD"]
 
 
 def cfg(sandbox: str = "auto", **env: str) -> Config:
@@ -101,6 +102,35 @@ def test_start_sandbox_fakes_all_or_none():
     try:
         assert box.hive and box.twilio and box.relay and config.sandbox == "1"
         assert config.email_relay_host == "127.0.0.1" and config.swarm_webhook_secret
+    finally:
+        box.stop()
+
+
+@pytest.mark.parametrize("given", ["ROCKBLOCK_USERNAME", "ROCKBLOCK_PASSWORD"])
+@pytest.mark.parametrize("sandbox", ["auto", "0"])
+def test_half_a_rockblock_login_refuses_naming_the_other_half(sandbox, given):
+    message = refusal(cfg(sandbox, **COMPLETE, **{given: ROCKBLOCK[given]}))
+    (missing,) = ROCKBLOCK.keys() - {given}
+    assert "RockBLOCK" in message and missing in message and given not in message
+
+
+def test_rockblock_is_enabled_with_its_login_and_simply_left_out_without_it():
+    from messaging.satellite import networks
+
+    assert sandboxed(cfg("0", **COMPLETE)) is False and sandboxed(cfg(**COMPLETE, **ROCKBLOCK)) is False
+    assert set(networks.connect(cfg(**COMPLETE))) == {"swarm"}
+    assert set(networks.connect(cfg(**COMPLETE, **ROCKBLOCK))) == {"swarm", "rockblock"}
+    assert "ROCKBLOCK" in refusal(cfg(**ROCKBLOCK)) or "SWARM" in refusal(cfg(**ROCKBLOCK))
+
+
+def test_the_sandbox_fakes_rockblock_too_and_points_the_webhook_key_at_the_fake():
+    from messaging.satellite import rockblock
+
+    config, box = start_sandbox(cfg(SERVE_HTTP_PORT="8123"), ephemeral_ports=True)
+    try:
+        assert box.rockblock.mo_url == "http://127.0.0.1:8123/rockblock"
+        assert config.rockblock_api_url == box.rockblock.base_url and config.rockblock_password == "sandbox"
+        assert rockblock.public_key(config) == box.rockblock.public_key_file.read_text()
     finally:
         box.stop()
 

@@ -51,7 +51,7 @@ def test_create_user_and_device_then_see_them_listed(staff):
     assert user.twilio_number == "+14155550100", "stored as E.164"
     response = staff.post(
         reverse("admin:accounts_device_add"),
-        {"device_id": "4242", "owner": user.pk, "nickname": "orange one", "is_active": "on"},
+        {"network": "swarm", "device_id": "4242", "owner": user.pk, "nickname": "orange one", "is_active": "on"},
     )
     assert response.status_code == 302, response.content[:2000]
     listing = staff.get(reverse("admin:accounts_user_changelist")).content.decode()
@@ -204,3 +204,32 @@ def test_a_status_set_on_the_message_page_goes_through_the_outbox(staff, outbox_
     assert Message.objects.get(pk=msg.pk).status == Status.DEAD
     staff.post(url, {"status": Status.DEAD.value, "_save": "Save"})
     assert len(outbox_calls) == 1, "saving the page unchanged writes nothing"
+
+
+def test_a_rockblock_device_needs_an_imei_and_the_device_list_filters_by_network(staff):
+    user = User.objects.create(username="sailor")
+    add = reverse("admin:accounts_device_add")
+    form = {"network": "rockblock", "owner": user.pk, "is_active": "on"}
+    refused = staff.post(add, {**form, "device_id": "4242"})
+    assert refused.status_code == 200 and "15 digits" in refused.content.decode()
+    assert staff.post(add, {**form, "device_id": "300434063180550"}).status_code == 302
+    Device.objects.create(device_id=4243, owner=User.objects.create(username="hiker2"))
+    listing = reverse("admin:accounts_device_changelist")
+    rockblock = staff.get(listing + "?network__exact=rockblock").content.decode()
+    assert "300434063180550" in rockblock and "4243" not in rockblock
+    assert "RockBLOCK (Iridium SBD)" in staff.get(listing).content.decode(), "the network is shown"
+
+
+def test_a_message_shows_where_its_device_was(staff):
+    row = Message.objects.create(
+        direction="from_device",
+        protocol="email",
+        sender="device:1",
+        recipient="mum@example.org",
+        idempotency_key="rockblock:1:2:3:0",
+        latitude=52.3867,
+        longitude=0.2938,
+        location_cep_km=8,
+    )
+    page = staff.get(reverse("admin:delivery_message_change", args=[row.pk])).content.decode()
+    assert "52.3867, 0.2938 ±8 km" in page and "https://www.openstreetmap.org/?mlat=52.3867&amp;mlon=0.2938" in page

@@ -203,7 +203,9 @@ def staff(client):
 
 
 def test_admin_add_generates_a_claim_code_shown_once(staff):
-    page = staff.post(reverse("admin:accounts_device_add"), {"device_id": "7001", "nickname": ""}, follow=True)
+    page = staff.post(
+        reverse("admin:accounts_device_add"), {"network": "swarm", "device_id": "7001", "nickname": ""}, follow=True
+    )
     html = page.content.decode()
     assert "Claim code of device 7001:" in html
     code = html.split("Claim code of device 7001: ", 1)[1].split(" ", 1)[0]
@@ -212,7 +214,9 @@ def test_admin_add_generates_a_claim_code_shown_once(staff):
 
 
 def test_admin_refuses_an_active_device_without_owner(staff):
-    page = staff.post(reverse("admin:accounts_device_add"), {"device_id": "7002", "is_active": "on"})
+    page = staff.post(
+        reverse("admin:accounts_device_add"), {"network": "swarm", "device_id": "7002", "is_active": "on"}
+    )
     assert "cannot be active" in page.content.decode()
     assert not Device.objects.filter(device_id=7002).exists()
 
@@ -221,7 +225,7 @@ def test_admin_sets_a_typed_claim_code(staff):
     device = stock(7003)
     page = staff.post(
         reverse("admin:accounts_device_change", args=[device.pk]),
-        {"device_id": "7003", "new_claim_code": "NEWC-ODE1-2345"},
+        {"network": "swarm", "device_id": "7003", "new_claim_code": "NEWC-ODE1-2345"},
     )
     assert page.status_code == 302
     device.refresh_from_db()

@@ -12,6 +12,10 @@ def hive_url(config: Config) -> str:
     return f"http://127.0.0.1:{config.sandbox_hive_port}/hive/_sandbox"
 
 
+def rockblock_url(config: Config) -> str:
+    return f"http://127.0.0.1:{config.sandbox_rockblock_port}/rockblock/_sandbox"
+
+
 def twilio_url(config: Config) -> str:
     return f"http://127.0.0.1:{config.sandbox_twilio_port}/_sandbox"
 

@@ -171,8 +171,21 @@ class Command(BaseCommand):
             user.save()
         Device.objects.get_or_create(device_id=1234, defaults={"owner": user, "nickname": "demo device"})
         echo("  sandbox    demo user 'demo' (Twilio number +15005550006) with device 1234")
+        sailor, created = User.objects.get_or_create(
+            username="sailor", defaults={"twilio_number": "+15005550007", "share_location": True}
+        )
+        if created:
+            sailor.set_unusable_password()
+            sailor.save()
+        Device.objects.get_or_create(
+            device_id=DEMO_IMEI, defaults={"owner": sailor, "network": "rockblock", "nickname": "demo RockBLOCK"}
+        )
+        echo(
+            f"  sandbox    demo user 'sailor' (Twilio number +15005550007, shares location) with RockBLOCK {DEMO_IMEI}"
+        )
 
 
+DEMO_IMEI = 300434063180550  # the sandbox's RockBLOCK (a made-up IMEI: 15 digits)
 STOP_DEADLINE = 90.0  # seconds for drain (30) and stop of a local stack before the driver gives up and exits
 
 
