@@ -209,6 +209,7 @@ class Config:
     rockblock_username: str = ""
     rockblock_password: str = _secret()
     rockblock_jwt_public_key_file: str = ""  # empty: Ground Control's published key, shipped with the code
+    rockblock_timeout: float = 15.0  # seconds an MT post may take; past it the send is retried later
     # Twilio
     twilio_account_sid: str = ""
     twilio_auth_token: str = _secret()

@@ -12,8 +12,8 @@
 
 Sandbox control API: ``GET /rockblock/_sandbox/to_device[?imei=N]`` (queued MT messages),
 ``GET /rockblock/_sandbox/state``, ``POST /rockblock/_sandbox/faults`` JSON ``{"error_rate", "status"
-(an HTTP status, or 99 for FAILED,99), "seed"}``, ``POST /rockblock/_sandbox/account`` JSON
-``{"credits": int | null, "no_line_rental": [imei, ...]}``.
+(an HTTP status, 99 for FAILED,99, or 0: hang ``delay`` seconds, then 504), "delay", "seed"}``,
+``POST /rockblock/_sandbox/account`` JSON ``{"credits": int | null, "no_line_rental": [imei, ...]}``.
 
 Run standalone: ``python -m messaging.sandbox.fake_rockblock --port 8793 --mo-url http://127.0.0.1:8000/rockblock``.
 """
@@ -86,7 +86,7 @@ class FakeRockBlock:
         self._to_device: list[dict[str, Any]] = []
         self._mo_sent: list[dict[str, Any]] = []
         self.mo_attempts = 0
-        self._error_rate, self._error_status = 0.0, 503
+        self._error_rate, self._error_status, self._delay = 0.0, 503, 30.0
         self._rng = random.Random(seed)
         self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._key_dir = tempfile.TemporaryDirectory(prefix="fake-rockblock-")
@@ -207,10 +207,14 @@ class FakeRockBlock:
     def wait_for_mo(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         return wait_on(self._cond, self._mo_sent, lambda posts: len(posts) >= count, timeout)
 
-    def set_faults(self, error_rate: float = 1.0, status: int = 503, seed: int | None = None) -> None:
-        """That fraction of MT calls answers HTTP ``status``, or ``FAILED,99`` when ``status`` is 99."""
+    def set_faults(
+        self, error_rate: float = 1.0, status: int = 503, seed: int | None = None, delay: float = 30.0
+    ) -> None:
+        """That fraction of MT calls answers HTTP ``status``, or ``FAILED,99`` when ``status`` is 99, or (status 0)
+        hangs ``delay`` seconds and then answers 504: a client with a shorter timeout sees a timeout. A faulted
+        call has no effect."""
         with self._cond:
-            self._error_rate, self._error_status = error_rate, status
+            self._error_rate, self._error_status, self._delay = error_rate, status, delay
             if seed is not None:
                 self._rng.seed(seed)
 
@@ -232,7 +236,13 @@ class FakeRockBlock:
 
     def _mt(self, form: dict[str, str]) -> tuple[int, str]:
         with self._cond:
-            if self._error_rate and self._rng.random() < self._error_rate:
+            hang = self._error_rate and self._error_status == 0 and self._rng.random() < self._error_rate
+            delay = self._delay
+        if hang:  # outside the lock: other calls go on meanwhile
+            self._stopping.wait(delay)
+            return 504, "Gateway Timeout"
+        with self._cond:
+            if self._error_rate and self._error_status != 0 and self._rng.random() < self._error_rate:
                 if self._error_status == 99:
                     return 200, f"FAILED,99,{FAILED[99]}"
                 return self._error_status, "Service Unavailable"
@@ -347,7 +357,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reply(400, f"bad device_send: {exc}")
             return self._reply(200, fields, "application/json")
         if url.path == f"{BASE_PATH}/_sandbox/faults":
-            self.fake.set_faults(float(payload.get("error_rate", 0)), int(payload.get("status", 503)))
+            self.fake.set_faults(
+                float(payload.get("error_rate", 0)),
+                int(payload.get("status", 503)),
+                delay=float(payload.get("delay", 30)),
+            )
             return self._reply(200, {"ok": True}, "application/json")
         if url.path == f"{BASE_PATH}/_sandbox/account":
             with self.fake._cond:

@@ -256,7 +256,12 @@ class RockBlockNetwork(SatelliteNetwork):
 
     @classmethod
     def from_config(cls, config: Config) -> RockBlockNetwork:
-        return cls(config.rockblock_api_url, config.rockblock_username, config.rockblock_password)
+        return cls(
+            config.rockblock_api_url,
+            config.rockblock_username,
+            config.rockblock_password,
+            timeout=config.rockblock_timeout,
+        )
 
     @classmethod
     def enabled(cls, config: Config) -> bool:

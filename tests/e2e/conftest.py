@@ -123,6 +123,7 @@ def e2e(django_db_setup, django_db_blocker):
         device_outbound_per_hour=0,  # the zero-loss load comes from few devices and senders: no abuse limits
         inbound_per_sender_per_hour=0,
         twilio_reconcile_interval=1.0,  # a text whose webhook failed is found in Twilio's list within seconds
+        rockblock_timeout=2.0,  # an MT post the fake holds longer is a timeout, retried within the tests' patience
     )
     config, box = start_sandbox(config, ephemeral_ports=True)
     with django_db_blocker.unblock():

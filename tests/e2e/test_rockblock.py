@@ -131,11 +131,11 @@ def test_a_redelivered_post_is_stored_once_and_a_forged_one_refused(e2e, sailor)
     assert dead.count() == 1 and "undecodable" in dead.get().last_error
 
 
-@pytest.mark.parametrize("status", [99, 503], ids=["FAILED,99", "HTTP 503"])
+@pytest.mark.parametrize("status", [99, 503, 0], ids=["FAILED,99", "HTTP 503", "timeout"])
 def test_rockblock_system_errors_are_retried_until_delivered(e2e, sailor, status):
     user, imei = sailor()
     fake = e2e.box.rockblock
-    fake.set_faults(error_rate=1.0, status=status)
+    fake.set_faults(error_rate=1.0, status=status, delay=4 * e2e.config.rockblock_timeout)
     try:
         send_mail(e2e, f"{user.username}@beaver.test", "Retry", "Through in the end.")
         wait_until(lambda: [r for r in rows(user) if r.attempts >= 2 and r.status != "dead"], what="retries")
@@ -143,7 +143,8 @@ def test_rockblock_system_errors_are_retried_until_delivered(e2e, sailor, status
         fake.clear_faults()
     (row,) = wait_until(lambda: [r for r in rows(user) if r.status == "sent"], what="delivered after the faults")
     assert row.error_history and len(received(e2e, imei)) == 1
-    assert ("RockBLOCK system error" if status == 99 else "HTTP 503") in row.error_history[0]["error"]
+    expected = {99: "RockBLOCK system error", 503: "HTTP 503", 0: "Timeout"}[status]
+    assert expected in row.error_history[0]["error"]
 
 
 def test_no_credit_is_a_dead_letter_with_a_readable_reason(e2e, sailor):

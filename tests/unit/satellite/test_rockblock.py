@@ -253,6 +253,19 @@ def test_a_payload_over_the_mt_limit_is_refused_before_it_costs_anything(fake):
     assert fake.state()["credits_used"] == 0
 
 
+def test_an_mt_post_past_the_timeout_is_temporary_and_costs_nothing(fake):
+    fake.set_faults(1.0, status=0, delay=5)
+    with pytest.raises(TemporaryDeliveryError, match="Timeout"):
+        RockBlockNetwork(fake.base_url, "sandbox", "sandbox", timeout=0.5).send(IMEI, b"hi")
+    assert fake.to_device() == [] and fake.state()["credits_used"] == 0
+
+
+def test_the_timeout_comes_from_the_configuration():
+    from messaging.runtime.config import Config
+
+    assert RockBlockNetwork.from_config(Config(rockblock_timeout=3.5)).timeout == 3.5
+
+
 def test_an_unreachable_rockblock_is_temporary():
     with pytest.raises(TemporaryDeliveryError):
         RockBlockNetwork("http://127.0.0.1:9", "u", "p", timeout=2).send(IMEI, b"hi")
