@@ -13,6 +13,7 @@ from ray import serve
 
 from messaging.intake.webhook_handler import Reply, WebhookHandler
 from messaging.runtime.config import Config
+from messaging.runtime.djangoenv import ensure_django
 from messaging.runtime.pool import NamedPool
 
 
@@ -51,10 +52,8 @@ def make_app(handler: WebhookHandler, admin: object | None = None) -> FastAPI:
 
 def django_admin() -> object:
     """Django's ASGI app (the admin and its static files)."""
-    from messaging.runtime.djangoenv import ensure_django
-
     ensure_django()
-    from django.core.asgi import get_asgi_application
+    from django.core.asgi import get_asgi_application  # Django's app loads only after ensure_django()
 
     return get_asgi_application()
 

@@ -99,7 +99,7 @@ def _replace_filter(logger: logging.Logger, new: FileOnly) -> None:
 def ray_logs_dir() -> str:
     """Where the local Ray we are connected to keeps its session's logs (Serve's under ``serve/``)."""
     try:
-        import ray
+        import ray  # this module is imported by every Ray worker's setup hook: nothing but logging at the top
 
         return ray._private.worker._global_node.get_logs_dir_path()
     except Exception:  # a cluster we joined: its nodes keep them

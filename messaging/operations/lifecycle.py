@@ -20,7 +20,7 @@ import ray
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_before_delay, wait_exponential
 
 from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, ActorKind
-from messaging.operations.launch import create_member, make_pools
+from messaging.operations.launch import Stack, create_member, make_pools, start_serve
 from messaging.runtime.config import Config
 from messaging.runtime.pool import member_name
 
@@ -139,8 +139,6 @@ def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> 
         for idx in range(config.pool_size):
             gaps[member_name(kind.name, idx)] = replace_member(config, kind.name, idx, echo)
     if redeploy_serve:
-        from messaging.operations.launch import Stack, start_serve
-
         start_serve(config, Stack(config=config, pools=make_pools(config)), echo)
     echo(f"Upgrade complete in {time.monotonic() - started:.1f}s")
     return gaps

@@ -12,7 +12,7 @@ def ensure_django() -> None:
     if _ready:
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web.settings")
-    import django
+    import django  # Django loads only in the workers that use it (the mail servers never do)
 
     django.setup()
     _ready = True
@@ -21,7 +21,7 @@ def ensure_django() -> None:
 def refresh_connections() -> None:
     """Drop database connections that are too old or broken (long-lived actor threads have no request
     cycle to do it). Never inside a transaction, where closing would lose it."""
-    from django.db import close_old_connections, connections
+    from django.db import close_old_connections, connections  # (likewise)
 
     if not any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
         close_old_connections()

@@ -154,7 +154,7 @@ def start_sandbox(
 def _start_fake_rockblock(config: Config, port: int):
     """The fake RockBLOCK, posting MO messages to the Serve app's ``/rockblock`` and signing them with a key of
     its own (the config points ROCKBLOCK_JWT_PUBLIC_KEY_FILE at its public half)."""
-    from messaging.sandbox.fake_rockblock import FakeRockBlock
+    from messaging.sandbox.fake_rockblock import FakeRockBlock  # (the fakes load only when a sandbox starts)
 
     mo_url = f"http://127.0.0.1:{config.serve_http_port}/rockblock"
     return FakeRockBlock(port=port, username="sandbox", password="sandbox", mo_url=mo_url).start()

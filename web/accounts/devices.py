@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging.core.types import Direction, Status
+from web.delivery.models import Message
 
 from .models import Device, DeviceAssignment, User, generate_claim_code, normalise_claim_code
 
@@ -80,8 +81,6 @@ def release_device(user: User) -> Device | None:
 
 def _undelivered_to(device: Device, user: User):
     """The user's messages to ``device`` not delivered yet (one a sender holds right now is left to it)."""
-    from web.delivery.models import Message
-
     return Message.objects.filter(
         user=user,
         device=device,

@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
+from django.utils.html import format_html
 
+from messaging.core.location import accuracy_text, map_link
 from messaging.outbox import store as outbox
 
 from .models import Message
@@ -74,10 +76,6 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="position")
     def position(self, obj: Message) -> str:
         """Where the device was (from its network), as a map link: for the operator; not sent unless shared."""
-        from django.utils.html import format_html
-
-        from messaging.core.location import accuracy_text, map_link
-
         if obj.latitude is None or obj.longitude is None:
             return "-"
         where = f"{obj.latitude:.4f}, {obj.longitude:.4f} {accuracy_text(obj.location_cep_km)}".strip()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm, PasswordResetForm
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
-from web.accounts.models import RetiredMailbox, User
+from web.accounts.devices import parse_device_id
+from web.accounts.models import BlockedSender, RetiredMailbox, User
 
 from .rules import mailbox_name_problem
 
@@ -102,8 +105,6 @@ class ClaimForm(forms.Form):
             )
 
     def clean_device_id(self) -> int:
-        from web.accounts.devices import parse_device_id
-
         value = parse_device_id(self.cleaned_data["device_id"])
         if value is None:
             raise forms.ValidationError("A device id is a number, as printed on the label.")
@@ -123,10 +124,6 @@ class BlockForm(forms.Form):
         self.user = user
 
     def clean_address(self) -> str:
-        from django.core.exceptions import ValidationError
-        from django.core.validators import validate_email
-
-        from web.accounts.models import BlockedSender
 
         raw = self.cleaned_data["address"].strip()
         if "@" in raw:

@@ -41,6 +41,7 @@ from messaging.intake.smtp.tls import ReloadingContext
 from messaging.routing.decisions import SMTP_REPLIES, Verdict
 from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
+from messaging.runtime.podlabel import PodLabeler
 from messaging.runtime.pool import NamedPool
 from messaging.satellite.networks import LARGEST_PACKET_BUDGET
 
@@ -333,8 +334,6 @@ class MailServerActor:
     def __init__(self, config: Config, users: NamedPool, service_account_dir: str | None = None):
         """``service_account_dir``: where the pod's ServiceAccount token and CA are (default: where
         the kubelet mounts them); the end-to-end test points it at a local fake API server's."""
-        from messaging.runtime.podlabel import PodLabeler
-
         self.config = config
         self.handler = MailHandler(config, users)
         self.tls = ReloadingContext.from_config(config)  # certificate files that do not load refuse to start

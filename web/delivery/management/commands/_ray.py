@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import ray
+from django.conf import settings
 from django.core.management.base import CommandError
 
+from messaging.operations.console import default_log_file, route_driver_logs
+from messaging.operations.launch import SECRET_ENV, ray_runtime_env, running_config, worker_env
 from messaging.runtime.config import Config
 
 
 def join_running_stack() -> Config:
     """Connect to the running stack's Ray (RAY_ADDRESS, else the local one) and return its config."""
-    from django.conf import settings
-
-    from messaging.operations.console import default_log_file, route_driver_logs
-    from messaging.operations.launch import SECRET_ENV, ray_runtime_env, running_config, worker_env
-
     route_driver_logs(default_log_file(settings.DATA_DIR, "manage"))
     env = Config.from_env()
     try:

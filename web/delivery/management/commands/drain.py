@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from messaging.operations.lifecycle import drain_all
+
 from ._ray import join_running_stack
 
 
@@ -14,8 +16,6 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for idle (default 120)")
 
     def handle(self, *args, **options) -> None:
-        from messaging.operations.lifecycle import drain_all
-
         config = join_running_stack()
         self.stdout.write(f"Draining the stack in namespace {config.ray_namespace!r} ...")
         if not drain_all(config, options["timeout"], self.stdout.write):

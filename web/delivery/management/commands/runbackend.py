@@ -7,11 +7,29 @@ import signal
 import threading
 import time
 
+import ray
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.runtime.config import ray_serve_haproxy
+from messaging.intake.smtp.tls import check_local_files
+from messaging.operations import reaper
+from messaging.operations.console import default_log_file, ray_logs_dir, route_driver_logs
+from messaging.operations.launch import (
+    IngressNotAnswering,
+    connect_ray,
+    ingress_failure,
+    ingress_ports,
+    port_is_taken,
+    start_actors,
+    start_serve,
+    stop_stack,
+    worker_env,
+)
+from messaging.operations.lifecycle import drain_all
+from messaging.runtime.config import Config, ConfigError, ray_serve_haproxy
+from messaging.sandbox.stack import sandboxed, start_sandbox
+from web.accounts.models import Device, User
 
 
 class Command(BaseCommand):
@@ -21,12 +39,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo", action="store_true", help="Do not create the sandbox demo user/device.")
 
     def handle(self, *args, **options) -> None:
-        from messaging.intake.smtp.tls import check_local_files
-        from messaging.operations.console import default_log_file, ray_logs_dir, route_driver_logs
-        from messaging.operations.launch import IngressNotAnswering, connect_ray, start_actors, start_serve, worker_env
-        from messaging.runtime.config import Config, ConfigError
-        from messaging.sandbox.stack import sandboxed, start_sandbox
-
         echo = self.stdout.write
         t0 = time.monotonic()
         log_file = route_driver_logs(default_log_file(settings.DATA_DIR, "runbackend"))
@@ -46,8 +58,6 @@ class Command(BaseCommand):
             self._demo_user(echo)
         joined = bool(config.ray_address)
         if not joined:  # whatever happens to this process, the local Ray it starts ends with it
-            from messaging.operations import reaper
-
             self._reaper = reaper.start()
         failure = None
         # SIGTERM (a pod stopping, `kill`) ends the process like Ctrl-C, even during start-up; ignored once the
@@ -78,11 +88,6 @@ class Command(BaseCommand):
 
     def _stop(self, config, box, joined: bool, failure) -> None:
         """A Ray we started: drain and stop everything. A cluster we joined: leave the stack running there."""
-        import ray
-
-        from messaging.operations.launch import stop_stack
-        from messaging.operations.lifecycle import drain_all
-
         echo = self.stdout.write
         if joined:
             if ray.is_initialized():
@@ -128,8 +133,6 @@ class Command(BaseCommand):
         echo("Stopped.")
 
     def _failure_line(self, config, failure, joined: bool) -> str:
-        from messaging.operations.launch import ingress_failure, ingress_ports, port_is_taken
-
         ports = ingress_ports(config)
         if joined:  # the ports are on the cluster's nodes: name the likely ones
             logs = "the Serve logs (/tmp/ray/session_latest/logs/serve/ on the Ray nodes)"
@@ -163,8 +166,6 @@ class Command(BaseCommand):
 
     @staticmethod
     def _demo_user(echo) -> None:
-        from web.accounts.models import Device, User
-
         user, created = User.objects.get_or_create(username="demo", defaults={"twilio_number": "+15005550006"})
         if created:
             user.set_unusable_password()
@@ -192,8 +193,6 @@ STOP_DEADLINE = 90.0  # seconds for drain (30) and stop of a local stack before 
 def _local_ray_stopping() -> bool:
     """Has a process of the local Ray we started (raylet, GCS, ...) exited already?"""
     try:
-        import ray
-
         node = ray._private.worker._global_node
         return node is not None and bool(node.dead_processes())
     except Exception:
@@ -207,8 +206,6 @@ def _interrupt(*_) -> None:
 def _serve_log_dir() -> str:
     """Where Serve (and its HAProxy manager) log, for a Ray we started."""
     try:
-        import ray
-
         return os.path.join(ray._private.worker._global_node.get_logs_dir_path(), "serve") + "/"
     except Exception:
         return "/tmp/ray/session_latest/logs/serve/"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ray
 from django.core.management.base import BaseCommand
+
+from messaging.operations.launch import stop_stack
+from messaging.operations.lifecycle import drain_all
 
 from ._ray import join_running_stack
 
@@ -15,11 +19,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-drain", action="store_true", help="stop at once, without draining first")
 
     def handle(self, *args, **options) -> None:
-        import ray
-
-        from messaging.operations.launch import stop_stack
-        from messaging.operations.lifecycle import drain_all
-
         config = join_running_stack()
         echo = self.stdout.write
         echo(f"Stopping the stack in namespace {config.ray_namespace!r} ...")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from messaging.operations.lifecycle import upgrade
+
 from ._ray import join_running_stack
 
 
@@ -12,8 +14,6 @@ class Command(BaseCommand):
     help = "Replace every actor one at a time (drain, kill, restart under the same name); redeploy the Serve app."
 
     def handle(self, *args, **options) -> None:
-        from messaging.operations.lifecycle import upgrade
-
         call_command("migrate", interactive=False, verbosity=0)
         config = join_running_stack()
         self.stdout.write(f"Rolling upgrade of namespace {config.ray_namespace!r}, {config.pool_size} per kind ...")
