@@ -64,7 +64,7 @@ def hourly_charts(data: dict) -> list[dict]:
             series,
             label=f"{name}: messages per hour (UTC) over the last {dashboard.DAYS} days, by outcome",
             stacked=True,
-            show_label=lambda n, label: n % 24 == 0,
+            show_label=lambda n, label: label.endswith(" 00:00"),  # each day at midnight (UTC)
             bar_title=lambda slot, outcome, count: f"{slot} UTC: {count} {outcome}",
         )
         charts.append({"channel": channel, "name": name, "total": total, "svg": svg})
