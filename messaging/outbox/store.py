@@ -491,6 +491,15 @@ def forget_user_messages(user_id: int, deleted: str = "(deleted)") -> int:
     return count
 
 
+def due_filter(now: datetime, grace: timedelta = timedelta(seconds=5)) -> Q:
+    """The rows a sender should (re)send at ``now``: stale fresh rows, due retries, expired leases."""
+    return (
+        Q(status=Status.RECEIVED, created_at__lte=now - grace)
+        | Q(status__in=(Status.QUEUED, Status.FAILED), next_attempt_at__lte=now)
+        | Q(status=Status.SENDING, lease_until__lt=now)
+    )
+
+
 def due(
     direction: Direction,
     protocols: list[Protocol],
@@ -505,9 +514,7 @@ def due(
     """
     now = now or timezone.now()
     query = Message.objects.filter(direction=direction, protocol__in=[p.key for p in protocols]).filter(
-        Q(status=Status.RECEIVED, created_at__lte=now - grace)
-        | Q(status__in=(Status.QUEUED, Status.FAILED), next_attempt_at__lte=now)
-        | Q(status=Status.SENDING, lease_until__lt=now)
+        due_filter(now, grace)
     )
     return list(query.order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
 

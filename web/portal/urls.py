@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, blocked, devices, history, privacy, views
+from . import api, blocked, devices, history, operators, privacy, views
 
 app_name = "portal"
 
@@ -26,5 +26,6 @@ urlpatterns = [
     path("usage/", history.usage, name="usage"),
     path("privacy/", privacy.privacy, name="privacy"),
     path("privacy/my-data.json", privacy.export, name="export"),
+    path("dashboard/", operators.dashboard_view, name="dashboard"),
     path("api/device-lookup", api.device_lookup, name="device_lookup"),
 ]

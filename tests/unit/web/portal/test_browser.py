@@ -1,9 +1,9 @@
 """The self-service web in a real browser: headless Chromium driven by Selenium against Django's live server.
 
 Walks sign up -> the confirmation link from the mail the relay sink recorded -> claim a device -> block a sender ->
-the message history and usage, at phone width (375 px), and saves a screenshot of every page at phone and desktop
-width under test-artifacts/browser/. Skipped, with one line saying so, where Chromium or chromedriver is missing
-(Debian: apt-get install chromium chromium-driver; .ci/run installs them).
+the message history and usage, then the operator's dashboard, at phone width (375 px), and saves a screenshot of
+every page at phone and desktop width under test-artifacts/browser/. Skipped, with one line saying so, where Chromium
+or chromedriver is missing (Debian: apt-get install chromium chromium-driver; .ci/run installs them).
 """
 
 from __future__ import annotations
@@ -195,4 +195,16 @@ def test_sign_up_confirm_claim_block_and_see_the_history(browser, live_server, r
     walk.open("/password/reset/")
     walk.shot("13-password-reset")
 
-    assert len(list(ARTEFACTS.glob("*-phone.png"))) >= 13 and len(list(ARTEFACTS.glob("*-desktop.png"))) >= 13
+    # an operator: the admin's login leads on to the dashboard, whose charts show the messages above
+    Message.objects.filter(idempotency_key="browser:1").update(attempts=3)  # two failed tries through Twilio
+    User.objects.create_user(
+        username="operator", password=PASSWORD, contact_email="ops@personal.example.org", is_staff=True
+    )
+    walk.open("/dashboard/")
+    walk.fill(username="operator", password=PASSWORD)
+    walk.click(By.XPATH, "//input[@type='submit']")
+    assert "Operator dashboard" in walk.text() and "Send error rate per remote" in walk.text()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "[data-chart] svg")) >= 6
+    walk.shot("14-operator-dashboard")
+
+    assert len(list(ARTEFACTS.glob("*-phone.png"))) >= 14 and len(list(ARTEFACTS.glob("*-desktop.png"))) >= 14
