@@ -279,6 +279,14 @@ def validate_contact_name(name: str) -> None:
         raise ValidationError(problem)
 
 
+class ShortNameField(models.CharField):
+    """A contact's short name, stripped and lower-cased before it is validated (``Mom`` in the admin is ``mom``)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 class Contact(models.Model):
     """A short name the device can write instead of an address (``mom`` -> an email address or a phone number)."""
 
@@ -287,7 +295,7 @@ class Contact(models.Model):
     KIND_CHOICES = [(EMAIL, "email"), (PHONE, "phone")]
 
     owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="contacts")
-    name = models.CharField(
+    name = ShortNameField(
         "short name",
         max_length=20,
         validators=[validate_contact_name],

@@ -118,3 +118,27 @@ def test_my_data_lists_my_contacts_and_the_mode(client, person):
     data = client.get(reverse("portal:export")).json()
     assert data["account"]["contacts_only"] is True
     assert [(c["name"], c["address"], c["kind"]) for c in data["contacts"]] == [("mom", "mom@example.org", "email")]
+
+
+def test_an_unknown_name_reads_as_such_in_the_history():
+    from web.portal.words import reason_words
+
+    assert reason_words("bad_destination: not sent, no contact or address 'xyz'") == (
+        "Not sent, no contact or address 'xyz'."
+    )
+    assert reason_words("bad_destination") == "The address or phone number the device wrote could not be used."
+
+
+def test_staff_manage_contacts_and_the_mode_in_the_admin(client, person):
+    from web.accounts.models import User
+
+    staff = User.objects.create_superuser(username="ops", password="a-long-pass-phrase", email="ops@example.org")
+    client.force_login(staff)
+    owner = person()
+    page = client.post(
+        reverse("admin:accounts_contact_add"), {"owner": owner.pk, "name": "Mom", "address": "+1 415 555 0142"}
+    )
+    assert page.status_code == 302, page.content[:2000]
+    assert [(c.name, c.address, c.kind) for c in owner.contacts.all()] == [("mom", "+14155550142", "phone")]
+    form = client.get(reverse("admin:accounts_user_change", args=[owner.pk])).content.decode()
+    assert 'name="contacts_only"' in form and "+14155550142" in form, "the mode and the contacts on the user's page"
