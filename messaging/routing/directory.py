@@ -1,4 +1,5 @@
-"""Who is a message for: the user and device facts behind each routing decision, from the database.
+"""Who is a message for: the user and device facts behind each routing decision, from the database (the user's
+facts include their contacts and contacts-only mode, so a device's short names resolve without a query).
 
 A user actor keeps what it looked up for a few seconds (``USER_CACHE_SECONDS``), so a busy mailbox or
 device costs no queries per message. The cache only ever speeds up an acceptance: the user actor decides
