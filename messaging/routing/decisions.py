@@ -1,15 +1,17 @@
 """Who is a message for, and may it pass? Pure decisions over plain data, no I/O.
 
-The user actor looks the facts up (user, device, blocked senders, the month's and the last hour's counts)
+The user actor looks the facts up (user, device, blocked senders, contacts, the month's and the last hour's counts)
 and asks these functions; the mail server maps the verdicts onto SMTP replies.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from messaging.core.phones import parse_countries, sms_destination_refusal
+from messaging.core.addresses import InvalidAddress, email_address
+from messaging.core.phones import normalise_phone, parse_countries, sms_destination_refusal
+from messaging.core.redact import mask_address
 from messaging.core.types import Channel, CombinedMessage, Direction, Protocol
 
 
@@ -80,6 +82,15 @@ DEFAULT_POLICY = Policy()  # the default countries, no hourly limits (pure calle
 
 
 @dataclass(frozen=True)
+class ContactFacts:
+    """One of the user's contacts: the short name the device may write, and the address it stands for."""
+
+    name: str  # lower case
+    protocol: Protocol  # EMAIL or SMS: how a message to this contact goes out, whatever the device asked for
+    address: str  # normalised: an email address or an E.164 number
+
+
+@dataclass(frozen=True)
 class UserFacts:
     id: int
     username: str
@@ -90,6 +101,16 @@ class UserFacts:
     blocked: frozenset[str]  # normalised addresses
     monthly_outbound_quota: int | None = None  # messages from the device per calendar month (None: unlimited)
     outbound_this_month: int = 0  # messages from the device stored (not refused) this month
+    contacts: tuple[ContactFacts, ...] = ()
+    contacts_only: bool = False  # only contacts and ``own_email`` may reach the device
+    own_email: str = ""  # the user's personal email, lower case, when confirmed (else "")
+
+    def may_reach_device(self, address: str) -> bool:
+        """In contacts-only mode: is ``address`` (an email address or E.164 number) one of those allowed?"""
+        address = address.strip().lower()
+        if not address:
+            return False
+        return address == self.own_email or any(address == c.address.lower() for c in self.contacts)
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,44 @@ class DeviceFacts:
     id: int
     device_id: int
     is_active: bool
+
+
+def device_destination(msg: CombinedMessage, contacts: tuple[ContactFacts, ...] = ()) -> tuple[CombinedMessage, bool]:
+    """A device's message with its recipient made canonical, and whether that is deliverable.
+
+    A recipient that is one of the user's contacts' short names (case-insensitive) becomes the contact's address,
+    on the contact's channel (an email contact goes out as email, a phone contact as SMS, whatever protocol the
+    device used). Anything else is read as the device's protocol says: an E.164 number for SMS, an email address
+    for email. Other directions pass unchanged.
+    """
+    if msg.direction is not Direction.FROM_DEVICE:
+        return msg, True
+    name = msg.recipient.strip().lower()
+    for contact in contacts:
+        if contact.name == name:
+            return replace(msg, recipient=contact.address, protocol=contact.protocol), True
+    if msg.protocol is Protocol.SMS:
+        number = normalise_phone(msg.recipient)
+        return (replace(msg, recipient=number), True) if number else (msg, False)
+    try:
+        email_address(msg.recipient)
+    except InvalidAddress:
+        return msg, False
+    return msg, True
+
+
+def contacts_only_refuses(msg: CombinedMessage, user: UserFacts) -> bool:
+    """Does the user's contacts-only mode refuse this message to the device?
+
+    Like a block, it holds on the address sender authentication vouches for: for mail that went through the checks
+    (``authentication`` set), ``match_sender`` (the From when DMARC passed, else the envelope sender) must be allowed,
+    and so must the From the device shows; a null envelope sender without DMARC vouches for nobody and is refused.
+    Elsewhere (a text, the mail server's RCPT probe) the sender itself must be allowed.
+    """
+    if not user.contacts_only or msg.direction is not Direction.TO_DEVICE:
+        return False
+    vouched = msg.match_sender if msg.authentication else msg.sender
+    return not all(user.may_reach_device(address) for address in {msg.sender, vouched})
 
 
 def decide(
@@ -134,6 +193,8 @@ def decide(
         # unless DMARC passed): a blocked sender who forges another From is still caught by the envelope.
         if any(address.lower() in user.blocked for address in (msg.sender, msg.match_sender) if address):
             return Verdict.BLOCKED_SENDER
+        if contacts_only_refuses(msg, user):  # refused the way a blocked sender is
+            return Verdict.BLOCKED_SENDER
         if user.monthly_quota is not None and user.inbound_this_month >= user.monthly_quota:
             return Verdict.QUOTA_EXCEEDED
         if limit and last_hour >= limit:
@@ -165,6 +226,11 @@ def refusal_reason(
     device's own messages a sentence its owner can read. Empty for an acceptance."""
     if verdict is Verdict.ACCEPT:
         return ""
+    if verdict is Verdict.BAD_DESTINATION and msg.direction is Direction.FROM_DEVICE:
+        no_number = user is not None and not user.twilio_number
+        if msg.protocol is Protocol.SMS and no_number and normalise_phone(msg.recipient):
+            return f"{verdict.value}: not sent, this account has no number to text from"
+        return f"{verdict.value}: not sent, no contact or address '{_as_written(msg.recipient)}'"
     if verdict is Verdict.REFUSED_DESTINATION:
         why = sms_destination_refusal(msg.recipient, policy.sms_allowed_countries)
         return f"{verdict.value}: {why}"
@@ -178,6 +244,15 @@ def refusal_reason(
             f"(limit {limit}, DEVICE_OUTBOUND_PER_HOUR)"
         )
     return verdict.value
+
+
+def _as_written(recipient: str) -> str:
+    """A device's unusable recipient for a stored reason (which is logged too): a name as written, anything like an
+    address or a number masked (the owner sees the whole recipient beside the reason anyway)."""
+    text = recipient.strip()
+    if "@" in text or sum(ch.isdigit() for ch in text) > 4:
+        return mask_address(text)
+    return text if len(text) <= 40 else text[:40] + "…"
 
 
 def outbound_channel(direction: Direction, protocol: Protocol) -> Channel:

@@ -1,4 +1,5 @@
-"""Who is a message for: the user and device facts behind each routing decision, from the database.
+"""Who is a message for: the user and device facts behind each routing decision, from the database (the user's
+facts include their contacts and contacts-only mode, so a device's short names resolve without a query).
 
 A user actor keeps what it looked up for a few seconds (``USER_CACHE_SECONDS``), so a busy mailbox or
 device costs no queries per message. The cache only ever speeds up an acceptance: the user actor decides
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from messaging.core.addresses import mailbox_username
 from messaging.core.types import CombinedMessage, Direction, Protocol
-from messaging.routing.decisions import DEFAULT_POLICY, DeviceFacts, Policy, UserFacts
+from messaging.routing.decisions import DEFAULT_POLICY, ContactFacts, DeviceFacts, Policy, UserFacts
 
 HOUR_COUNTS_KEPT = 10_000  # rate-limit keys kept at most (one per recent sender and mailbox, per device)
 
@@ -184,7 +185,17 @@ def user_facts(user) -> UserFacts:
         blocked=frozenset(user.blocked_senders.values_list("address", flat=True)),
         monthly_outbound_quota=user.monthly_outbound_quota,
         outbound_this_month=month(user.monthly_outbound_quota, Direction.FROM_DEVICE),
+        contacts=contact_facts(user),
+        contacts_only=user.contacts_only,
+        own_email=user.contact_email.strip().lower() if user.contact_email and user.contact_email_verified else "",
     )
+
+
+def contact_facts(user) -> tuple[ContactFacts, ...]:
+    """The user's contacts (short name, channel, address), by name."""
+    channel = {"email": Protocol.EMAIL, "phone": Protocol.SMS}
+    rows = user.contacts.order_by("name").values_list("name", "kind", "address")
+    return tuple(ContactFacts(name=name, protocol=channel[kind], address=address) for name, kind, address in rows)
 
 
 def device_facts(device) -> DeviceFacts | None:

@@ -6,7 +6,6 @@ thin Ray shell. Sync on purpose: the Django ORM is sync.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections import Counter
@@ -14,8 +13,6 @@ from dataclasses import dataclass
 
 import ray
 
-from messaging.core.addresses import InvalidAddress, email_address
-from messaging.core.phones import normalise_phone
 from messaging.core.redact import mask_address, mask_key
 from messaging.core.types import Channel, CombinedMessage, Direction, Protocol, Status
 from messaging.routing.decisions import (
@@ -23,6 +20,7 @@ from messaging.routing.decisions import (
     Policy,
     Verdict,
     decide,
+    device_destination,
     outbound_channel,
     refusal_reason,
 )
@@ -60,41 +58,34 @@ class UserBase:
         self.handled = 0
 
     @staticmethod
-    def _normalise_destination(msg: CombinedMessage) -> tuple[CombinedMessage, bool]:
-        """For a device's message: the recipient in canonical form, and whether it is deliverable."""
-        if msg.direction is not Direction.FROM_DEVICE:
-            return msg, True
-        if msg.protocol is Protocol.SMS:
-            number = normalise_phone(msg.recipient)
-            return (dataclasses.replace(msg, recipient=number), True) if number else (msg, False)
-        try:
-            email_address(msg.recipient)
-        except InvalidAddress:
-            return msg, False
-        return msg, True
+    def _normalise_destination(msg: CombinedMessage, found: Found | None = None) -> tuple[CombinedMessage, bool]:
+        """For a device's message: the recipient in canonical form (a contact's short name resolved to the contact's
+        address and channel, with the user's contacts in ``found``), and whether it is deliverable."""
+        return device_destination(msg, found.user.contacts if found is not None and found.user else ())
 
-    def _decide(
-        self, msg: CombinedMessage, destination_ok: bool = True, pending: Counter | None = None
-    ) -> tuple[Verdict, Found]:
-        """The verdict for one message; a refusal is always decided on fresh facts, never on cached ones.
+    def _decide(self, msg: CombinedMessage, pending: Counter | None = None) -> tuple[CombinedMessage, Verdict, Found]:
+        """The message as it will be stored (a device's recipient resolved) and its verdict; a refusal is always
+        decided on fresh facts, never on cached ones (a contact added a moment ago resolves).
         ``pending``: what this batch accepted so far (not stored yet), added to the counts."""
 
-        def verdict_on(found: Found) -> Verdict:
-            return decide(
-                msg,
+        def verdict_on(found: Found) -> tuple[CombinedMessage, Verdict]:
+            resolved, destination_ok = self._normalise_destination(msg, found)
+            verdict = decide(
+                resolved,
                 found.user,
                 found.device,
                 destination_ok=destination_ok,
                 policy=self.policy,
                 last_hour=found.last_hour,
             )
+            return resolved, verdict
 
         found = self.directory.find(msg, pending=pending)
-        verdict = verdict_on(found)
+        resolved, verdict = verdict_on(found)
         if verdict is not Verdict.ACCEPT and found.cached:
             found = self.directory.find(msg, fresh=True, pending=pending)
-            verdict = verdict_on(found)
-        return verdict, found
+            resolved, verdict = verdict_on(found)
+        return resolved, verdict, found
 
     # -- the actor's methods ---------------------------------------------------------------------
     def check_recipient(self, address: str, sender: str) -> Verdict:
@@ -109,7 +100,7 @@ class UserBase:
             idempotency_key="probe",
         )
         refresh_connections()
-        verdict, _ = self._decide(probe)
+        _, verdict, _ = self._decide(probe)
         return Verdict.ACCEPT if verdict is Verdict.QUOTA_EXCEEDED else verdict
 
     def intake(self, msg: CombinedMessage) -> IntakeResult:
@@ -135,8 +126,7 @@ class UserBase:
         decided: list[tuple[CombinedMessage, Verdict, Found]] = []
         pending: Counter = Counter()  # counts of what this batch accepted, before it is stored
         for original in msgs:
-            msg, destination_ok = self._normalise_destination(original)
-            verdict, found = self._decide(msg, destination_ok, pending)
+            msg, verdict, found = self._decide(original, pending)
             if verdict is Verdict.ACCEPT:
                 pending.update(count_keys(msg, found.user, found.device))
             decided.append((msg, verdict, found))

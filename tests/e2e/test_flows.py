@@ -201,6 +201,39 @@ def test_forged_twilio_signature_is_refused_and_nothing_stored(e2e, new_user):
     assert not Message.objects.filter(idempotency_key="twilio:SM" + "b" * 32).exists()
 
 
+def test_device_writes_to_a_contacts_short_name_and_contacts_only_lets_only_contacts_in(e2e, new_user):
+    """The device writes 'Mom' and the mail goes out to mom's address; with contacts-only on, a stranger's mail is
+    refused as a blocked sender's is (550 5.7.1, nothing stored) and mom's reaches the device."""
+    from web.accounts.models import Contact
+
+    user = new_user()
+    user.contacts_only = True
+    user.save(update_fields=["contacts_only"])
+    Contact.objects.create(owner=user, name="mom", address="mom.e2e@example.org")
+    device = user.devices.get()
+    data = encode_from_device([("At the hut, all well", Protocol.EMAIL, "Mom")])
+    packet = e2e.box.hive.device_send(device.device_id, base64.b64encode(data).decode())
+    got = wait_until(
+        lambda: [m for m in e2e.box.relay.messages if "mom.e2e@example.org" in m["rcpt_tos"]], what="mail to mom"
+    )
+    assert got[-1]["headers"]["To"] == "mom.e2e@example.org" and b"At the hut, all well" in got[-1]["raw"]
+    wait_until(lambda: packet["packetId"] in e2e.box.hive.acked_ids(), what="packet acked")
+    to = f"{user.username}@beaver.test"
+    with smtp(e2e) as s:
+        s.ehlo()
+        s.mail("stranger@example.org")
+        code, text = s.rcpt(to)
+        assert code == 550 and b"5.7.1" in text
+    with smtp(e2e) as s:
+        s.send_message(mail("mom.e2e@example.org", to, "Hello", "Call me when you are down."))
+    texts = wait_until(lambda: device_texts(e2e, device.device_id), what="mom's mail at the device")
+    assert len(texts) == 1 and "Call me when you are down." in texts[0]
+    assert [(m.direction, m.sender) for m in messages_of(user)] == [
+        ("from_device", f"device:{device.device_id}"),
+        ("to_device", "mom.e2e@example.org"),
+    ], "the stranger's mail was never stored"
+
+
 def test_smtp_refuses_relay_unknown_user_and_blocked_sender(e2e, new_user):
     user = new_user(blocked=["pest@example.org"])
     with smtp(e2e) as s:

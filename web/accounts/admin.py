@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from .devices import import_inventory, read_inventory
-from .models import BlockedSender, Device, User, generate_claim_code, normalise_claim_code
+from .models import BlockedSender, Contact, Device, User, generate_claim_code, normalise_claim_code
 
 
 class DeviceInline(admin.TabularInline):
@@ -24,6 +24,13 @@ class BlockedSenderInline(admin.TabularInline):
     model = BlockedSender
     extra = 0
     fields = ("address", "kind", "created_at")
+    readonly_fields = ("kind", "created_at")
+
+
+class ContactInline(admin.TabularInline):
+    model = Contact
+    extra = 0
+    fields = ("name", "address", "kind", "created_at")
     readonly_fields = ("kind", "created_at")
 
 
@@ -52,6 +59,7 @@ class UserAdmin(DjangoUserAdmin):
                     "monthly_outbound_quota",
                     "contact_email",
                     "contact_email_verified",
+                    "contacts_only",
                 )
             },
         ),
@@ -64,7 +72,7 @@ class UserAdmin(DjangoUserAdmin):
         (None, {"classes": ("wide",), "fields": ("username", "password1", "password2")}),
         ("Messaging", {"fields": ("twilio_number", "monthly_quota", "monthly_outbound_quota", "contact_email")}),
     )
-    inlines = [DeviceInline, BlockedSenderInline]
+    inlines = [DeviceInline, ContactInline, BlockedSenderInline]
 
     @admin.display(description="mailbox")
     def mailbox(self, obj: User) -> str:
@@ -207,4 +215,13 @@ class BlockedSenderAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
     search_fields = ("address", "user__username")
     autocomplete_fields = ("user",)
+    readonly_fields = ("kind", "created_at")
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ("name", "address", "kind", "owner", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("name", "address", "owner__username")
+    autocomplete_fields = ("owner",)
     readonly_fields = ("kind", "created_at")

@@ -1,8 +1,9 @@
-"""Users, their Swarm devices, and senders they have blocked."""
+"""Users, their satellite devices, their contacts, and senders they have blocked."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from django.conf import settings
@@ -72,6 +73,15 @@ class User(AbstractUser):
         help_text=(
             "Emails and texts from the device carry a map link to its approximate position (where its network "
             "tells it, e.g. RockBLOCK) and the accuracy. Off: the position is never sent to anyone."
+        ),
+    )
+
+    contacts_only = models.BooleanField(
+        "contacts only",
+        default=False,
+        help_text=(
+            "Only the user's contacts and their own confirmed personal email can reach the device; everyone else "
+            "is refused as a blocked sender is."
         ),
     )
 
@@ -243,6 +253,86 @@ class BlockedSender(models.Model):
         self.kind, self.address = self.normalise(self.address)
 
     def save(self, *args, **kwargs) -> None:
+        self.kind, self.address = self.normalise(self.address)
+        super().save(*args, **kwargs)
+
+
+CONTACT_NAME = re.compile(r"[a-z0-9_-]{1,20}")
+
+
+def contact_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a contact's short name (None: it can). A short name is what the device writes instead
+    of an address, so it must never be mistaken for one: no ``@``, and at least one letter (digits alone look like
+    a phone number)."""
+    if "@" in name:
+        return "A short name has no '@' (it stands for an address; it is not one)."
+    if not CONTACT_NAME.fullmatch(name):
+        return "1 to 20 lower-case letters, digits, '-' or '_'."
+    if not any(ch.isalpha() for ch in name) or normalise_phone(name) is not None:
+        return "A short name needs a letter: digits alone look like a phone number."
+    return None
+
+
+def validate_contact_name(name: str) -> None:
+    problem = contact_name_problem(name)
+    if problem:
+        raise ValidationError(problem)
+
+
+class ShortNameField(models.CharField):
+    """A contact's short name, stripped and lower-cased before it is validated (``Mom`` in the admin is ``mom``)."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class Contact(models.Model):
+    """A short name the device can write instead of an address (``mom`` -> an email address or a phone number)."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+    KIND_CHOICES = [(EMAIL, "email"), (PHONE, "phone")]
+
+    owner = models.ForeignKey(User, on_delete=models.CASCADE, related_name="contacts")
+    name = ShortNameField(
+        "short name",
+        max_length=20,
+        validators=[validate_contact_name],
+        help_text="What the device writes instead of the address: 1 to 20 lower-case letters, digits, '-' or '_'.",
+    )
+    address = models.CharField(max_length=254, help_text="Email address or phone number; normalised on save.")
+    kind = models.CharField(max_length=8, choices=KIND_CHOICES, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="unique_contact_name_per_owner")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} of {self.owner.username}"
+
+    @staticmethod
+    def normalise(address: str) -> tuple[str, str]:
+        """(kind, normalised address): an email address by the one address rule (``email_address``), or E.164."""
+        address = (address or "").strip()
+        if "@" in address:
+            try:
+                return Contact.EMAIL, email_address(address)
+            except InvalidAddress as exc:
+                raise ValidationError({"address": f"Not an address mail can be sent to: {exc}"}) from None
+        number = normalise_phone(address)
+        if number is None:
+            raise ValidationError({"address": "Neither an email address nor a valid phone number."})
+        return Contact.PHONE, number
+
+    def clean(self) -> None:
+        self.name = (self.name or "").strip().lower()
+        self.kind, self.address = self.normalise(self.address)
+
+    def save(self, *args, **kwargs) -> None:
+        self.name = (self.name or "").strip().lower()
+        validate_contact_name(self.name)
         self.kind, self.address = self.normalise(self.address)
         super().save(*args, **kwargs)
 

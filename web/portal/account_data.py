@@ -38,6 +38,7 @@ def export_data(user: User) -> dict:
             "phone_number": user.twilio_number,
             "monthly_quota_to_device": user.monthly_quota,
             "monthly_quota_from_device": user.monthly_outbound_quota,
+            "contacts_only": user.contacts_only,
             "joined": _iso(user.date_joined),
             "last_login": _iso(user.last_login),
         },
@@ -49,6 +50,10 @@ def export_data(user: User) -> dict:
                 "active": a.released_at is None and a.device.owner_id == user.pk and a.device.is_active,
             }
             for a in assignments
+        ],
+        "contacts": [
+            {"name": c.name, "address": c.address, "kind": c.kind, "since": _iso(c.created_at)}
+            for c in user.contacts.order_by("name")
         ],
         "blocked_senders": [
             {"address": b.address, "kind": b.kind, "since": _iso(b.created_at)}
@@ -76,7 +81,7 @@ def export_data(user: User) -> dict:
 def delete_account(user: User) -> int:
     """Delete ``user``: their messages stay for the service's counts but lose everything personal (text, subject,
     addresses, ids of the remote services) and their owner; messages not yet delivered are stopped (dead);
-    their devices go back to the inventory; blocks and device history go with the account; the mailbox name is
+    their devices go back to the inventory; blocks, contacts and device history go with the account; the mailbox name is
     retired so nobody else receives mail meant for them. Returns how many messages were anonymised."""
     user_id, name = user.pk, user.username
     with transaction.atomic():

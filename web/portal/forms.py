@@ -182,3 +182,51 @@ class ChangeEmailForm(forms.Form):
         if not self.user.check_password(password):
             raise forms.ValidationError("That is not your password.")
         return password
+
+
+class ContactForm(forms.Form):
+    name = forms.CharField(
+        label="Short name",
+        max_length=40,
+        help_text="What your device writes instead of the address, e.g. mom. Lower-case letters, digits, - and _.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "none"}),
+    )
+    address = forms.CharField(
+        label="Email address or phone number",
+        max_length=254,
+        help_text="Phone numbers with the country code, e.g. +1 415 555 0100. A number gets a text, an address mail.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_name(self) -> str:
+        from web.accounts.models import contact_name_problem
+
+        name = self.cleaned_data["name"].strip().lower()
+        problem = contact_name_problem(name)
+        if problem:
+            raise forms.ValidationError(problem)
+        if self.user is not None and self.user.contacts.filter(name=name).exists():
+            raise forms.ValidationError(f"You already have a contact called '{name}'.")
+        return name
+
+    def clean_address(self) -> str:
+        from django.core.exceptions import ValidationError
+
+        from web.accounts.models import Contact
+
+        try:
+            _, address = Contact.normalise(self.cleaned_data["address"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.message_dict["address"][0]) from None
+        return address
+
+
+class ContactsOnlyForm(forms.Form):
+    contacts_only = forms.BooleanField(
+        label="Contacts only: only my contacts and my own confirmed email can reach my device",
+        required=False,
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, blocked, devices, history, operators, privacy, views
+from . import api, blocked, contacts, devices, history, operators, privacy, views
 
 app_name = "portal"
 
@@ -20,6 +20,9 @@ urlpatterns = [
     path("password/reset/done/", views.password_reset_complete, name="password_reset_complete"),
     path("device/", devices.device, name="device"),
     path("device/release/", devices.release, name="release_device"),
+    path("contacts/", contacts.contacts, name="contacts"),
+    path("contacts/<int:pk>/remove/", contacts.remove_contact, name="remove_contact"),
+    path("contacts/only/", contacts.contacts_only, name="contacts_only"),
     path("blocked/", blocked.blocked, name="blocked"),
     path("blocked/<int:pk>/remove/", blocked.unblock, name="unblock"),
     path("messages/", history.messages_view, name="messages"),

@@ -74,7 +74,7 @@ def reason_words(last_error: str) -> str:
         text = text[len("permanent: ") :]
     head, _, rest = text.partition(":")
     verdict = head.strip()
-    if verdict == "refused_destination":
+    if verdict == "refused_destination" or (verdict == "bad_destination" and rest.strip()):
         sentence = rest.strip()
         return (sentence[0].upper() + sentence[1:] + ".") if sentence else "This phone number cannot be texted."
     if verdict in _VERDICTS:

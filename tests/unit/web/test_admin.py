@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 INLINES = {
     f"{prefix}-{field}": value
-    for prefix in ("devices", "blocked_senders")
+    for prefix in ("devices", "contacts", "blocked_senders")
     for field, value in (("TOTAL_FORMS", "0"), ("INITIAL_FORMS", "0"))
 }
 

@@ -143,6 +143,12 @@ def test_sign_up_confirm_claim_block_and_see_the_history(browser, live_server, r
     assert "Device 246810 is now yours" in walk.text()
     walk.shot("05-device")
 
+    walk.open("/contacts/")
+    walk.fill(name="Mom", address="mom@family.example.org")
+    walk.submit("Add")
+    assert "can now write 'mom' instead of mom@family.example.org" in walk.text()
+    walk.shot("05b-contacts")
+
     walk.open("/blocked/")
     walk.fill(address="Pest@Example.org")
     walk.submit("Block")

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from web.accounts.models import BlockedSender, Device
+from web.accounts.models import BlockedSender, Contact, Device
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -16,6 +16,7 @@ PAGES = [
     "portal:home",
     "portal:device",
     "portal:blocked",
+    "portal:contacts",
     "portal:messages",
     "portal:usage",
     "portal:privacy",
@@ -29,6 +30,8 @@ def neighbour(person):
     other = person("neighbour", twilio_number="+14155550166")
     Device.objects.create(device_id=4_444_444_444, owner=other, is_active=True, nickname="their-nick")
     BlockedSender.objects.create(user=other, address="their-block@example.org")
+    Contact.objects.create(owner=other, name="theirmom", address="their-contact@example.org")
+    Contact.objects.create(owner=other, name="theirdad", address="+14155550177")
     Message.objects.create(
         direction="to_device", protocol="email", sender="their-friend@example.org", recipient="neighbour",
         text="their-text", user=other, idempotency_key="iso-1", status="sent",
@@ -40,7 +43,19 @@ def neighbour(person):
 def test_no_page_shows_another_persons_data(client, person, neighbour, name):
     client.force_login(person("me"))
     html = client.get(reverse(name)).content.decode()
-    for theirs in ("neighbour", "4444444444", "their-nick", "their-block", "their-friend", "their-text", "0166"):
+    for theirs in (
+        "neighbour",
+        "4444444444",
+        "their-nick",
+        "their-block",
+        "their-friend",
+        "their-text",
+        "0166",
+        "theirmom",
+        "theirdad",
+        "their-contact",
+        "0177",
+    ):
         assert theirs not in html, (name, theirs)
     assert re.search(r"<title>\S.* · Space Beaver</title>", html), "a title on every page"
 
