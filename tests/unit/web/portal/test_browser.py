@@ -31,6 +31,7 @@ if not (CHROMIUM and CHROMEDRIVER and selenium):
     )
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -87,10 +88,12 @@ class Walk:
         self.click(By.XPATH, f"//header//button[normalize-space()='{label}']")
 
     def click(self, by: str, what: str) -> None:
-        """Click, then wait (bounded) until the next page has replaced this one."""
+        """Click, then wait (bounded) until the next page has replaced this one. While the page is being replaced,
+        chromedriver may answer a look at the old one with an error of its own ("Cannot find context"): ask again."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(by, what).click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+        wait = WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,))
+        wait.until(expected_conditions.staleness_of(old))
 
     def text(self) -> str:
         return self.driver.find_element(By.TAG_NAME, "body").text
