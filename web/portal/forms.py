@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from web.accounts.devices import parse_device_id
-from web.accounts.models import BlockedSender, RetiredMailbox, User
+from web.accounts.models import BlockedSender, Contact, RetiredMailbox, User, contact_name_problem
 
 from .rules import mailbox_name_problem
 
@@ -124,7 +124,6 @@ class BlockForm(forms.Form):
         self.user = user
 
     def clean_address(self) -> str:
-
         raw = self.cleaned_data["address"].strip()
         if "@" in raw:
             try:
@@ -203,8 +202,6 @@ class ContactForm(forms.Form):
         self.user = user
 
     def clean_name(self) -> str:
-        from web.accounts.models import contact_name_problem
-
         name = self.cleaned_data["name"].strip().lower()
         problem = contact_name_problem(name)
         if problem:
@@ -214,10 +211,6 @@ class ContactForm(forms.Form):
         return name
 
     def clean_address(self) -> str:
-        from django.core.exceptions import ValidationError
-
-        from web.accounts.models import Contact
-
         try:
             _, address = Contact.normalise(self.cleaned_data["address"])
         except ValidationError as exc:
