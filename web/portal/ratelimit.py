@@ -1,15 +1,20 @@
-"""A small fixed-window rate limit on Django's cache (the default cache: in-process memory, so each web process
-counts on its own; with N processes a client gets at most N times the limit). Past a limit a page says so (429).
+"""A small fixed-window rate limit kept in the database (``RateLimitWindow``), so every web process counts against
+the same limit (Serve replicas on several nodes, several pods). Past a limit a page says so (429).
 
-Limits per scope: (attempts, window in seconds). Keys are hashed, so no address or name sits in the cache.
+Limits per scope: (attempts, window in seconds). Keys are hashed, so no address or name is stored.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import RateLimitWindow
 
 LIMITS: dict[str, tuple[int, int]] = {
     "login-ip": (30, 900),  # login attempts per client address per 15 minutes
@@ -24,19 +29,29 @@ LIMITS: dict[str, tuple[int, int]] = {
 }
 
 
+def window_key(scope: str, key: str) -> str:
+    digest = hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:32]
+    return f"{scope}:{digest}"
+
+
 def allow(scope: str, key: str) -> bool:
     """Count one attempt of ``key`` in ``scope``; False once the scope's limit for the window is passed."""
     limit, window = LIMITS[scope]
-    digest = hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()[:32]
-    cache_key = f"portal-rl:{scope}:{digest}"
-    if cache.add(cache_key, 1, window):
-        return limit >= 1
-    try:
-        count = cache.incr(cache_key)
-    except ValueError:  # expired between add and incr
-        cache.add(cache_key, 1, window)
-        count = 1
-    return count <= limit
+    name, now = window_key(scope, key), timezone.now()
+    with transaction.atomic():
+        counted = RateLimitWindow.objects.filter(key=name, window_ends__gt=now).update(attempts=F("attempts") + 1)
+        if counted:
+            return RateLimitWindow.objects.get(key=name).attempts <= limit
+        fresh = {"window_ends": now + timedelta(seconds=window), "attempts": 1}
+        if RateLimitWindow.objects.filter(key=name).update(**fresh) == 0:  # none yet (or expired: a new window)
+            try:
+                with transaction.atomic():
+                    RateLimitWindow.objects.create(key=name, **fresh)
+            except IntegrityError:  # another process made it just now: count against that window
+                RateLimitWindow.objects.filter(key=name).update(attempts=F("attempts") + 1)
+                return RateLimitWindow.objects.get(key=name).attempts <= limit
+            RateLimitWindow.objects.filter(window_ends__lt=now - timedelta(days=1)).delete()  # old windows go
+    return limit >= 1
 
 
 def client_ip(request) -> str:

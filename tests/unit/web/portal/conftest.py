@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import email
 import itertools
-import re
-from email import policy
 
 import pytest
 
 PASSWORD = "correct-horse-battery-42"
 _n = itertools.count(1)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    from django.core.cache import cache
-
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture
@@ -63,14 +51,3 @@ def relay(monkeypatch, settings):
     monkeypatch.setenv("SANDBOX_RELAY_PORT", str(sink.port))
     yield sink
     sink.stop()
-
-
-def body_of(record: dict) -> str:
-    msg = email.message_from_bytes(record["raw"], policy=policy.default)
-    return msg.get_body(("plain",)).get_content()
-
-
-def link_in(text: str) -> str:
-    """The path of the first http(s) link in a mail body."""
-    url = re.search(r"https?://\S+", text).group(0)
-    return re.sub(r"^https?://[^/]+", "", url)
