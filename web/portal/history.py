@@ -39,7 +39,7 @@ def messages_view(request):
             "to_device": m.direction == Direction.TO_DEVICE,
             "correspondent": m.sender if m.direction == Direction.TO_DEVICE else m.recipient,
             "channel": m.get_protocol_display(),
-            "subject": m.subject,
+            "subject": subject_to_show(m.subject, m.text),
             "text": m.text,
             "state": state_words(m.direction, m.status),
             "tone": state_tone(m.status),
@@ -48,6 +48,12 @@ def messages_view(request):
         for m in page.object_list
     ]
     return render(request, "portal/messages.html", {"page": page, "items": items, "q": query})
+
+
+def subject_to_show(subject: str, text: str) -> str:
+    """The subject above the text, unless the text already begins with it (what went to the device is
+    "subject\nbody")."""
+    return "" if not subject or text.startswith(subject) else subject
 
 
 def month_usage(user, now: datetime | None = None) -> dict:

@@ -28,10 +28,12 @@ def message(
     text="hi",
     last_error="",
     protocol="email",
+    subject="",
     at=None,
 ):
     row = Message.objects.create(
         direction=direction,
+        subject=subject,
         protocol=protocol,
         sender=sender,
         recipient=recipient,
@@ -79,6 +81,16 @@ def test_history_shows_both_directions_newest_first_with_states_and_reasons(clie
     assert "You blocked this sender." in html
     assert "delivered to your device&#x27;s satellite network" in html or "delivered to your device's" in html
     assert "PermanentDeliveryError" not in html and "permanent:" not in html
+
+
+@pytest.mark.django_db
+def test_a_subject_is_shown_once(client, person):
+    user = person()
+    message(user, subject="Trail report", text="Trail report\nHow is the trail?")
+    message(user, subject="Supplies", text="Bring socks")  # a reply's subject is not in the text: shown above it
+    client.force_login(user)
+    html = client.get(reverse("portal:messages")).content.decode()
+    assert html.count("Trail report") == 1 and "<strong>Supplies</strong>" in html
 
 
 @pytest.mark.django_db
