@@ -86,7 +86,7 @@ class ClaimForm(forms.Form):
     device_id = forms.CharField(
         label="Device id",
         max_length=20,
-        help_text="The number on the device's label (Swarm device id).",
+        help_text="The number on the device's label: a Swarm device id, or a RockBLOCK's 15-digit IMEI.",
         widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off"}),
     )
     claim_code = forms.CharField(

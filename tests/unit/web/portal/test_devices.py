@@ -21,8 +21,8 @@ pytestmark = pytest.mark.django_db
 CODE = "ABCD-EFGH-JKMN"
 
 
-def stock(device_id: int, code: str = CODE) -> Device:
-    device = Device(device_id=device_id, owner=None, is_active=False)
+def stock(device_id: int, code: str = CODE, network: str = "swarm") -> Device:
+    device = Device(network=network, device_id=device_id, owner=None, is_active=False)
     device.set_claim_code(code)
     device.save()
     return device
@@ -42,6 +42,16 @@ def test_claim_with_id_and_code_makes_the_device_yours(client, person):
     assert (device.owner, device.is_active) == (user, True) and device.claimed_at is not None
     assert "5001" in client.get(reverse("portal:device")).content.decode()
     assert DeviceAssignment.objects.filter(device=device, user=user, released_at__isnull=True).exists()
+
+
+def test_a_rockblock_is_claimed_by_its_imei_and_code(client, person):
+    user = person()
+    stock(300234010753370, network="rockblock")
+    client.force_login(user)
+    assert claim(client, 300234010753370).status_code == 302
+    device = Device.objects.get(device_id=300234010753370)
+    assert (device.owner, device.is_active) == (user, True)
+    assert "300234010753370</strong> on RockBLOCK" in client.get(reverse("portal:device")).content.decode()
 
 
 @pytest.mark.parametrize("device_id,code", [(5001, "WRONG-CODE-XXXX"), (5999, CODE), (5001, "")])
