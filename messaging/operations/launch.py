@@ -92,6 +92,8 @@ def split_env(config: Config, env: dict[str, str]) -> tuple[dict[str, str], dict
     and the environment's) that Ray workers must find in their own environment."""
     public = {k: v for k, v in env.items() if k not in SECRET_ENV}
     public["SANDBOX"] = config.sandbox  # Django refuses its built-in key outside the sandbox (web/settings.py)
+    public["EMAIL_DOMAIN"] = config.email_domain  # the web shows the mailboxes the mail server accepts
+    public["SANDBOX_RELAY_PORT"] = str(config.sandbox_relay_port)  # the sandbox web's mail goes to the relay sink
     secret = {**config.secret_env(), **{k: v for k, v in env.items() if k in SECRET_ENV}}
     return public, secret
 

@@ -136,6 +136,7 @@ def start_sandbox(
         twilio_webhook_public_url=config.twilio_webhook_public_url or f"http://127.0.0.1:{config.serve_http_port}/sms",
         email_relay_host="127.0.0.1",
         email_relay_port=box.relay.port,
+        sandbox_relay_port=box.relay.port,  # the web's mail (verification, reset) goes to this sink too
         email_relay_starttls=False,
         email_relay_username="",
         email_relay_password="",

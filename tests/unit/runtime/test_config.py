@@ -4,6 +4,7 @@ kept out of reprs, that JSON and pickles (what Ray stores in the GCS)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pickle
 
@@ -186,3 +187,12 @@ def test_one_setting_is_read_while_another_variable_is_malformed():
     assert Config.setting("database_url", env) == ""
     with pytest.raises(ConfigError, match="POOL_SIZE"):
         Config.setting("pool_size", env)
+
+
+def test_workers_see_the_drivers_mail_domain_and_sandbox_relay_port(no_secret_env):
+    """The web inside Serve shows the mailboxes the mail server accepts and sends its mail to the sandbox relay
+    sink the driver started (an ephemeral port in tests), whatever the workers' own environment says."""
+    no_secret_env.setenv("EMAIL_DOMAIN", "elsewhere.example")
+    config = dataclasses.replace(secret_config(), email_domain="beaver.test", sandbox_relay_port=40123)
+    public, _ = split_env(config, worker_env())
+    assert public["EMAIL_DOMAIN"] == "beaver.test" and public["SANDBOX_RELAY_PORT"] == "40123"

@@ -8,105 +8,25 @@ or chromedriver is missing (Debian: apt-get install chromium chromium-driver; .c
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from tests.paths import REPO_ROOT
+from tests.browser import ARTEFACTS, MISSING, SKIP_REASON, Walk, start_browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-CHROMEDRIVER = shutil.which("chromedriver")
-try:
-    import selenium  # noqa: F401
-except ImportError:  # pragma: no cover - the test extras pin it
-    selenium = None
+if MISSING:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
-if not (CHROMIUM and CHROMEDRIVER and selenium):
-    missing = [
-        n for n, ok in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER), ("selenium", selenium)) if not ok
-    ]
-    pytest.skip(
-        f"browser tests skipped: {', '.join(missing)} not installed (apt-get install chromium chromium-driver)",
-        allow_module_level=True,
-    )
-
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from .conftest import PASSWORD, body_of, link_in  # noqa: E402
+from tests.mailbox import body_of, link_in  # noqa: E402
 
-ARTEFACTS = REPO_ROOT / "test-artifacts" / "browser"
-PHONE, DESKTOP = (375, 812), (1280, 900)
+from .conftest import PASSWORD  # noqa: E402
 
 
 @pytest.fixture
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--hide-scrollbars"):
-        options.add_argument(flag)
-    options.add_argument(f"--window-size={DESKTOP[0]},{DESKTOP[1]}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.implicitly_wait(5)
-    screen(driver, PHONE, mobile=True)  # headless windows are at least 500 px wide: emulate the phone's screen
+    driver = start_browser()
     yield driver
     driver.quit()
-
-
-def screen(driver, size: tuple[int, int], *, mobile: bool) -> None:
-    width, height = size
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
-    )
-
-
-class Walk:
-    def __init__(self, driver, base: str):
-        self.driver, self.base = driver, base
-
-    def open(self, path: str) -> None:
-        self.driver.get(self.base + path)
-
-    def fill(self, **fields: str) -> None:
-        for name, value in fields.items():
-            box = self.driver.find_element(By.NAME, name)
-            box.clear()
-            box.send_keys(value)
-
-    def tick(self, name: str) -> None:
-        self.driver.find_element(By.NAME, name).click()
-
-    def submit(self, label: str) -> None:
-        self.click(By.XPATH, f"//main//button[normalize-space()='{label}']")
-
-    def submit_nav(self, label: str) -> None:
-        self.click(By.XPATH, f"//header//button[normalize-space()='{label}']")
-
-    def click(self, by: str, what: str) -> None:
-        """Click, then wait (bounded) until the next page has replaced this one. While the page is being replaced,
-        chromedriver may answer a look at the old one with an error of its own ("Cannot find context"): ask again."""
-        old = self.driver.find_element(By.TAG_NAME, "html")
-        self.driver.find_element(by, what).click()
-        wait = WebDriverWait(self.driver, 30, ignored_exceptions=(WebDriverException,))
-        wait.until(expected_conditions.staleness_of(old))
-
-    def text(self) -> str:
-        return self.driver.find_element(By.TAG_NAME, "body").text
-
-    def shot(self, name: str) -> None:
-        """Screenshots of this page at phone and desktop width; it must not scroll sideways on a phone."""
-        width = self.driver.execute_script("return document.documentElement.scrollWidth")
-        assert width <= PHONE[0], f"{name}: {width} px wide on a {PHONE[0]} px screen"
-        assert self.driver.title.endswith("· Space Beaver"), name
-        self.driver.save_screenshot(str(ARTEFACTS / f"{name}-phone.png"))
-        screen(self.driver, DESKTOP, mobile=False)
-        self.driver.save_screenshot(str(ARTEFACTS / f"{name}-desktop.png"))
-        screen(self.driver, PHONE, mobile=True)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -116,7 +36,6 @@ def test_sign_up_confirm_claim_block_and_see_the_history(browser, live_server, r
     from web.accounts.models import Device, User
     from web.delivery.models import Message
 
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     stock = Device(device_id=246810, owner=None, is_active=False)
     stock.set_claim_code("TRAIL-HEAD-2468")  # the operator's inventory (admin or import_devices)
     stock.save()

@@ -9,10 +9,11 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
+from tests.mailbox import body_of, link_in
 from web.accounts.models import RetiredMailbox, User
 from web.portal import ratelimit
 
-from .conftest import PASSWORD, body_of, link_in
+from .conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
