@@ -1,21 +1,23 @@
 """What reaches the console of ``runbackend`` (and drain, stop, upgrade), and what goes to log files only.
 
-The console carries our start-up progress, the endpoints, one line per message state change (logged in the
-actors under ``messaging.*``, streamed to the driver by Ray), and every warning or error that needs an
-operator. Ray's, Serve's and HAProxy's INFO chatter, the aiosmtpd session lines of the sandbox relay, and two
-Ray warnings that need nobody go to log files:
+The console carries our start-up progress, the endpoints, a line every few seconds saying what the stack did
+(``operations/activity.py``), and every warning or error that needs an operator (streamed from the actors to
+the driver by Ray). Each message's state changes, Ray's, Serve's and HAProxy's INFO chatter, the aiosmtpd
+session lines of the sandbox relay, and two Ray warnings that need nobody go to log files:
 
 - the driver's own log file (``DATA_DIR/logs/<command>.log``): everything the driver logs, the diverted lines
   included;
-- Ray's session log directory (``ray_logs_dir()``): every Ray worker's output, and under ``serve/`` Serve's
-  controller, proxies, replicas and HAProxy manager, INFO included.
+- Ray's session log directory (``ray_logs_dir()``) on each node: ``messages-<pid>.log``, our actors' lines
+  (``messaging.*`` and ``web.*``, one per message state change, warnings too); every Ray worker's output; and
+  under ``serve/`` Serve's controller, proxies, replicas and HAProxy manager, INFO included.
 
-This module is imported by every Ray worker (``WORKER_SETUP_HOOK``): it imports nothing but ``logging``.
+This module is imported by every Ray worker (``WORKER_SETUP_HOOK``): it imports only the standard library.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from pathlib import Path
 WORKER_SETUP_HOOK = "messaging.operations.console.worker_logging"
 
 SERVE_LOGGER = "ray.serve"  # Serve's controller, proxies, HAProxy manager and replicas all log here
+OUR_LOGGERS = ("messaging", "web")
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 # Ray warnings in the driver that call for nothing: one per actor started in a placement group (our pools
 # place detached, restartable members on purpose: launch.py pool_placement), and the notice that the
@@ -45,11 +49,38 @@ def serve_info_to_files(record: logging.LogRecord) -> bool:
 
 
 def worker_logging() -> None:
-    """In a Ray worker: Serve's INFO lines to Serve's files only. (A logger's filters survive Serve replacing
-    the logger's handlers when a Serve component starts.)"""
+    """In a Ray worker: Serve's INFO lines to Serve's files only (a logger's filters survive Serve replacing
+    the logger's handlers when a Serve component starts); our own lines to a file of this process."""
     logger = logging.getLogger(SERVE_LOGGER)
     if serve_info_to_files not in logger.filters:
         logger.addFilter(serve_info_to_files)
+    message_lines_to_file(Path(ray_logs_dir()))
+
+
+def message_lines_to_file(directory: Path, level: str | None = None) -> Path:
+    """Our loggers' lines (``OUR_LOGGERS``, at ``LOG_LEVEL``) go to ``directory/messages-<pid>.log``; warnings and
+    errors also to stderr, which Ray streams to the driver's console. Our loggers stop there (Django's console
+    handler on the root logger does not get them again). Returns the file's path."""
+    path = directory / f"messages-{os.getpid()}.log"
+    threshold = logging.getLevelName((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
+    if not isinstance(threshold, int):
+        threshold = logging.INFO
+    formatter = logging.Formatter(LINE_FORMAT)
+    to_file = logging.FileHandler(path, encoding="utf-8", delay=True)
+    to_console = logging.StreamHandler()
+    to_console.setLevel(logging.WARNING)
+    for handler in (to_file, to_console):
+        handler.setFormatter(formatter)
+    for name in OUR_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in logger.handlers[:]:
+            logger.removeHandler(old)
+            old.close()
+        logger.addHandler(to_file)
+        logger.addHandler(to_console)
+        logger.setLevel(threshold)
+        logger.propagate = False
+    return path
 
 
 class FileOnly(logging.Filter):
@@ -78,7 +109,7 @@ def route_driver_logs(log_file: Path) -> Path:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setLevel(logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(logging.Formatter(LINE_FORMAT))
     handler.set_name("spacebeaver-driver-file")
     for name in ("", "ray"):  # the root logger, and Ray's, which does not pass records up to it
         logger = logging.getLogger(name)
@@ -101,7 +132,7 @@ def ray_logs_dir() -> str:
     try:
         import ray  # this module is imported by every Ray worker's setup hook: nothing but logging at the top
 
-        return ray._private.worker._global_node.get_logs_dir_path()
+        return ray._private.worker.global_worker.node.get_logs_dir_path()
     except Exception:  # a cluster we joined: its nodes keep them
         return "/tmp/ray/session_latest/logs"
 

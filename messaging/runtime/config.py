@@ -253,6 +253,7 @@ class Config:
     pool_size: int = 1
     max_packets: int = 4
     outbox_sweep_interval: float = 5.0
+    activity_interval: float = 10.0  # seconds between runbackend's lines of what the stack did; 0: none
     outbox_max_attempts: int = 8
     outbox_max_age_hours: float = 72.0
     outbox_base_delay: float = 2.0

@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from messaging.operations.console import FileOnly, route_driver_logs, serve_info_to_files
+from messaging.operations.console import (
+    OUR_LOGGERS,
+    FileOnly,
+    message_lines_to_file,
+    route_driver_logs,
+    serve_info_to_files,
+)
 
 
 class _Console(io.StringIO):
@@ -83,3 +89,38 @@ def test_serve_info_is_kept_off_stderr_and_warnings_stay_on_it():
     assert not log_to_stderr_filter(info)
     assert not log_to_stderr_filter(explicit)  # Serve's routing updates ask for stderr: INFO all the same
     assert log_to_stderr_filter(warning)
+
+
+@pytest.fixture
+def our_loggers():
+    """message_lines_to_file changes our loggers as in a Ray worker; put them back afterwards."""
+    saved = {n: (lg.handlers[:], lg.level, lg.propagate) for n in OUR_LOGGERS for lg in [logging.getLogger(n)]}
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        for h in logger.handlers[:]:
+            logger.removeHandler(h)
+            h.close()
+        for h in handlers:
+            logger.addHandler(h)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def test_in_a_worker_each_message_line_goes_to_its_file_and_only_warnings_to_the_console(
+    console, tmp_path, our_loggers, capsys
+):
+    path = message_lines_to_file(tmp_path, level="INFO")
+    message_lines_to_file(tmp_path, level="INFO")  # a second call (the hook again) keeps one file handler
+    logging.getLogger("messaging.outbox.store").info("message 7 received key=smtp:x")
+    logging.getLogger("web.portal.mail").info("web mail sent to=h***@example.org")
+    logging.getLogger("messaging.outbox.store").warning("message 8 dead error=permanent: 550")
+    logging.getLogger("messaging.routing.user_actor").debug("not at INFO")
+
+    kept = path.read_text()
+    assert path.name.startswith("messages-") and kept.count("message 7 received") == 1
+    assert "web mail sent" in kept and "message 8 dead" in kept and "not at INFO" not in kept
+    stderr = capsys.readouterr().err
+    assert "message 8 dead" in stderr, "warnings still reach the console (Ray streams stderr to the driver)"
+    assert "message 7 received" not in stderr and "web mail sent" not in stderr
+    assert "message 7" not in console.getvalue(), "Django's root console handler does not get them again"

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from messaging.intake.smtp.tls import check_local_files
 from messaging.operations import reaper
+from messaging.operations.activity import activity_line, read_counters
 from messaging.operations.console import default_log_file, ray_logs_dir, route_driver_logs
 from messaging.operations.launch import (
     IngressNotAnswering,
@@ -67,13 +68,15 @@ class Command(BaseCommand):
             connect_ray(config, worker_env(), echo)
             signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init puts a handler of its own that aborts
             where = "on the Ray nodes in " if joined else ""
-            echo(f"Logs: this driver's in {log_file}; Ray's, Serve's and HAProxy's {where}{ray_logs_dir()}/")
+            echo(
+                f"Logs: this driver's in {log_file}; each message's state changes (messages-*.log), Ray's, "
+                f"Serve's and HAProxy's {where}{ray_logs_dir()}/"
+            )
             echo("Actors:")
             stack = start_actors(config, echo)
             start_serve(config, stack, echo)
             self._summary(config, box, time.monotonic() - t0, joined)
-            while True:
-                time.sleep(3600)
+            self._report_activity(config)
         except KeyboardInterrupt:
             pass
         except (IngressNotAnswering, ConfigError) as exc:  # e.g. a Ray node lacks the driver's secrets
@@ -139,6 +142,20 @@ class Command(BaseCommand):
             return ingress_failure(failure, {}, {p: w for p, (w, _) in ports.items()}, logs)
         taken = {port: what for port, (what, host) in ports.items() if port_is_taken(host, port)}
         return ingress_failure(failure, taken, {p: w for p, (w, _) in ports.items()}, getattr(self, "_logs", ""))
+
+    def _report_activity(self, config) -> None:
+        """Until interrupted: every ``ACTIVITY_INTERVAL`` seconds, a line of what the stack did, if anything."""
+        if config.activity_interval <= 0:
+            while True:
+                time.sleep(3600)
+        before = read_counters(config)
+        while True:
+            time.sleep(config.activity_interval)
+            after = read_counters(config)
+            line = activity_line(before, after, config.activity_interval)
+            if line:
+                self.stdout.write(line)
+            before = after
 
     def _summary(self, config, box, elapsed: float, joined: bool) -> None:
         echo = self.stdout.write
