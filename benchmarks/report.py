@@ -84,18 +84,22 @@ TARGETS: tuple[Target, ...] = (
     Target("smtp_backend_data_p99_ms", "SMTP backend DATA p99 (C=4)", "ms", 25.0, False),
     Target("smtp_bare_data_p99_ms", "SMTP bare DATA p99", "ms", None, False),
     Target("e2e_rate", "End to end SMTP -> Hive", "msg/s", 500.0),
+    Target("cpu_smtp_ms", "CPU per message, SMTP -> Hive", "ms/msg", 3.0, False),
     Target("webhook_bare_rate", "Webhook bare uvicorn", "req/s", None),
     Target("webhook_backend_rate", "Webhook Serve (200 = stored)", "req/s", None),
     Target("webhook_ratio", "Webhook Serve / bare", "ratio", 0.35),
     Target("webhook_backend_p50_ms", "Webhook Serve p50", "ms", None, False),
     Target("webhook_backend_p99_ms", "Webhook Serve p99", "ms", None, False),
-    Target("hive_acked_s", "Hive 1,000 packets stored + acked", "s", 3.0, False),
+    Target("cpu_webhook_ms", "CPU per message, webhook -> Hive", "ms/msg", 3.0, False),
+    Target("hive_acked_s", "Hive 1,000 packets stored + acked", "s", 2.0, False),
     Target("hive_routed_s", "Hive 1,000 packets delivered out", "s", None, False),
-    Target("rss_peak_gb", "RSS whole stack, peak under load", "GB", 3.0, False),
-    Target("rss_idle_gb", "RSS whole stack, idle", "GB", None, False),
+    Target("cpu_hive_ms", "CPU per message, Hive -> email/SMS", "ms/msg", 2.5, False),
+    Target("rss_idle_gb", "RSS whole stack, idle (POOL_SIZE=2)", "GB", 1.5, False),
     Target("pss_idle_gb", "PSS whole stack, idle", "GB", None, False),
-    Target("startup_smtp_s", "Run command -> SMTP accepting", "s", 30.0, False),
-    Target("startup_serve_s", "Run command -> Serve answering", "s", None, False),
+    Target("rss_peak_gb", "RSS whole stack, peak under load", "GB", None, False),
+    Target("cpu_idle_cores", "CPU whole stack, idle", "cores", None, False),
+    Target("startup_smtp_s", "Run command -> SMTP accepting", "s", 10.0, False),
+    Target("startup_serve_s", "Run command -> Serve answering", "s", 10.0, False),
 )
 
 
@@ -108,8 +112,10 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.0f} {unit}"
     if unit == "GB":
         return f"{value:.2f} GB"
-    if unit == "ms":
-        return f"{value:.1f} ms"
+    if unit in ("ms", "ms/msg"):
+        return f"{value:.1f} {unit}"
+    if unit == "cores":
+        return f"{value:.2f} cores"
     return f"{value:.1f} {unit}"
 
 

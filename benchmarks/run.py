@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import scenarios
-from benchmarks.backend import django_call, memory, start_backend, stop_backend
-from benchmarks.report import ratio, summarise, table
+from benchmarks.backend import django_call, idle_cpu, memory, start_backend, stop_backend
+from benchmarks.cpu import shares_text
+from benchmarks.report import TARGETS, ratio, summarise, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -72,8 +73,25 @@ def attempt(name: str, fn: Callable[[], dict]) -> dict:
     return result
 
 
+CPU_KEYS = {"smtp backend": "cpu_smtp_ms", "webhook backend": "cpu_webhook_ms", "hive poll": "cpu_hive_ms"}
+
+
+def cpu_line(name: str, result: dict) -> str:
+    """``CPU 11.0 ms/msg (target <= 3.0 ms) = 1.6 cores; by process (ms/msg): ...; harness 0.9 s``."""
+    cpu = result.get("cpu")
+    if not cpu or cpu["cpu_ms_per_msg"] is None:
+        return ""
+    goal = next((t.goal_text() for t in TARGETS if t.key == CPU_KEYS.get(name)), "")
+    goal = f" (target {goal})" if goal else ""
+    return (
+        f"CPU {cpu['cpu_ms_per_msg']:.1f} ms/msg{goal} over {cpu['messages']} delivered, "
+        f"{cpu['cpu_s']:.1f}s in {cpu['wall_s']:.1f}s = {cpu['cores']:.2f} cores; ms/msg by process: "
+        f"{shares_text(cpu['ms_per_msg_by_title'])}; harness with the fakes {cpu['harness_cpu_s']:.1f}s"
+    )
+
+
 def describe(name: str, result: dict) -> None:
-    """One or two lines per scenario as it finishes."""
+    """One to three lines per scenario as it finishes."""
     if "error" in result:
         return
     if "load" in result:
@@ -101,6 +119,8 @@ def describe(name: str, result: dict) -> None:
             f"delivered {routed['delivered']}/{routed['expected']}, lost {routed['lost_count']}, "
             f"duplicated {routed['duplicated']}, duplicate acks {result['duplicate_acks']}"
         )
+    if line := cpu_line(name, result):
+        echo(f"  {name}: {line}")
 
 
 def flatten(rnd: dict) -> dict[str, float | None]:
@@ -134,6 +154,10 @@ def flatten(rnd: dict) -> dict[str, float | None]:
         "pss_idle_gb": get("backend", "idle_memory", "pss_gb"),
         "startup_smtp_s": get("backend", "smtp_ready_s"),
         "startup_serve_s": get("backend", "serve_ready_s"),
+        "cpu_smtp_ms": get("smtp_backend", "cpu", "cpu_ms_per_msg"),
+        "cpu_webhook_ms": get("webhook_backend", "cpu", "cpu_ms_per_msg"),
+        "cpu_hive_ms": get("hive_poll", "cpu", "cpu_ms_per_msg"),
+        "cpu_idle_cores": get("backend", "idle_cpu", "cores"),
     }
     flat["smtp_ratio"] = ratio(flat["smtp_backend_rate"], flat["smtp_bare_rate"])
     flat["webhook_ratio"] = ratio(flat["webhook_backend_rate"], flat["webhook_bare_rate"])
@@ -186,11 +210,12 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
             for k, name in enumerate(("smtp", "sms", "hive"), start=1)
         }
         idle = info["idle_memory"] = memory(backend, proportional=True)
-        biggest = ", ".join(f"{t} x{n} {mb:.0f} MB" for t, (n, mb) in list(idle["rss_mb_by_process"].items())[:6])
-        echo(
-            f"  idle: RSS {idle['rss_gb']:.2f} GB, PSS {idle['pss_gb']:.2f} GB over {idle['processes']} processes "
-            f"(RSS by kind: {biggest}, ...)"
-        )
+        echo(f"  idle: RSS {idle['rss_gb']:.2f} GB, PSS {idle['pss_gb']:.2f} GB over {idle['processes']} processes:")
+        for line in process_lines(idle["each_process"]):
+            echo(f"    {line}")
+        quiet = info["idle_cpu"] = idle_cpu(backend)
+        busiest = ", ".join(f"{t} {c * 100:.1f}%" for t, c in list(quiet["cores_by_title"].items())[:5])
+        echo(f"  idle CPU over {quiet['wall_s']:.0f}s: {quiet['cores'] * 100:.1f}% of a core ({busiest})")
         sc["smtp_backend"] = attempt(
             "smtp backend",
             lambda: scenarios.smtp_backend(backend, groups["smtp"], plan.smtp, f"{tag}s", plan.warmup),
@@ -226,6 +251,12 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
         )
     rnd["flat"] = flatten(rnd)
     return rnd
+
+
+def process_lines(each: list[list]) -> list[str]:
+    """One line per process: title, pid, RSS and PSS in MB (biggest RSS first, as ``memory`` sorts them)."""
+    width = max((len(row[1]) for row in each), default=0)
+    return [f"{t.ljust(width)}  pid {pid:<7}  RSS {rss:6.0f} MB  PSS {pss:6.0f} MB" for pid, t, rss, pss in each]
 
 
 def print_profile(profile: dict) -> None:
