@@ -233,7 +233,9 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
         describe("hive poll", sc["hive_poll"])
         if plan.profile and number == 1:
             echo("  profiling extra loads with py-spy (not in the figures) ...")
-            for kind, group, load in (("smtp", groups["smtp"], plan.smtp), ("webhook", groups["sms"], plan.webhook)):
+            hive = scenarios.Load(plan.hive_packets, 1)
+            extra = (("smtp", groups["smtp"], plan.smtp), ("webhook", groups["sms"], plan.webhook))
+            for kind, group, load in (*extra, ("hive", groups["hive"], hive)):
                 sc[f"profile_{kind}"] = attempt(
                     f"profile {kind}",
                     lambda k=kind, g=group, spec=load: scenarios.profile_load(
@@ -283,7 +285,9 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument("--webhook-concurrency", type=int)
     parser.add_argument("--hive-packets", type=int)
     parser.add_argument("--max-seconds", type=float, help="cap on each load run's sending time")
-    parser.add_argument("--profile", action="store_true", help="py-spy the actors under an extra SMTP and webhook load")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the actors under an extra SMTP, webhook and Hive load"
+    )
     parser.add_argument("--keep-workdirs", action="store_true", help="keep each backend's data and Ray logs")
     args = parser.parse_args(argv)
     overrides = {
@@ -323,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     result_file.write_text(json.dumps(doc, indent=2, default=str))
 
     for rnd in doc["rounds"]:
-        for kind in ("smtp", "webhook"):
+        for kind in ("smtp", "webhook", "hive"):
             if "profiles" in rnd["scenarios"].get(f"profile_{kind}", {}):
                 echo()
                 echo(f"py-spy, extra {kind} load in round {rnd['round']}:")

@@ -312,8 +312,9 @@ def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int)
 
 
 PROFILED = {
-    "smtp": ("UserActor", "MailServerActor"),
-    "webhook": ("UserActor", "ServeReplica", "ProxyActor"),
+    "smtp": ("UserActor", "MailServerActor", "SatelliteActor"),
+    "webhook": ("UserActor", "ServeReplica", "ProxyActor", "SatelliteActor"),
+    "hive": ("SatelliteActor", "UserActor", "MailOutActor", "SmsActor"),
 }
 
 
@@ -353,15 +354,25 @@ def _stop_spies(spies: dict) -> dict:
 
 
 def profile_load(backend: Backend, kind: str, group: Group, load: Load, tag: str, out_dir: Path) -> dict:
-    """An extra load (not in the figures) with py-spy on the actors that serve it: where their time goes."""
+    """An extra load (not in the figures) with py-spy on the actors that serve it: where their time goes.
+    ``kind`` smtp or webhook: ``load`` to the devices; hive: ``load.count`` device packets out as email/SMS."""
     fakes = Fakes(backend)
     spies = _start_spies(backend, PROFILED[kind], out_dir, kind)
     try:
-        if kind == "smtp":
-            spawned = spawn_smtp(backend.ports["smtp"], load, group.mailboxes, tag)
+        if kind == "hive":
+            base = fakes.routed()
+            started = time.monotonic()
+            _inject(backend, _device_packets(group, load.count, tag))
+            poll_until(lambda: fakes.routed() - base >= load.count, 120, interval=0.1)
+            rate = (fakes.routed() - base) / (time.monotonic() - started)
         else:
-            spawned = spawn_webhook(backend.sms_url, PUBLIC_SMS_URL, _auth_token(backend), load, group.numbers, tag)
-        result, _ = _load_to_devices(fakes, spawned, group.devices, tag)
+            if kind == "smtp":
+                spawned = spawn_smtp(backend.ports["smtp"], load, group.mailboxes, tag)
+            else:
+                token = _auth_token(backend)
+                spawned = spawn_webhook(backend.sms_url, PUBLIC_SMS_URL, token, load, group.numbers, tag)
+            result, _ = _load_to_devices(fakes, spawned, group.devices, tag)
+            rate = result.rate
     finally:
         profiles = _stop_spies(spies)
-    return {"load_rate": result.rate, "profiles": profiles}
+    return {"load_rate": rate, "profiles": profiles}
