@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks import scenarios
 from benchmarks.backend import django_call, idle_cpu, memory, start_backend, stop_backend
 from benchmarks.cpu import shares_text
-from benchmarks.report import TARGETS, ratio, summarise, table
+from benchmarks.report import TARGETS, path_table, ratio, summarise, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -149,6 +149,7 @@ def flatten(rnd: dict) -> dict[str, float | None]:
         "webhook_backend_p99_ms": get("webhook_backend", "load", "latency", "p99_ms"),
         "hive_acked_s": get("hive_poll", "acked_s"),
         "hive_routed_s": get("hive_poll", "routed_s"),
+        "webhook_e2e_rate": get("webhook_backend", "end_to_end", "e2e_rate"),
         "rss_peak_gb": max((p for p in peaks if p is not None), default=None),
         "rss_idle_gb": get("backend", "idle_memory", "rss_gb"),
         "pss_idle_gb": get("backend", "idle_memory", "pss_gb"),
@@ -161,6 +162,8 @@ def flatten(rnd: dict) -> dict[str, float | None]:
     }
     flat["smtp_ratio"] = ratio(flat["smtp_backend_rate"], flat["smtp_bare_rate"])
     flat["webhook_ratio"] = ratio(flat["webhook_backend_rate"], flat["webhook_bare_rate"])
+    routed = get("hive_poll", "routed", "delivered")
+    flat["hive_routed_rate"] = ratio(routed, flat["hive_routed_s"])
     return flat
 
 
@@ -338,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs - other work on the machine distorts these):"
     )
     echo(table(rows))
+    echo()
+    echo("Per path (medians): throughput and the stack's CPU per message delivered")
+    echo(path_table(rows))
     echo()
     echo(f"Results: {result_file}")
     return 0

@@ -3,6 +3,7 @@ during it included), per message; the backend's production environment pointing 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from benchmarks.backend import backend_env
 from benchmarks.cpu import EXITED, ProcSample, cpu_by_title, cpu_figures, shares_text
 from benchmarks.remotes import Endpoints
-from benchmarks.report import TARGETS
+from benchmarks.report import TARGETS, path_table, summarise
 from benchmarks.run import flatten, process_lines
 from messaging.runtime.config import Config, WebSettings
 from messaging.sandbox.stack import sandboxed
@@ -94,6 +95,20 @@ def test_cpu_per_message_is_in_the_summary_with_the_issue_targets():
     assert goals["cpu_smtp_ms"] == goals["cpu_webhook_ms"] == "<= 3.0 ms/msg"
     assert goals["cpu_hive_ms"] == "<= 2.5 ms/msg"
     assert set(flat) >= {t.key for t in TARGETS}  # every row of the table has its figure
+
+
+def test_the_path_table_puts_cpu_per_message_next_to_throughput():
+    runs = [
+        {"e2e_rate": 180.0, "cpu_smtp_ms": 11.0, "webhook_e2e_rate": 250.0, "cpu_webhook_ms": 2.5},
+        {"e2e_rate": 200.0, "cpu_smtp_ms": 9.0, "webhook_e2e_rate": 260.0, "cpu_webhook_ms": 2.9},
+        {"e2e_rate": 190.0, "cpu_smtp_ms": 10.0, "webhook_e2e_rate": None, "cpu_webhook_ms": None},
+    ]
+    lines = [re.split(r"\s{2,}", line) for line in path_table(summarise(runs)).splitlines()]
+    assert lines[0] == ["path", "throughput", "target", "CPU per message", "target"]
+    smtp, webhook, hive = lines[2:]
+    assert smtp == ["SMTP -> Hive (end to end)", "190 msg/s", ">= 500 msg/s", "10.0 ms/msg", "<= 3.0 ms/msg", "FAIL"]
+    assert webhook == ["Webhook -> Hive (end to end)", "255 msg/s", "2.7 ms/msg", "<= 3.0 ms/msg", "PASS"]
+    assert hive == ["Hive packets -> email/SMS out", "-", "-", "<= 2.5 ms/msg", "n/a"]
 
 
 def test_process_lines_one_per_process():
