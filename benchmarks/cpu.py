@@ -87,6 +87,14 @@ def cpu_figures(by_title: Mapping[str, float], messages: int, wall_s: float) -> 
     }
 
 
+def net_of_idle_ms(figures: Mapping, idle_cores: float | None) -> float | None:
+    """CPU per message less what the stack burns idle over the same window (``idle_cores`` x the window): the
+    work the messages caused. For information; the targets are on the whole figure."""
+    if idle_cores is None or not figures.get("messages") or figures.get("wall_s") is None:
+        return None
+    return (figures["cpu_s"] - idle_cores * figures["wall_s"]) * 1000 / figures["messages"]
+
+
 def shares_text(by_title_ms: Mapping[str, float | None], n: int = 6) -> str:
     """``ray::UserActor 3.1, ray::MailServerActor 2.9, ...``: the ``n`` biggest shares (ms per message)."""
     items = [(t, v) for t, v in by_title_ms.items() if v is not None and abs(v) >= 0.05][:n]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks import scenarios
 from benchmarks.backend import django_call, idle_cpu, memory, start_backend, stop_backend
-from benchmarks.cpu import shares_text
+from benchmarks.cpu import net_of_idle_ms, shares_text
 from benchmarks.report import TARGETS, path_table, ratio, summarise, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,11 +83,20 @@ def cpu_line(name: str, result: dict) -> str:
         return ""
     goal = next((t.goal_text() for t in TARGETS if t.key == CPU_KEYS.get(name)), "")
     goal = f" (target {goal})" if goal else ""
+    net = cpu.get("net_of_idle_ms_per_msg")
+    net = f" ({net:.1f} net of the idle CPU)" if net is not None else ""
     return (
-        f"CPU {cpu['cpu_ms_per_msg']:.1f} ms/msg{goal} over {cpu['messages']} delivered, "
+        f"CPU {cpu['cpu_ms_per_msg']:.1f} ms/msg{goal}{net} over {cpu['messages']} delivered, "
         f"{cpu['cpu_s']:.1f}s in {cpu['wall_s']:.1f}s = {cpu['cores']:.2f} cores; ms/msg by process: "
         f"{shares_text(cpu['ms_per_msg_by_title'])}; harness with the fakes {cpu['harness_cpu_s']:.1f}s"
     )
+
+
+def add_net_of_idle(result: dict, idle: dict | None) -> dict:
+    """Put the CPU per message net of the idle CPU into a scenario's result (when both were measured)."""
+    if "cpu" in result and idle:
+        result["cpu"]["net_of_idle_ms_per_msg"] = net_of_idle_ms(result["cpu"], idle.get("cores"))
+    return result
 
 
 def describe(name: str, result: dict) -> None:
@@ -223,17 +232,17 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
             "smtp backend",
             lambda: scenarios.smtp_backend(backend, groups["smtp"], plan.smtp, f"{tag}s", plan.warmup),
         )
-        describe("smtp backend", sc["smtp_backend"])
+        describe("smtp backend", add_net_of_idle(sc["smtp_backend"], quiet))
         sc["webhook_backend"] = attempt(
             "webhook backend",
             lambda: scenarios.webhook_backend(backend, groups["sms"], plan.webhook, f"{tag}t", plan.warmup),
         )
-        describe("webhook backend", sc["webhook_backend"])
+        describe("webhook backend", add_net_of_idle(sc["webhook_backend"], quiet))
         sc["hive_poll"] = attempt(
             "hive poll",
             lambda: scenarios.hive_poll(backend, groups["hive"], plan.hive_packets, f"{tag}h", min(plan.warmup, 10)),
         )
-        describe("hive poll", sc["hive_poll"])
+        describe("hive poll", add_net_of_idle(sc["hive_poll"], quiet))
         if plan.profile and number == 1:
             echo("  profiling extra loads with py-spy (not in the figures) ...")
             hive = scenarios.Load(plan.hive_packets, 1)

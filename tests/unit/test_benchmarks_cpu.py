@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.backend import backend_env
-from benchmarks.cpu import EXITED, ProcSample, cpu_by_title, cpu_figures, shares_text
+from benchmarks.cpu import EXITED, ProcSample, cpu_by_title, cpu_figures, net_of_idle_ms, shares_text
 from benchmarks.remotes import Endpoints
 from benchmarks.report import TARGETS, path_table, summarise
 from benchmarks.run import flatten, process_lines
@@ -78,6 +78,13 @@ def test_cpu_figures_per_message_and_cores():
     assert figures["ms_per_msg_by_title"] == {"ray::UserActor": pytest.approx(1.5), "raylet": pytest.approx(0.5)}
     assert cpu_figures({"a": 1.0}, messages=0, wall_s=1.0)["cpu_ms_per_msg"] is None
     assert shares_text(figures["ms_per_msg_by_title"]) == "ray::UserActor 1.5, raylet 0.5"
+
+
+def test_cpu_per_message_net_of_what_the_stack_burns_idle():
+    figures = cpu_figures({"ray::UserActor": 4.0}, messages=1000, wall_s=5.0)
+    assert net_of_idle_ms(figures, 0.2) == pytest.approx(3.0)  # 4 s less 0.2 cores x 5 s, per 1,000 messages
+    assert net_of_idle_ms(figures, None) is None
+    assert net_of_idle_ms(cpu_figures({}, messages=0, wall_s=5.0), 0.2) is None
 
 
 def test_cpu_per_message_is_in_the_summary_with_the_issue_targets():
