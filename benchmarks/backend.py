@@ -1,8 +1,9 @@
-"""The backend under test: ``manage.py runbackend`` in a subprocess, its processes, memory, and its database.
+"""The backend under test: ``manage.py runbackend`` in a subprocess, its processes, memory, CPU, and its database.
 
-``start_backend`` runs the real launch path (sandbox fakes in that process, a fresh SQLite file, a Ray of
-its own with a private temp dir, free ports) and times it; ``stop_backend`` stops it with SIGINT, as a
-person does. The database helpers run in a short-lived Django process against the same DATA_DIR
+``start_backend`` starts the remote services' fakes in this process (benchmarks/remotes.py) and runs the real
+launch path against them as in production (``SANDBOX=0``, a fresh SQLite file, a Ray of its own with a private
+temp dir, free ports) and times it; ``stop_backend`` stops it with SIGINT, as a person does, then the fakes.
+The database helpers run in a short-lived Django process against the same DATA_DIR
 (``python -m benchmarks.backend seed|count``), never inside the harness.
 """
 
@@ -18,18 +19,22 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import psutil
 
 from benchmarks.bare_servers import free_port, http_ready, smtp_ready, wait_for
+from benchmarks.cpu import ProcSample, cpu_by_title
+from benchmarks.remotes import Endpoints, Remotes, remote_env, start_remotes
+from messaging.runtime.config import Config, WebSettings
 
 REPO = Path(__file__).resolve().parent.parent
 PUBLIC_SMS_URL = "https://sms.bench.test/sms"  # what Twilio would be configured with; signatures use it
 EMAIL_DOMAIN = "bench.test"
-# Environment that would point the stack elsewhere than at its own fresh sandbox.
-DROPPED_ENV = ("RAY_ADDRESS", "DATABASE_URL", "SWARM_HIVE_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN")
+# Environment that would point the stack elsewhere than at its own fresh Ray, database and fakes: every variable
+# of the stack's configuration (the harness sets what it means) and Ray's own address.
+DROPPED_ENV = frozenset({f.name.upper() for cls in (Config, WebSettings) for f in fields(cls)} | {"RAY_ADDRESS"})
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Backend:
     workdir: Path
     log_path: Path
     ports: dict[str, int]
+    remotes: Remotes
     smtp_ready_s: float | None = None
     serve_ready_s: float | None = None
     stats: dict = field(default_factory=dict)
@@ -52,26 +58,27 @@ class Backend:
         return self.workdir / "ray"
 
     @property
-    def hive_control(self) -> str:
-        return f"http://127.0.0.1:{self.ports['hive']}/hive/_sandbox"
-
-    @property
-    def twilio_control(self) -> str:
-        return f"http://127.0.0.1:{self.ports['twilio']}/_sandbox"
-
-    @property
     def sms_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['serve']}/sms"
 
     @property
     def relay_record(self) -> Path:
-        return self.data_dir / "sandbox" / "relay.jsonl"
+        return self.remotes.relay_record
 
 
-def backend_env(workdir: Path, ports: dict[str, int], pool_size: int, poll_interval: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV}
+def backend_env(
+    workdir: Path,
+    ports: dict[str, int],
+    pool_size: int,
+    poll_interval: float,
+    endpoints: Endpoints,
+    environ: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The backend's environment: the harness's own minus any stack configuration, plus the production
+    configuration of the remote services at ``endpoints`` and the benchmark's settings."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in DROPPED_ENV}
+    env.update(remote_env(endpoints))
     env.update(
-        SANDBOX="1",
         DATA_DIR=str(workdir / "data"),
         RAY_TMPDIR=str(workdir / "ray"),  # a Ray of our own: never joins another local cluster
         RAY_NAMESPACE=f"bench{os.getpid()}x{int(time.time())}",
@@ -80,9 +87,6 @@ def backend_env(workdir: Path, ports: dict[str, int], pool_size: int, poll_inter
         TWILIO_WEBHOOK_PUBLIC_URL=PUBLIC_SMS_URL,
         SMTP_LISTEN_PORT=str(ports["smtp"]),
         SERVE_HTTP_PORT=str(ports["serve"]),
-        SANDBOX_HIVE_PORT=str(ports["hive"]),
-        SANDBOX_TWILIO_PORT=str(ports["twilio"]),
-        SANDBOX_RELAY_PORT=str(ports["relay"]),
         SERVE_HAPROXY_STATS_PORT=str(free_port()),  # not the fixed defaults: another stack may run here
         SERVE_HAPROXY_METRICS_PORT=str(free_port()),
         POOL_SIZE=str(pool_size),
@@ -96,24 +100,31 @@ def backend_env(workdir: Path, ports: dict[str, int], pool_size: int, poll_inter
 
 
 def start_backend(log_path: Path, *, pool_size: int = 2, poll_interval: float = 0.2, timeout: float = 240) -> Backend:
-    """Start runbackend and return once SMTP answers EHLO and Serve answers /healthz (both timed)."""
+    """Start the fakes here, then runbackend against them; return once SMTP answers EHLO and Serve answers
+    /healthz (both timed from the run command, the fakes already up, as remote services are)."""
     workdir = Path(tempfile.mkdtemp(prefix="sbb-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     (workdir / "ray").mkdir()
-    ports = {name: free_port() for name in ("smtp", "serve", "hive", "twilio", "relay")}
-    env = backend_env(workdir, ports, pool_size, poll_interval)
+    ports = {name: free_port() for name in ("smtp", "serve")}
+    remotes = start_remotes(workdir, ports["serve"], EMAIL_DOMAIN)
+    env = backend_env(workdir, ports, pool_size, poll_interval, remotes.endpoints)
     out = log_path.open("ab")
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runbackend", "--no-demo"],
-        cwd=REPO,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C on the harness reaches it only through stop_backend
-    )
-    out.close()
-    backend = Backend(proc=proc, env=env, workdir=workdir, log_path=log_path, ports=ports)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runbackend", "--no-demo"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C on the harness reaches it only through stop_backend
+        )
+    except BaseException:
+        remotes.stop()
+        raise
+    finally:
+        out.close()
+    backend = Backend(proc=proc, env=env, workdir=workdir, log_path=log_path, ports=ports, remotes=remotes)
     try:
         wait_for(lambda: smtp_ready("127.0.0.1", ports["smtp"]), timeout, "backend SMTP", interval=0.1, proc=proc)
         backend.smtp_ready_s = time.monotonic() - started
@@ -159,10 +170,12 @@ def process_title(p: psutil.Process) -> str:
 
 def memory(backend: Backend, *, proportional: bool = False) -> dict:
     """Resident memory summed over the stack's processes; with ``proportional`` also PSS (shared pages
-    counted once) and RSS by kind of process (``{title: [processes, MB]}``, biggest first)."""
+    counted once), RSS by kind of process (``{title: [processes, MB]}``, biggest first) and every process
+    (``[[pid, title, RSS MB, PSS MB], ...]``, biggest first)."""
     rss = pss = 0
     count = 0
     by_title: dict[str, list[float]] = {}
+    each: list[list] = []
     for p in stack_processes(backend):
         try:
             info = p.memory_full_info() if proportional else p.memory_info()
@@ -172,39 +185,105 @@ def memory(backend: Backend, *, proportional: bool = False) -> dict:
         pss += getattr(info, "pss", 0)
         count += 1
         if proportional:
-            entry = by_title.setdefault(process_title(p), [0, 0.0])
+            title = process_title(p)
+            entry = by_title.setdefault(title, [0, 0.0])
             entry[0] += 1
             entry[1] += info.rss / 1e6
+            each.append([p.pid, title, info.rss / 1e6, getattr(info, "pss", 0) / 1e6])
     out: dict = {"rss_gb": rss / 1e9, "processes": count}
     if proportional:
         out["pss_gb"] = pss / 1e9
         out["rss_mb_by_process"] = dict(sorted(by_title.items(), key=lambda item: -item[1][1]))
+        out["each_process"] = sorted(each, key=lambda row: -row[2])
     return out
 
 
-class MemorySampler:
-    """Samples the stack's RSS every ``interval`` seconds in a thread while in the ``with`` block; keeps the peak."""
+def sample(p: psutil.Process) -> tuple[tuple[int, float], ProcSample, int] | None:
+    """One process's CPU sample (see benchmarks/cpu.py) and its RSS in bytes; None if it is gone."""
+    try:
+        with p.oneshot():
+            times = p.cpu_times()
+            key = (p.pid, p.create_time())
+            rss = p.memory_info().rss
+            ppid = p.ppid()
+        title = process_title(p)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    own = times.user + times.system
+    children = times.children_user + times.children_system
+    return key, ProcSample(own, children, ppid, title), rss
+
+
+def snapshot(backend: Backend) -> tuple[dict[tuple[int, float], ProcSample], int]:
+    """Every stack process's CPU sample, and their RSS summed (bytes)."""
+    samples: dict[tuple[int, float], ProcSample] = {}
+    rss = 0
+    for p in stack_processes(backend):
+        got = sample(p)
+        if got is not None:
+            samples[got[0]] = got[1]
+            rss += got[2]
+    return samples, rss
+
+
+class StackMeter:
+    """Around a load (the ``with`` block): the stack's CPU seconds per process title, from a snapshot at the
+    start and one at the end (benchmarks/cpu.py), and its peak RSS, sampled every ``interval`` seconds in a
+    thread (those samples also catch processes that end during the load). The harness's own CPU (the fakes
+    of the remote services run in it) is measured over the same window, apart."""
 
     def __init__(self, backend: Backend, interval: float = 0.5):
         self.backend = backend
         self.interval = interval
         self.peak_gb = 0.0
+        self.seen: dict[tuple[int, float], ProcSample] = {}
+        self.cpu_by_title: dict[str, float] = {}
+        self.wall_s = 0.0
+        self.harness_cpu_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self) -> None:
-        while True:
-            self.peak_gb = max(self.peak_gb, memory(self.backend)["rss_gb"])
-            if self._stop.wait(self.interval):
-                return
+    def _take(self) -> dict[tuple[int, float], ProcSample]:
+        samples, rss = snapshot(self.backend)
+        self.seen.update(samples)
+        self.peak_gb = max(self.peak_gb, rss / 1e9)
+        return samples
 
-    def __enter__(self) -> MemorySampler:
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._take()
+
+    @staticmethod
+    def _harness_cpu() -> float:
+        times = psutil.Process().cpu_times()
+        return times.user + times.system
+
+    def __enter__(self) -> StackMeter:
+        self._harness_start = self._harness_cpu()
+        self._before = self._take()
+        self._started = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        after = self._take()
+        self.wall_s = time.monotonic() - self._started
+        self.harness_cpu_s = self._harness_cpu() - self._harness_start
+        self.cpu_by_title = cpu_by_title(self._before, after, self.seen)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu_by_title.values())
+
+
+def idle_cpu(backend: Backend, seconds: float = 5.0) -> dict:
+    """The stack's CPU while nothing is sent for ``seconds``: cores busy on average, and by process title."""
+    with StackMeter(backend) as meter:
+        threading.Event().wait(seconds)  # a measuring window, nothing to wait for
+    cores = {title: s / meter.wall_s for title, s in meter.cpu_by_title.items()}
+    return {"wall_s": meter.wall_s, "cores": meter.cpu_s / meter.wall_s, "cores_by_title": cores}
 
 
 def actor_pids(backend: Backend, class_name: str) -> list[int]:
@@ -245,6 +324,7 @@ def stop_backend(backend: Backend, timeout: float = 180, keep_workdir: bool = Fa
             p.kill()
         except psutil.NoSuchProcess:
             pass
+    backend.remotes.stop()
     if not keep_workdir:
         shutil.rmtree(backend.workdir, ignore_errors=True)
     return {"stop_s": stopped_s, "exit_code": proc.returncode, "leftover_processes": len(leftovers)}

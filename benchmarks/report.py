@@ -84,18 +84,24 @@ TARGETS: tuple[Target, ...] = (
     Target("smtp_backend_data_p99_ms", "SMTP backend DATA p99 (C=4)", "ms", 25.0, False),
     Target("smtp_bare_data_p99_ms", "SMTP bare DATA p99", "ms", None, False),
     Target("e2e_rate", "End to end SMTP -> Hive", "msg/s", 500.0),
+    Target("cpu_smtp_ms", "CPU per message, SMTP -> Hive", "ms/msg", 3.0, False),
     Target("webhook_bare_rate", "Webhook bare uvicorn", "req/s", None),
     Target("webhook_backend_rate", "Webhook Serve (200 = stored)", "req/s", None),
     Target("webhook_ratio", "Webhook Serve / bare", "ratio", 0.35),
     Target("webhook_backend_p50_ms", "Webhook Serve p50", "ms", None, False),
     Target("webhook_backend_p99_ms", "Webhook Serve p99", "ms", None, False),
-    Target("hive_acked_s", "Hive 1,000 packets stored + acked", "s", 3.0, False),
+    Target("webhook_e2e_rate", "End to end webhook -> Hive", "msg/s", None),
+    Target("cpu_webhook_ms", "CPU per message, webhook -> Hive", "ms/msg", 3.0, False),
+    Target("hive_acked_s", "Hive 1,000 packets stored + acked", "s", 2.0, False),
     Target("hive_routed_s", "Hive 1,000 packets delivered out", "s", None, False),
-    Target("rss_peak_gb", "RSS whole stack, peak under load", "GB", 3.0, False),
-    Target("rss_idle_gb", "RSS whole stack, idle", "GB", None, False),
+    Target("hive_routed_rate", "Hive packets -> email/SMS out", "msg/s", None),
+    Target("cpu_hive_ms", "CPU per message, Hive -> email/SMS", "ms/msg", 2.5, False),
+    Target("rss_idle_gb", "RSS whole stack, idle (POOL_SIZE=2)", "GB", 1.5, False),
     Target("pss_idle_gb", "PSS whole stack, idle", "GB", None, False),
-    Target("startup_smtp_s", "Run command -> SMTP accepting", "s", 30.0, False),
-    Target("startup_serve_s", "Run command -> Serve answering", "s", None, False),
+    Target("rss_peak_gb", "RSS whole stack, peak under load", "GB", None, False),
+    Target("cpu_idle_cores", "CPU whole stack, idle", "cores", None, False),
+    Target("startup_smtp_s", "Run command -> SMTP accepting", "s", 10.0, False),
+    Target("startup_serve_s", "Run command -> Serve answering", "s", 10.0, False),
 )
 
 
@@ -108,8 +114,10 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.0f} {unit}"
     if unit == "GB":
         return f"{value:.2f} GB"
-    if unit == "ms":
-        return f"{value:.1f} ms"
+    if unit in ("ms", "ms/msg"):
+        return f"{value:.1f} {unit}"
+    if unit == "cores":
+        return f"{value:.2f} cores"
     return f"{value:.1f} {unit}"
 
 
@@ -147,6 +155,35 @@ def table(rows: Sequence[dict]) -> str:
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# The message paths: (label, throughput key, CPU per message key), keys of the flat per-run results.
+PATHS: tuple[tuple[str, str, str], ...] = (
+    ("SMTP -> Hive (end to end)", "e2e_rate", "cpu_smtp_ms"),
+    ("Webhook -> Hive (end to end)", "webhook_e2e_rate", "cpu_webhook_ms"),
+    ("Hive packets -> email/SMS out", "hive_routed_rate", "cpu_hive_ms"),
+)
+
+
+def path_table(rows: Sequence[dict], paths: Sequence[tuple[str, str, str]] = PATHS) -> str:
+    """Per message path, from the summary rows: the median throughput next to the median CPU per message, with
+    their targets and the verdict on the CPU."""
+    by_key = {row["key"]: row for row in rows}
+
+    def median(key: str) -> str:
+        row = by_key.get(key)
+        return format_value(row["stats"]["median"], row["unit"]) if row and row["stats"] else "-"
+
+    def cell(key: str, field: str) -> str:
+        return by_key[key][field] if key in by_key else ""
+
+    lines = [("path", "throughput", "target", "CPU per message", "target", "")]
+    for label, rate, cpu in paths:
+        lines.append((label, median(rate), cell(rate, "goal"), median(cpu), cell(cpu, "goal"), cell(cpu, "verdict")))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(line)).rstrip() for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
 

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import scenarios
-from benchmarks.backend import django_call, memory, start_backend, stop_backend
-from benchmarks.report import ratio, summarise, table
+from benchmarks.backend import django_call, idle_cpu, memory, start_backend, stop_backend
+from benchmarks.cpu import net_of_idle_ms, shares_text
+from benchmarks.report import TARGETS, path_table, ratio, summarise, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -72,8 +73,34 @@ def attempt(name: str, fn: Callable[[], dict]) -> dict:
     return result
 
 
+CPU_KEYS = {"smtp backend": "cpu_smtp_ms", "webhook backend": "cpu_webhook_ms", "hive poll": "cpu_hive_ms"}
+
+
+def cpu_line(name: str, result: dict) -> str:
+    """``CPU 11.0 ms/msg (target <= 3.0 ms) = 1.6 cores; by process (ms/msg): ...; harness 0.9 s``."""
+    cpu = result.get("cpu")
+    if not cpu or cpu["cpu_ms_per_msg"] is None:
+        return ""
+    goal = next((t.goal_text() for t in TARGETS if t.key == CPU_KEYS.get(name)), "")
+    goal = f" (target {goal})" if goal else ""
+    net = cpu.get("net_of_idle_ms_per_msg")
+    net = f" ({net:.1f} net of the idle CPU)" if net is not None else ""
+    return (
+        f"CPU {cpu['cpu_ms_per_msg']:.1f} ms/msg{goal}{net} over {cpu['messages']} delivered, "
+        f"{cpu['cpu_s']:.1f}s in {cpu['wall_s']:.1f}s = {cpu['cores']:.2f} cores; ms/msg by process: "
+        f"{shares_text(cpu['ms_per_msg_by_title'])}; harness with the fakes {cpu['harness_cpu_s']:.1f}s"
+    )
+
+
+def add_net_of_idle(result: dict, idle: dict | None) -> dict:
+    """Put the CPU per message net of the idle CPU into a scenario's result (when both were measured)."""
+    if "cpu" in result and idle:
+        result["cpu"]["net_of_idle_ms_per_msg"] = net_of_idle_ms(result["cpu"], idle.get("cores"))
+    return result
+
+
 def describe(name: str, result: dict) -> None:
-    """One or two lines per scenario as it finishes."""
+    """One to three lines per scenario as it finishes."""
     if "error" in result:
         return
     if "load" in result:
@@ -101,6 +128,8 @@ def describe(name: str, result: dict) -> None:
             f"delivered {routed['delivered']}/{routed['expected']}, lost {routed['lost_count']}, "
             f"duplicated {routed['duplicated']}, duplicate acks {result['duplicate_acks']}"
         )
+    if line := cpu_line(name, result):
+        echo(f"  {name}: {line}")
 
 
 def flatten(rnd: dict) -> dict[str, float | None]:
@@ -129,14 +158,21 @@ def flatten(rnd: dict) -> dict[str, float | None]:
         "webhook_backend_p99_ms": get("webhook_backend", "load", "latency", "p99_ms"),
         "hive_acked_s": get("hive_poll", "acked_s"),
         "hive_routed_s": get("hive_poll", "routed_s"),
+        "webhook_e2e_rate": get("webhook_backend", "end_to_end", "e2e_rate"),
         "rss_peak_gb": max((p for p in peaks if p is not None), default=None),
         "rss_idle_gb": get("backend", "idle_memory", "rss_gb"),
         "pss_idle_gb": get("backend", "idle_memory", "pss_gb"),
         "startup_smtp_s": get("backend", "smtp_ready_s"),
         "startup_serve_s": get("backend", "serve_ready_s"),
+        "cpu_smtp_ms": get("smtp_backend", "cpu", "cpu_ms_per_msg"),
+        "cpu_webhook_ms": get("webhook_backend", "cpu", "cpu_ms_per_msg"),
+        "cpu_hive_ms": get("hive_poll", "cpu", "cpu_ms_per_msg"),
+        "cpu_idle_cores": get("backend", "idle_cpu", "cores"),
     }
     flat["smtp_ratio"] = ratio(flat["smtp_backend_rate"], flat["smtp_bare_rate"])
     flat["webhook_ratio"] = ratio(flat["webhook_backend_rate"], flat["webhook_bare_rate"])
+    routed = get("hive_poll", "routed", "delivered")
+    flat["hive_routed_rate"] = ratio(routed, flat["hive_routed_s"])
     return flat
 
 
@@ -186,29 +222,32 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
             for k, name in enumerate(("smtp", "sms", "hive"), start=1)
         }
         idle = info["idle_memory"] = memory(backend, proportional=True)
-        biggest = ", ".join(f"{t} x{n} {mb:.0f} MB" for t, (n, mb) in list(idle["rss_mb_by_process"].items())[:6])
-        echo(
-            f"  idle: RSS {idle['rss_gb']:.2f} GB, PSS {idle['pss_gb']:.2f} GB over {idle['processes']} processes "
-            f"(RSS by kind: {biggest}, ...)"
-        )
+        echo(f"  idle: RSS {idle['rss_gb']:.2f} GB, PSS {idle['pss_gb']:.2f} GB over {idle['processes']} processes:")
+        for line in process_lines(idle["each_process"]):
+            echo(f"    {line}")
+        quiet = info["idle_cpu"] = idle_cpu(backend)
+        busiest = ", ".join(f"{t} {c * 100:.1f}%" for t, c in list(quiet["cores_by_title"].items())[:5])
+        echo(f"  idle CPU over {quiet['wall_s']:.0f}s: {quiet['cores'] * 100:.1f}% of a core ({busiest})")
         sc["smtp_backend"] = attempt(
             "smtp backend",
             lambda: scenarios.smtp_backend(backend, groups["smtp"], plan.smtp, f"{tag}s", plan.warmup),
         )
-        describe("smtp backend", sc["smtp_backend"])
+        describe("smtp backend", add_net_of_idle(sc["smtp_backend"], quiet))
         sc["webhook_backend"] = attempt(
             "webhook backend",
             lambda: scenarios.webhook_backend(backend, groups["sms"], plan.webhook, f"{tag}t", plan.warmup),
         )
-        describe("webhook backend", sc["webhook_backend"])
+        describe("webhook backend", add_net_of_idle(sc["webhook_backend"], quiet))
         sc["hive_poll"] = attempt(
             "hive poll",
             lambda: scenarios.hive_poll(backend, groups["hive"], plan.hive_packets, f"{tag}h", min(plan.warmup, 10)),
         )
-        describe("hive poll", sc["hive_poll"])
+        describe("hive poll", add_net_of_idle(sc["hive_poll"], quiet))
         if plan.profile and number == 1:
             echo("  profiling extra loads with py-spy (not in the figures) ...")
-            for kind, group, load in (("smtp", groups["smtp"], plan.smtp), ("webhook", groups["sms"], plan.webhook)):
+            hive = scenarios.Load(plan.hive_packets, 1)
+            extra = (("smtp", groups["smtp"], plan.smtp), ("webhook", groups["sms"], plan.webhook))
+            for kind, group, load in (*extra, ("hive", groups["hive"], hive)):
                 sc[f"profile_{kind}"] = attempt(
                     f"profile {kind}",
                     lambda k=kind, g=group, spec=load: scenarios.profile_load(
@@ -226,6 +265,12 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
         )
     rnd["flat"] = flatten(rnd)
     return rnd
+
+
+def process_lines(each: list[list]) -> list[str]:
+    """One line per process: title, pid, RSS and PSS in MB (biggest RSS first, as ``memory`` sorts them)."""
+    width = max((len(row[1]) for row in each), default=0)
+    return [f"{t.ljust(width)}  pid {pid:<7}  RSS {rss:6.0f} MB  PSS {pss:6.0f} MB" for pid, t, rss, pss in each]
 
 
 def print_profile(profile: dict) -> None:
@@ -252,7 +297,9 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument("--webhook-concurrency", type=int)
     parser.add_argument("--hive-packets", type=int)
     parser.add_argument("--max-seconds", type=float, help="cap on each load run's sending time")
-    parser.add_argument("--profile", action="store_true", help="py-spy the actors under an extra SMTP and webhook load")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the actors under an extra SMTP, webhook and Hive load"
+    )
     parser.add_argument("--keep-workdirs", action="store_true", help="keep each backend's data and Ray logs")
     args = parser.parse_args(argv)
     overrides = {
@@ -292,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     result_file.write_text(json.dumps(doc, indent=2, default=str))
 
     for rnd in doc["rounds"]:
-        for kind in ("smtp", "webhook"):
+        for kind in ("smtp", "webhook", "hive"):
             if "profiles" in rnd["scenarios"].get(f"profile_{kind}", {}):
                 echo()
                 echo(f"py-spy, extra {kind} load in round {rnd['round']}:")
@@ -303,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs - other work on the machine distorts these):"
     )
     echo(table(rows))
+    echo()
+    echo("Per path (medians): throughput and the stack's CPU per message delivered")
+    echo(path_table(rows))
     echo()
     echo(f"Results: {result_file}")
     return 0

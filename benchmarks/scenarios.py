@@ -2,7 +2,10 @@
 
 Deliveries are checked by the tokens the load generators put into every message: a scenario reports
 how many accepted messages arrived where they should (device, relay, Twilio), how many were lost and
-how many arrived more than once, read back over the fakes' control APIs.
+how many arrived more than once, read back from the fakes (threads of the harness, benchmarks/remotes.py).
+
+Around each load against the backend a :class:`~benchmarks.backend.StackMeter` measures the stack's CPU (all
+its processes, the fakes not among them) and its peak RSS; the CPU is divided by the messages delivered.
 """
 
 from __future__ import annotations
@@ -19,16 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from benchmarks import smtp_load, webhook_load
-from benchmarks.backend import PUBLIC_SMS_URL, Backend, MemorySampler, actor_pids
+from benchmarks.backend import PUBLIC_SMS_URL, Backend, StackMeter, actor_pids
 from benchmarks.bare_servers import free_port, start_bare, stop_process
+from benchmarks.cpu import cpu_figures
 from benchmarks.report import native_share, top_frames
 from messaging.core.codec import encode_from_device
 from messaging.core.pb import MessageDataPB_pb2 as pb
 from messaging.core.types import Protocol
-from messaging.sandbox.fake_twilio import SANDBOX_AUTH_TOKEN
 
 TOKEN = re.compile(r"tok ([0-9A-Za-z]+-\d{6})")
 BARE_PUBLIC_URL = "https://sms.bare.test/sms"
@@ -79,31 +80,41 @@ def delivery_check(expected: set[str], found: Counter[str]) -> dict:
 
 
 class Fakes:
-    """The running sandbox's control APIs (fake Hive, fake Twilio, the relay sink's record file)."""
+    """What the remote services' fakes (in this process) hold: the Hive, Twilio, the relay sink's record file."""
 
     def __init__(self, backend: Backend):
         self.backend = backend
-        self.http = requests.Session()
+        self.remotes = backend.remotes
 
     def hive_state(self) -> dict:
-        return self.http.get(f"{self.backend.hive_control}/state", timeout=30).json()
+        return self.remotes.hive.state()
 
     def device_texts(self, devices: list[int]) -> list[str]:
         texts = []
         for device in devices:
-            packets = self.http.get(f"{self.backend.hive_control}/to_device", params={"deviceId": device}, timeout=30)
-            for packet in packets.json():
+            for packet in self.remotes.hive.to_device(device):
                 msg = pb.MessageDataPB()
                 msg.ParseFromString(base64.b64decode(packet["data"]))
                 texts.extend(m.text for m in msg.message)
         return texts
 
     def twilio_bodies(self) -> list[str]:
-        return [m.get("body", "") for m in self.http.get(f"{self.backend.twilio_control}/messages", timeout=30).json()]
+        return [m.get("body", "") for m in self.remotes.twilio.messages]
+
+    def routed(self) -> int:
+        """Messages that went out: mail taken by the relay plus SMS taken by Twilio."""
+        return len(self.remotes.relay.messages) + len(self.remotes.twilio.messages)
 
     def relay_texts(self) -> list[str]:
         path = self.backend.relay_record
         return path.read_text(encoding="utf-8", errors="replace").splitlines() if path.exists() else []
+
+
+def cpu_result(meter: StackMeter, delivered: int) -> dict:
+    """The stack's CPU over a metered load, per message delivered; and the harness's (the fakes run in it)."""
+    figures = cpu_figures(meter.cpu_by_title, delivered, meter.wall_s)
+    figures["harness_cpu_s"] = meter.harness_cpu_s
+    return figures
 
 
 @dataclass(frozen=True)
@@ -184,9 +195,14 @@ def smtp_backend(backend: Backend, group: Group, load: Load, tag: str, warmup: i
     port = backend.ports["smtp"]
     if warmup:
         _load_to_devices(fakes, spawn_smtp(port, Load(warmup, 1), group.mailboxes, f"{tag}w"), group.devices, f"{tag}w")
-    with MemorySampler(backend) as mem:
+    with StackMeter(backend) as meter:
         result, e2e = _load_to_devices(fakes, spawn_smtp(port, load, group.mailboxes, tag), group.devices, tag)
-    return {"load": result.figures(), "end_to_end": e2e, "rss_peak_gb": mem.peak_gb}
+    return {
+        "load": result.figures(),
+        "end_to_end": e2e,
+        "rss_peak_gb": meter.peak_gb,
+        "cpu": cpu_result(meter, e2e["delivered"]),
+    }
 
 
 def webhook_backend(backend: Backend, group: Group, load: Load, tag: str, warmup: int) -> dict:
@@ -194,13 +210,23 @@ def webhook_backend(backend: Backend, group: Group, load: Load, tag: str, warmup
     fakes = Fakes(backend)
 
     def spawn(spec: Load, t: str) -> subprocess.Popen:
-        return spawn_webhook(backend.sms_url, PUBLIC_SMS_URL, SANDBOX_AUTH_TOKEN, spec, group.numbers, t)
+        return spawn_webhook(backend.sms_url, PUBLIC_SMS_URL, _auth_token(backend), spec, group.numbers, t)
 
     if warmup:
         _load_to_devices(fakes, spawn(Load(warmup, 1), f"{tag}w"), group.devices, f"{tag}w")
-    with MemorySampler(backend) as mem:
+    with StackMeter(backend) as meter:
         result, e2e = _load_to_devices(fakes, spawn(load, tag), group.devices, tag)
-    return {"load": result.figures(), "end_to_end": e2e, "rss_peak_gb": mem.peak_gb}
+    return {
+        "load": result.figures(),
+        "end_to_end": e2e,
+        "rss_peak_gb": meter.peak_gb,
+        "cpu": cpu_result(meter, e2e["delivered"]),
+    }
+
+
+def _auth_token(backend: Backend) -> str:
+    """The Twilio auth token the backend checks webhook signatures with (the fake Twilio's, made per run)."""
+    return backend.remotes.endpoints.twilio_auth_token
 
 
 def _device_packets(group: Group, count: int, tag: str) -> list[tuple[str, int, str]]:
@@ -218,19 +244,17 @@ def _device_packets(group: Group, count: int, tag: str) -> list[tuple[str, int, 
 
 
 def _inject(backend: Backend, packets: list[tuple[str, int, str]]) -> None:
-    """Queue the packets at the fake Hive as if the devices had sent them, in one request, so that they are all
-    pending at once (the scenario times the backend, not how fast a client can fill the fake)."""
-    body = [{"deviceId": device, "data": data} for _, device, data in packets]
-    reply = requests.post(f"{backend.hive_control}/device_send_many", json=body, timeout=60)
-    reply.raise_for_status()
+    """Queue the packets at the fake Hive (in this process) as if the devices had sent them, all at once (the
+    scenario times the backend, not how fast a client can fill the fake)."""
+    hive = backend.remotes.hive
+    for _, device, data in packets:
+        hive.device_send(device, data)
 
 
 def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int) -> dict:
     """``count`` device packets at the Hive; time until all are stored and acked, and until all went out."""
     fakes = Fakes(backend)
-
-    def routed() -> int:
-        return len(fakes.relay_texts()) + len(fakes.twilio_bodies())
+    routed = fakes.routed
 
     if warmup:
         base = routed()
@@ -238,7 +262,7 @@ def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int)
         poll_until(lambda: routed() - base >= warmup, 120, interval=0.2)
     before, routed_before = fakes.hive_state(), routed()
     packets = _device_packets(group, count, tag)
-    with MemorySampler(backend) as mem:
+    with StackMeter(backend) as meter:
         marks: dict[str, float] = {}
         failures: list[BaseException] = []
 
@@ -279,7 +303,8 @@ def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int)
         "duplicate_acks": after["duplicate_acks"] - before["duplicate_acks"],
         "still_pending": after["pending"],
         "routed": check,
-        "rss_peak_gb": mem.peak_gb,
+        "rss_peak_gb": meter.peak_gb,
+        "cpu": cpu_result(meter, check["delivered"]),
     }
 
 
@@ -287,8 +312,9 @@ def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int)
 
 
 PROFILED = {
-    "smtp": ("UserActor", "MailServerActor"),
-    "webhook": ("UserActor", "ServeReplica", "ProxyActor"),
+    "smtp": ("UserActor", "MailServerActor", "SatelliteActor"),
+    "webhook": ("UserActor", "ServeReplica", "ProxyActor", "SatelliteActor"),
+    "hive": ("SatelliteActor", "UserActor", "MailOutActor", "SmsActor"),
 }
 
 
@@ -328,15 +354,25 @@ def _stop_spies(spies: dict) -> dict:
 
 
 def profile_load(backend: Backend, kind: str, group: Group, load: Load, tag: str, out_dir: Path) -> dict:
-    """An extra load (not in the figures) with py-spy on the actors that serve it: where their time goes."""
+    """An extra load (not in the figures) with py-spy on the actors that serve it: where their time goes.
+    ``kind`` smtp or webhook: ``load`` to the devices; hive: ``load.count`` device packets out as email/SMS."""
     fakes = Fakes(backend)
     spies = _start_spies(backend, PROFILED[kind], out_dir, kind)
     try:
-        if kind == "smtp":
-            spawned = spawn_smtp(backend.ports["smtp"], load, group.mailboxes, tag)
+        if kind == "hive":
+            base = fakes.routed()
+            started = time.monotonic()
+            _inject(backend, _device_packets(group, load.count, tag))
+            poll_until(lambda: fakes.routed() - base >= load.count, 120, interval=0.1)
+            rate = (fakes.routed() - base) / (time.monotonic() - started)
         else:
-            spawned = spawn_webhook(backend.sms_url, PUBLIC_SMS_URL, SANDBOX_AUTH_TOKEN, load, group.numbers, tag)
-        result, _ = _load_to_devices(fakes, spawned, group.devices, tag)
+            if kind == "smtp":
+                spawned = spawn_smtp(backend.ports["smtp"], load, group.mailboxes, tag)
+            else:
+                token = _auth_token(backend)
+                spawned = spawn_webhook(backend.sms_url, PUBLIC_SMS_URL, token, load, group.numbers, tag)
+            result, _ = _load_to_devices(fakes, spawned, group.devices, tag)
+            rate = result.rate
     finally:
         profiles = _stop_spies(spies)
-    return {"load_rate": result.rate, "profiles": profiles}
+    return {"load_rate": rate, "profiles": profiles}
