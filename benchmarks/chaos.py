@@ -49,8 +49,7 @@ def main() -> int:
     from messaging.operations.launch import (
         connect_ray,
         private_ingress_ports,
-        start_actors,
-        start_serve,
+        start_stack,
         stop_stack,
         worker_env,
     )
@@ -99,8 +98,7 @@ def main() -> int:
     connect_ray(config, env)
     results = []
     try:
-        stack = start_actors(config)
-        start_serve(config, stack)
+        start_stack(config)
         rng = random.Random(args.seed)
 
         def run(name, disturb) -> None:

@@ -43,6 +43,7 @@ class ActorKind:
     busy_stats: tuple[str, ...] = ("in_flight",)  # stats that count work in hand (a True counts 1)
     sweeps: bool = True  # start(sweep_interval) starts its outbox sweep; else ping() shows it is up
     listens: bool = False  # owns a listening socket: start() waits for it, stop() closes it before a kill
+    early: bool = False  # started in the first wave: what intake needs to answer (mail servers, user actors)
 
     def actor_class(self) -> Any:
         # Imported on first use: the actor modules need Django set up, and a process that only stops or
@@ -67,13 +68,14 @@ class ActorKind:
         return sum(int(stats.get(key) or 0) for key in self.busy_stats)
 
 
-KINDS: tuple[ActorKind, ...] = (  # in start order; stopped in the reverse order
+KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first); started early ones first
     ActorKind(
         "user",
         "messaging.routing.user_actor:UserActor",
         _with_senders,
         drain_rank=2,
         sweeps=False,
+        early=True,
     ),
     ActorKind(
         "satellite",
@@ -92,6 +94,7 @@ KINDS: tuple[ActorKind, ...] = (  # in start order; stopped in the reverse order
         busy_stats=("in_flight", "sessions"),  # SMTP sessions open
         sweeps=False,
         listens=True,
+        early=True,
     ),
 )
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)

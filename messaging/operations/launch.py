@@ -265,18 +265,61 @@ def create_member(kind: ActorKind, idx: int, config: Config, pools: dict[str, Na
     return kind.construct(opts, config, pools, idx)
 
 
-def start_actors(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
-    """Start POOL_SIZE actors of each kind (user actors first, mail servers last) and wait until each is up."""
-    pools = make_pools(config)
-    stack = Stack(config=config, pools=pools)
+def start_actors(
+    config: Config,
+    echo: Callable[[str], None] = print,
+    timeout: float = 120.0,
+    pools: dict[str, NamedPool] | None = None,
+) -> Stack:
+    """Start POOL_SIZE actors of each kind and wait until each is up (a line per kind as it is).
+
+    In two waves, so that intake answers soonest (Ray starts a node's worker processes a few at a time): first
+    the mail servers and the user actors they call (``ActorKind.early``), then the satellites and senders, which
+    sweep the outbox for whatever intake stored meanwhile."""
+    stack = Stack(config=config, pools=pools or make_pools(config))
     publish_config(config)
-    for kind in KINDS:
-        handles = [create_member(kind, i, config, pools) for i in range(config.pool_size)]
-        started = time.monotonic()
-        ray.get([kind.start(h, config) for h in handles], timeout=timeout)
-        echo(f"  {kind.name:<10} x{config.pool_size} up ({time.monotonic() - started:.1f}s)")
-        stack.actors[kind.name] = handles
+    started = time.monotonic()
+    for wave in EARLY, LATER:
+        _start_kinds(stack, wave, echo, started + timeout)
     return stack
+
+
+def start_stack(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
+    """The whole stack, intake first: the Serve app (with the admin) deploys while the mail servers and user
+    actors start; once those answer, the satellites and senders start. Returns once all are up."""
+    stack = Stack(config=config, pools=make_pools(config))
+    publish_config(config)
+    started = time.monotonic()
+    deploying = Deploying(_run_serve_app.remote(config, stack.pools["user"], True), started)
+    _start_kinds(stack, EARLY, echo, started + timeout)
+    start_serve(config, stack, echo, deploying=deploying)
+    _start_kinds(stack, LATER, echo, started + timeout)
+    return stack
+
+
+EARLY = tuple(kind for kind in KINDS if kind.early)
+LATER = tuple(kind for kind in KINDS if not kind.early)
+
+
+def _start_kinds(stack: Stack, kinds: tuple[ActorKind, ...], echo: Callable[[str], None], deadline: float) -> None:
+    """Create POOL_SIZE members of each of ``kinds`` at once; a line per kind once all its members are up."""
+    config, started = stack.config, time.monotonic()
+    starting: dict[ray.ObjectRef, str] = {}
+    for kind in kinds:
+        stack.actors[kind.name] = [create_member(kind, i, config, stack.pools) for i in range(config.pool_size)]
+        starting.update({kind.start(h, config): kind.name for h in stack.actors[kind.name]})
+    members_left = {kind.name: config.pool_size for kind in kinds}
+    while starting:
+        ready, _ = ray.wait(list(starting), num_returns=1, timeout=max(deadline - time.monotonic(), 0))
+        if not ready:
+            raise ray.exceptions.GetTimeoutError(f"actors not up in time: {', '.join(sorted(set(starting.values())))}")
+        for ref in ready:
+            ray.get(ref)  # a constructor or start() that failed raises here
+            name = starting.pop(ref)
+            members_left[name] -= 1
+            if members_left[name] == 0:
+                echo(f"  {name:<10} x{config.pool_size} up ({time.monotonic() - started:.1f}s)")
+    stack.actors = {kind.name: stack.actors[kind.name] for kind in KINDS if kind.name in stack.actors}  # KINDS order
 
 
 # Serve's client library (``ray.serve``, ~50 MB resident) is used in a task, on a worker that exits
@@ -342,23 +385,33 @@ def _wait_healthz_on_a_node(host: str, port: int, timeout: float) -> str | None:
     return wait_healthz(host, port, timeout)
 
 
+@dataclass(frozen=True)
+class Deploying:
+    """A deployment of the Serve app under way (the task's ref), since ``started`` (time.monotonic())."""
+
+    ref: ray.ObjectRef
+    started: float
+
+
 def start_serve(
     config: Config,
     stack: Stack,
     echo: Callable[[str], None] = print,
     mount_admin: bool = True,
     timeout: float | None = None,
+    deploying: Deploying | None = None,
 ) -> str:
-    """Deploy the Serve app and wait until its HTTP ingress answers ``GET /healthz``; both within ``timeout``
-    (default SERVE_START_TIMEOUT), else :class:`IngressNotAnswering`. With a Ray we started the driver is on the
-    node and asks itself; in a cluster a task on one of its nodes asks."""
+    """Deploy the Serve app (or go on with ``deploying``) and wait until its HTTP ingress answers ``GET /healthz``;
+    both within ``timeout`` (default SERVE_START_TIMEOUT), else :class:`IngressNotAnswering`. With a Ray we started
+    the driver is on the node and asks itself; in a cluster a task on one of its nodes asks."""
     timeout = config.serve_start_timeout if timeout is None else timeout
-    started = time.monotonic()
+    if deploying is None:
+        deploying = Deploying(_run_serve_app.remote(config, stack.pools["user"], mount_admin), time.monotonic())
+    started, ref = deploying.started, deploying.ref
     host, port = probe_address(config)
     address = f"{host}:{port}"
-    ref = _run_serve_app.remote(config, stack.pools["user"], mount_admin)
     try:
-        ray.get(ref, timeout=timeout)
+        ray.get(ref, timeout=max(timeout - (time.monotonic() - started), 1.0))
     except ray.exceptions.GetTimeoutError:
         ray.cancel(ref, force=True)
         raise IngressNotAnswering(address, time.monotonic() - started, "Serve did not finish deploying") from None
@@ -444,7 +497,7 @@ def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
         if kind is KINDS[0]:  # the last kind: the stack is gone
             remove_placements(config)
             forget_config(config.ray_namespace)
-        if kind is KINDS[-1]:  # the kind started last is the intake: Serve, the other intake, goes with it
+        if kind is KINDS[-1]:  # the last kind is the intake (stopped first): Serve, the other intake, goes with it
             try:
                 ray.get(_shutdown_serve.remote(), timeout=120)
                 echo("  serve      stopped")

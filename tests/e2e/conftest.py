@@ -94,8 +94,7 @@ def e2e(django_db_setup, django_db_blocker):
     from messaging.operations.launch import (
         connect_ray,
         private_ingress_ports,
-        start_actors,
-        start_serve,
+        start_stack,
         stop_stack,
         worker_env,
     )
@@ -131,8 +130,7 @@ def e2e(django_db_setup, django_db_blocker):
         private_ingress_ports(free_port)
         connect_ray(config, env)
         try:
-            stack = start_actors(config)
-            start_serve(config, stack)
+            stack = start_stack(config)
             yield E2E(config=config, box=box, stack=stack)
         finally:
             stop_stack(config)

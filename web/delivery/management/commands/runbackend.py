@@ -22,8 +22,7 @@ from messaging.operations.launch import (
     ingress_failure,
     ingress_ports,
     port_is_taken,
-    start_actors,
-    start_serve,
+    start_stack,
     stop_stack,
     worker_env,
 )
@@ -73,8 +72,7 @@ class Command(BaseCommand):
                 f"Serve's and HAProxy's {where}{ray_logs_dir()}/"
             )
             echo("Actors:")
-            stack = start_actors(config, echo)
-            start_serve(config, stack, echo)
+            start_stack(config, echo)
             self._summary(config, box, time.monotonic() - t0, joined)
             self._report_activity(config)
         except KeyboardInterrupt:
