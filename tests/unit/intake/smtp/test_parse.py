@@ -316,3 +316,19 @@ def test_a_python_codec_named_as_charset_is_not_applied():
 
     assert decode_bytes(b"C:\\huts\\n \\u00e9", "unicode_escape") == "C:\\huts\\n \\u00e9"
     assert decode_bytes(b"xn--caf-dma", "punycode") == "xn--caf-dma"
+
+
+def test_the_reply_parser_patterns_built_once_are_the_ones_it_builds_for_each_message():
+    from mailparser_reply.parser import EmailMessage as ReplyMessage
+
+    from messaging.intake.smtp.parse import REPLY_LANGUAGES, _reply_patterns
+
+    fresh = ReplyMessage(
+        text="Hi\n\nOn Mon, Bob wrote:\n> old", languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True
+    )
+    patterns = _reply_patterns()
+    assert patterns["_header_regex"].pattern == fresh.HEADER_REGEX.pattern
+    assert patterns["_disclaimers_regex"].pattern == fresh.DISCLAIMERS_REGEX.pattern
+    assert patterns["_signature_regex"].pattern == fresh.SIGNATURE_REGEX.pattern
+    reused = ReplyMessage(text=fresh.text, languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True, **patterns)
+    assert [r.content for r in reused.read().replies] == [r.content for r in fresh.read().replies]
