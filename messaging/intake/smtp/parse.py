@@ -108,14 +108,51 @@ _BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200})
 _DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
 
 
+def declared_boundaries(raw: bytes) -> set[bytes]:
+    """Every ``boundary=`` value in ``raw`` (what ``_BOUNDARY.findall`` gives, found faster: the pattern is
+    tried only where ``boundary`` is written, in any case)."""
+    found: set[bytes] = set()
+    lowered = raw.lower()
+    at = lowered.find(b"boundary")
+    while at != -1:
+        match = _BOUNDARY.match(raw, at)
+        if match is not None:
+            found.add(match.group(1) or match.group(2))
+        at = lowered.find(b"boundary", match.end() if match is not None else at + 1)
+    return found
+
+
+def _line_matches(pattern: re.Pattern, raw: bytes) -> list[re.Match]:
+    """``pattern`` matched at the start of every line of ``raw`` that begins with ``--`` (what a MULTILINE
+    ``^--`` scan finds; ``bytes.find`` is much faster than a regular expression anchored at every line)."""
+    found = []
+    start = _next_dash_line(raw, -1)
+    while start is not None:
+        match = pattern.match(raw, start)
+        if match is not None:
+            found.append(match)
+        start = _next_dash_line(raw, start)
+    return found
+
+
+def _next_dash_line(raw: bytes, after: int) -> int | None:
+    """Where the next line beginning with ``--`` starts, after the line starting at ``after`` (-1: from the
+    beginning of ``raw``), or None."""
+    if after < 0 and raw.startswith(b"--"):
+        return 0
+    at = raw.find(b"\n--", max(after, 0))
+    return at + 1 if at != -1 else None
+
+
 def count_mime_parts(raw: bytes) -> int:
     """An upper bound on the MIME parts of a raw message (delimiter lines of its declared boundaries, closing
-    ones included), found with two regular-expression scans and no parsing, so an oversized tree can be
-    refused before it costs a parse."""
-    boundaries = {a or b for a, b in _BOUNDARY.findall(raw)}
+    ones included), found with fast scans and no parsing, so an oversized tree can be refused before it costs
+    a parse."""
+    boundaries = declared_boundaries(raw)
     if not boundaries:
         return 1
-    return sum(1 for token in _DELIMITER_LINE.findall(raw) if token in boundaries or token[:-2] in boundaries)
+    tokens = (match.group(1) for match in _line_matches(_DELIMITER_LINE, raw))
+    return sum(1 for token in tokens if token in boundaries or token[:-2] in boundaries)
 
 
 def parse_inbound(raw: bytes) -> InboundMail:
