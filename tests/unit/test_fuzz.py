@@ -670,3 +670,30 @@ def test_count_mime_parts_agrees_with_the_regular_expression_scan(chunk):
     for raw in [*edge, *FIXTURE_MAILS, *mails]:
         assert count_mime_parts(raw) == _count_by_regex_scan(raw), raw[:200]
         assert declared_boundaries(raw) == {a or b for a, b in REFERENCE_BOUNDARY.findall(raw)}
+
+
+def _parsed(raw: bytes):
+    from messaging.intake.smtp.parse import parse_inbound
+
+    try:
+        return parse_inbound(raw)
+    except MailParseError as exc:
+        return ("MailParseError", str(exc))
+
+
+@pytest.mark.parametrize("chunk", range(2))
+def test_emptied_attachment_bodies_never_change_what_is_read(chunk, monkeypatch):
+    """Every mail, however small, its attachments emptied before the parse (as mail over HOLLOW_ABOVE is),
+    reads exactly as when parsed whole: fixtures, mutated fixtures and generated trees."""
+    from messaging.intake.smtp import parse
+
+    mails = [generate_mail(random.Random(seed)) for seed in range(chunk * 2500, (chunk + 1) * 2500)]
+    emptied = 0
+    for raw in [*FIXTURE_MAILS, *mails]:
+        monkeypatch.setattr(parse, "HOLLOW_ABOVE", 10**12)
+        whole = _parsed(raw)
+        monkeypatch.setattr(parse, "HOLLOW_ABOVE", 0)
+        monkeypatch.setattr(parse, "HOLLOW_PART_MIN", 0)
+        emptied += parse.without_attachment_bodies(raw) != raw
+        assert _parsed(raw) == whole, raw[:300]
+    assert emptied > 20, "the generated mail has attachments to empty"
