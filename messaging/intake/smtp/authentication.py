@@ -1,7 +1,7 @@
 """Who really sent it: SPF, DKIM and DMARC for inbound mail.
 
 Plain synchronous code (no Ray, no Django), safe to call from a worker thread: the mail server calls
-:func:`authenticate` with ``asyncio.to_thread`` once per message, then uses the pure decisions:
+:func:`authenticate` in a worker thread once per message (after parsing it), then uses the pure decisions:
 
 - :func:`decision`: ``"reject"`` (the From domain publishes ``p=reject`` and the mail fails DMARC alignment),
   ``"quarantine"`` (``p=quarantine`` and fails) or ``"accept"``. Trouble on our side (DNS down, a lookup timing
@@ -419,8 +419,17 @@ class DkimSignature:
     result: str  # pass, fail, temperror, permerror
 
 
+def may_be_signed(raw: bytes) -> bool:
+    """False when no header line can be a ``DKIM-Signature``: the name is nowhere before the first empty line
+    (where dkimpy ends the header block, with LF or CRLF lines). Most mail is unsigned: dkimpy need not split it."""
+    ends = [at for at in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if at != -1]
+    return b"dkim-signature" in raw[: min(ends, default=len(raw))].lower()
+
+
 def check_dkim(raw: bytes, resolver: Resolver) -> list[DkimSignature]:
     """Each DKIM signature's domain and result (the first :data:`MAX_SIGNATURES`)."""
+    if not may_be_signed(raw):
+        return []
     budget = resolver.budget()
 
     def txt(name: bytes, timeout: float = 5) -> bytes | None:

@@ -25,6 +25,7 @@ from messaging.intake.smtp.authentication import (
     authenticate,
     cache_lifetime,
     decision,
+    may_be_signed,
     parse_dmarc,
     parse_nameservers,
     sender_to_match,
@@ -445,3 +446,12 @@ def test_a_bad_signature_is_a_verdict_not_an_error_in_the_log(resolver, key, cap
     result = check(signed(mail(), key, selector=b"gone"), resolver, client_ip="192.0.2.7")
     assert result.dkim == "fail"
     assert [r for r in caplog.records if r.levelno >= 30] == []
+
+
+def test_may_be_signed_looks_for_the_header_in_the_header_block_only(key):
+    assert may_be_signed(signed(mail(), key))
+    assert may_be_signed(signed(mail(), key).replace(b"\r\n", b"\n"))
+    assert may_be_signed(b"Subject: x\r\n folded\r\ndkim-signature : v=1\r\n\r\nbody")  # any case, any place
+    assert not may_be_signed(mail())
+    assert not may_be_signed(mail(body="DKIM-Signature: in the body is no header\r\n"))
+    assert not may_be_signed(mail().replace(b"\r\n", b"\n") + b"\nDKIM-Signature: v=1\n")
