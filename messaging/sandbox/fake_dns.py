@@ -12,6 +12,8 @@ answer (NOERROR) if the name exists with other types only (or has names below it
 Over UDP an answer larger than the query's size (512 bytes, or its EDNS payload) is sent truncated (TC), so a
 client retries over TCP as with a real server. ``servfail(name)`` answers SERVFAIL for a name;
 ``unresponsive = True`` makes the server read queries and answer none (a resolver that times out).
+Records have a TTL of 60 s unless given one (``ttl=``). A zone's SOA (``add_record("example.org", "SOA", ...)``)
+goes in the authority section of its negative answers, so a resolver caches them for the SOA minimum (RFC 2308).
 Every query is recorded in ``queries`` as ``(name, type, transport)``.
 """
 
@@ -83,6 +85,7 @@ class FakeDNS:
         self.unresponsive = False
         self.queries: list[tuple[str, str, str]] = []
         self._records: dict[tuple[dns.name.Name, int], list[dns.rdata.Rdata]] = {}
+        self._ttls: dict[tuple[dns.name.Name, int], int] = {}
         self._servfail: set[dns.name.Name] = set()
         self._lock = threading.Lock()
         self._servers: list[socketserver.BaseServer] = []
@@ -90,20 +93,22 @@ class FakeDNS:
 
     # --- records ---
 
-    def add_txt(self, name: str, text: str | bytes) -> None:
+    def add_txt(self, name: str, text: str | bytes, ttl: int = TTL) -> None:
         """One TXT record; text longer than 255 bytes is split into several strings, as zone files do."""
         data = text.encode() if isinstance(text, str) else text
         chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
         rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
-        self._add(name, rdata)
+        self._add(name, rdata, ttl)
 
-    def add_record(self, name: str, rdtype: str, text: str) -> None:
+    def add_record(self, name: str, rdtype: str, text: str, ttl: int = TTL) -> None:
         """Any record from its zone-file text, e.g. ``add_record("mx.example.org", "A", "127.0.0.1")``."""
-        self._add(name, dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), text))
+        self._add(name, dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rdtype), text), ttl)
 
-    def _add(self, name: str, rdata: dns.rdata.Rdata) -> None:
+    def _add(self, name: str, rdata: dns.rdata.Rdata, ttl: int) -> None:
+        key = (_name(name), rdata.rdtype)
         with self._lock:
-            self._records.setdefault((_name(name), rdata.rdtype), []).append(rdata)
+            self._records.setdefault(key, []).append(rdata)
+            self._ttls[key] = ttl  # an RRset has one TTL: the last one given
 
     def remove(self, name: str) -> None:
         """Every record of ``name``."""
@@ -111,6 +116,7 @@ class FakeDNS:
         with self._lock:
             for key in [k for k in self._records if k[0] == owner]:
                 del self._records[key]
+                self._ttls.pop(key, None)
 
     def servfail(self, name: str) -> None:
         with self._lock:
@@ -161,6 +167,17 @@ class FakeDNS:
 
     # --- answering ---
 
+    def _soa_above(self, owner: dns.name.Name) -> dns.rrset.RRset | None:
+        """The SOA of the closest zone holding ``owner`` (called with the lock held), or None."""
+        zone = owner
+        while True:
+            key = (zone, dns.rdatatype.SOA)
+            if key in self._records:
+                return dns.rrset.from_rdata_list(zone, self._ttls.get(key, TTL), self._records[key])
+            if zone == dns.name.root:
+                return None
+            zone = zone.parent()
+
     def answer(self, wire: bytes, *, udp: bool) -> bytes | None:
         """The reply to one query in wire format; None to answer nothing."""
         try:
@@ -181,14 +198,19 @@ class FakeDNS:
                 (owner.to_text(omit_final_dot=True), dns.rdatatype.to_text(question.rdtype), "udp" if udp else "tcp")
             )
             rdatas = list(self._records.get((owner, question.rdtype), []))
+            ttl = self._ttls.get((owner, question.rdtype), TTL)
             exists = any(name == owner or name.is_subdomain(owner) for name, _ in self._records)
             failing = owner in self._servfail
+            soa = self._soa_above(owner)
         if failing:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif rdatas:
-            response.answer.append(dns.rrset.from_rdata_list(owner, TTL, rdatas))
-        elif not exists:
-            response.set_rcode(dns.rcode.NXDOMAIN)
+            response.answer.append(dns.rrset.from_rdata_list(owner, ttl, rdatas))
+        else:
+            if not exists:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            if soa is not None:
+                response.authority.append(soa)
         if not udp:
             return response.to_wire()
         limit = max(512, query.payload) if query.edns >= 0 else 512

@@ -1,7 +1,7 @@
 """Who really sent it: SPF, DKIM and DMARC for inbound mail.
 
 Plain synchronous code (no Ray, no Django), safe to call from a worker thread: the mail server calls
-:func:`authenticate` with ``asyncio.to_thread`` once per message, then uses the pure decisions:
+:func:`authenticate` in a worker thread once per message (after parsing it), then uses the pure decisions:
 
 - :func:`decision`: ``"reject"`` (the From domain publishes ``p=reject`` and the mail fails DMARC alignment),
   ``"quarantine"`` (``p=quarantine`` and fails) or ``"accept"``. Trouble on our side (DNS down, a lookup timing
@@ -80,6 +80,9 @@ CHECK_BUDGET = 3.0  # seconds for all the lookups of one check (SPF, DKIM or DMA
 MAX_SIGNATURES = 5  # DKIM signatures looked at per message
 MAX_FROM_DOMAINS = 5  # distinct From domains evaluated per message
 SUMMARY_LENGTH = 500  # Message.authentication holds this many characters
+CACHE_SIZE = 10_000  # DNS answers one resolver (one mail server) keeps, least recently used dropped first
+CACHE_MAX_TTL = 3600.0  # seconds at most an answer is kept, whatever its TTL
+NEGATIVE_TTL = 300.0  # seconds at most "no such name" / "no such record" is kept (RFC 2308 5: 1-3 hours at most)
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 
@@ -101,10 +104,47 @@ class _Budget:
         return self.deadline - time.monotonic()
 
 
+def cache_lifetime(ttl: float, *, negative: bool, max_ttl: float, negative_ttl: float) -> float:
+    """How long (seconds) an answer is kept: its TTL (for a negative answer, the one dnspython gives from the
+    SOA in it, RFC 2308, or 300 s without one), at most ``max_ttl``, and a negative one at most
+    ``negative_ttl``."""
+    return max(0.0, min(ttl, negative_ttl if negative else max_ttl, max_ttl))
+
+
+class AnswerCache(dns.resolver.LRUCache):
+    """dnspython's bounded, thread-safe LRU cache of answers, each kept no longer than :func:`cache_lifetime`.
+
+    dnspython puts only real answers in it: records, "no record of that type" (NOERROR, no data) and NXDOMAIN.
+    Timeouts, SERVFAIL and other failures are never cached, so trouble is asked about again next time."""
+
+    def __init__(
+        self, max_size: int = CACHE_SIZE, *, max_ttl: float = CACHE_MAX_TTL, negative_ttl: float = NEGATIVE_TTL
+    ):
+        super().__init__(max_size)
+        self.max_ttl = max_ttl
+        self.negative_ttl = negative_ttl
+
+    def put(self, key, value: dns.resolver.Answer) -> None:
+        now = time.time()  # the clock dnspython's cache expires answers by
+        keep = cache_lifetime(
+            value.expiration - now,
+            negative=value.rrset is None,
+            max_ttl=self.max_ttl,
+            negative_ttl=self.negative_ttl,
+        )
+        if keep <= 0:
+            return
+        value.expiration = now + keep
+        super().put(key, value)
+
+
 class Resolver:
     """DNS lookups for the checks, with bounded time. ``nameservers`` empty: the system resolver
     (``/etc/resolv.conf``; if there is none, every lookup is a temporary error). Thread-safe: one instance
-    serves every session of a mail server."""
+    serves every session of a mail server.
+
+    Answers are cached in the instance (:class:`AnswerCache`; ``cache_size=0``: none), so mail from a domain
+    seen a moment ago costs no DNS round trip: the verdicts are the same, the answers honour their TTLs."""
 
     def __init__(
         self,
@@ -112,10 +152,14 @@ class Resolver:
         *,
         lookup_timeout: float = LOOKUP_TIMEOUT,
         check_budget: float = CHECK_BUDGET,
+        cache_size: int = CACHE_SIZE,
+        negative_ttl: float = NEGATIVE_TTL,
+        max_ttl: float = CACHE_MAX_TTL,
     ):
         self.nameservers = tuple(nameservers)
         self.lookup_timeout = lookup_timeout
         self.check_budget = check_budget
+        self.cache = AnswerCache(cache_size, max_ttl=max_ttl, negative_ttl=negative_ttl) if cache_size > 0 else None
         self._resolver: dns.resolver.Resolver | None
         if self.nameservers:
             resolver = dns.resolver.Resolver(configure=False)
@@ -132,6 +176,7 @@ class Resolver:
             self._resolver.lifetime = lookup_timeout
             self._resolver.retry_servfail = False
             self._resolver.use_edns(0, 0, 1232)
+            self._resolver.cache = self.cache
 
     @classmethod
     def from_config(cls, value: str, **kwargs) -> Resolver:
@@ -374,8 +419,17 @@ class DkimSignature:
     result: str  # pass, fail, temperror, permerror
 
 
+def may_be_signed(raw: bytes) -> bool:
+    """False when no header line can be a ``DKIM-Signature``: the name is nowhere before the first empty line
+    (where dkimpy ends the header block, with LF or CRLF lines). Most mail is unsigned: dkimpy need not split it."""
+    ends = [at for at in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if at != -1]
+    return b"dkim-signature" in raw[: min(ends, default=len(raw))].lower()
+
+
 def check_dkim(raw: bytes, resolver: Resolver) -> list[DkimSignature]:
     """Each DKIM signature's domain and result (the first :data:`MAX_SIGNATURES`)."""
+    if not may_be_signed(raw):
+        return []
     budget = resolver.budget()
 
     def txt(name: bytes, timeout: float = 5) -> bytes | None:

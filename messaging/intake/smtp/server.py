@@ -9,6 +9,7 @@ reply is ``451`` so the sending server retries (the idempotency key makes the re
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -98,6 +99,14 @@ def clip(text: str, limit: int) -> str:
     return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
 
 
+@functools.lru_cache(maxsize=RCPT_CACHE_SIZE)
+def mailbox_of(address: str, domain: str) -> str | None:
+    """The resolved mailbox (``username@domain``) of a recipient address of ``domain``, else None. Cached: it
+    is asked at RCPT and again at DATA, and a mailbox gets mail from many senders."""
+    username = mailbox_username(address, domain)
+    return f"{username}@{domain}".lower() if username else None
+
+
 def read_mail(raw: bytes, limit: int) -> tuple[InboundMail, str]:
     """The parsed mail and the text stored for the device (at most ``limit`` bytes). Raises MailParseError."""
     mail = parse_inbound(raw)
@@ -114,7 +123,8 @@ class MailHandler:
         self.clock = clock
         self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when a user actor said yes
         self.resolver = Resolver.from_config(config.dns_nameservers)  # a bad DNS_NAMESERVERS refuses to start
-        # Sender checks wait on DNS: threads of their own, so a slow resolver never queues the parsing.
+        # Parsing and the sender checks, one worker thread per message: CPU work off the event loop, and DNS
+        # waits (each bounded) in threads of their own, so a slow resolver never holds up other sessions.
         self._checks = ThreadPoolExecutor(max_workers=AUTH_THREADS, thread_name_prefix="mailauth")
         self.sessions = 0
         self.sessions_by_client: dict[str, int] = {}
@@ -144,6 +154,12 @@ class MailHandler:
             self.sessions_by_client[client] = left
         else:
             self.sessions_by_client.pop(client, None)
+
+    def _read_and_check(self, raw: bytes, session: Session, envelope: Envelope) -> tuple[InboundMail, str, AuthResult]:
+        """In a worker thread: the parsed mail and its stored text (:class:`MailParseError` if unreadable:
+        then no sender checks are made), then the sender checks."""
+        mail, text = read_mail(raw, store_limit(self.config.max_packets))
+        return mail, text, self._authenticate(raw, session, envelope)
 
     def _authenticate(self, raw: bytes, session: Session, envelope: Envelope) -> AuthResult:
         """SPF, DKIM and DMARC for one message (in a worker thread: DNS lookups block, each one bounded)."""
@@ -182,8 +198,7 @@ class MailHandler:
 
     def _mailbox(self, address: str) -> str | None:
         """The resolved mailbox (``username@domain``) of a recipient of ours, else None."""
-        username = mailbox_username(address, self.config.email_domain)
-        return f"{username}@{self.config.email_domain}".lower() if username else None
+        return mailbox_of(address, self.config.email_domain)
 
     async def handle_RCPT(self, server, session: Session, envelope: Envelope, address: str, rcpt_options) -> str:
         mailbox = self._mailbox(address)
@@ -226,15 +241,15 @@ class MailHandler:
             if parts > most:
                 return f"554 5.6.0 Message has too many MIME parts ({parts}; the limit is {most})"
             loop = asyncio.get_running_loop()
-            checked = loop.run_in_executor(self._checks, self._authenticate, raw, session, envelope)
-            try:  # parsing is CPU work: off the event loop, so other sessions go on meanwhile
-                mail, text = await asyncio.to_thread(read_mail, raw, store_limit(self.config.max_packets))
+            try:  # off the event loop, so other sessions go on meanwhile (the checks never raise)
+                mail, text, auth = await loop.run_in_executor(
+                    self._checks, self._read_and_check, raw, session, envelope
+                )
             except MailParseError as exc:
                 return f"554 5.6.0 Message could not be read: {exc}"
             except Exception as exc:  # a parser bug: the same bytes fail the same way, so a retry cannot help
                 log.error("DATA: message unreadable (%s)", type(exc).__name__, exc_info=exc)
                 return "554 5.6.0 Message could not be read"
-            auth = await checked
             if decision(auth) == "reject":  # a forged From under p=reject: nothing stored, nothing paid
                 log.info("DATA refused by DMARC: %s", auth.summary())
                 return REJECT_REPLY

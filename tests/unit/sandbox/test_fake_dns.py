@@ -59,6 +59,22 @@ def test_other_record_types(server):
     assert [r.exchange.to_text() for r in resolver.resolve("example.org", "MX")] == ["mx.example.org."]
 
 
+def test_record_ttls_and_the_zone_soa_in_negative_answers(server):
+    server.add_txt("example.org", "v=spf1 -all", ttl=5)
+    server.add_record("example.org", "SOA", "ns.example.org. admin.example.org. 1 3600 600 86400 7", ttl=30)
+    resolver = resolver_for(server)
+    assert resolver.resolve("example.org", "TXT").rrset.ttl == 5
+    query = dns.message.make_query("nothing.example.org", "TXT")
+    response = dns.query.udp(query, server.host, port=server.port, timeout=5)
+    assert response.rcode() == dns.rcode.NXDOMAIN
+    [soa] = response.authority
+    assert soa.name.to_text() == "example.org." and soa.ttl == 30 and soa[0].minimum == 7
+    response = dns.query.udp(
+        dns.message.make_query("nothing.else.test", "TXT"), server.host, port=server.port, timeout=5
+    )
+    assert response.rcode() == dns.rcode.NXDOMAIN and not response.authority  # no zone of ours: no SOA
+
+
 def test_long_txt_records_are_split_and_truncated_over_udp_then_served_over_tcp(server):
     key = "v=DKIM1; k=rsa; p=" + "A" * 1500  # longer than any UDP answer: the client retries over TCP
     server.add_txt("big._domainkey.example.org", key)

@@ -17,12 +17,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from messaging.intake.smtp.authentication import (
+    NEGATIVE_TTL,
     AuthResult,
     ConfigError,
     Nameserver,
     Resolver,
     authenticate,
+    cache_lifetime,
     decision,
+    may_be_signed,
     parse_dmarc,
     parse_nameservers,
     sender_to_match,
@@ -181,6 +184,7 @@ def test_subdomain_policy_and_relaxed_versus_strict_alignment(server, resolver, 
 
     server.remove("_dmarc.example.org")
     server.add_txt("_dmarc.example.org", "v=DMARC1; p=reject; adkim=s")
+    resolver.cache.flush()  # the old record's TTL over (the cache itself: see the caching tests below)
     strict = check(raw, resolver, mail_from="b@evil.test")
     assert (strict.dmarc, strict.dmarc_policy) == ("fail", "reject")  # sp absent: p applies to subdomains
     assert decision(strict) == "reject"
@@ -300,6 +304,119 @@ def test_concurrent_checks_use_their_own_resolver(server, resolver, key):
     assert results == {"live": ["pass"] * 3, "dead": ["temperror"] * 3}
 
 
+# --- the answer cache ---
+
+
+def wait_until(condition, timeout: float = GENEROUS, interval: float = 0.1):
+    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"not so after {timeout}s")
+
+
+def asked(server, name: str) -> int:
+    return sum(1 for query in server.queries if query[0] == name)
+
+
+def test_a_second_message_from_the_same_domain_asks_dns_nothing_new(server, resolver, key):
+    server.remove("example.org")
+    server.add_txt("example.org", "v=spf1 include:_spf.example.net -all")  # SPF with an include: two lookups
+    server.add_txt("_spf.example.net", "v=spf1 ip4:127.0.0.1 -all")
+    raw = signed(mail(), key)
+    first = check(raw, resolver)
+    assert (first.spf, first.dkim, first.dmarc) == ("pass", "pass", "pass")
+    looked_up = {query[0] for query in server.queries}
+    assert {"example.org", "_spf.example.net", "sel._domainkey.example.org", "_dmarc.example.org"} <= looked_up
+    count = len(server.queries)
+    second = check(signed(mail(body="Second message\r\n"), key), resolver)
+    assert second == first
+    assert len(server.queries) == count, f"asked again: {server.queries[count:]}"
+
+
+def test_no_such_name_and_no_such_record_are_cached_too(server, resolver):
+    server.add_record("mx.nodmarc.test", "A", "192.0.2.7")  # nodmarc.test exists (a name below it), no TXT
+    raw = mail(from_header="x@nodmarc.test")
+    first = check(raw, resolver, mail_from="bounce@nothere.test")  # NXDOMAIN for SPF, no record for DMARC
+    assert (first.spf, first.dmarc) == ("none", "none")
+    assert asked(server, "nothere.test") == 1 and asked(server, "_dmarc.nodmarc.test") == 1
+    count = len(server.queries)
+    assert check(raw, resolver, mail_from="bounce@nothere.test") == first
+    assert len(server.queries) == count
+
+
+def test_a_cached_answer_never_changes_a_verdict(server, resolver, key):
+    """Good, forged and tampered mail, each twice and interleaved: the cached resolver judges as an uncached one."""
+    uncached = Resolver.from_config(server.nameservers, cache_size=0)
+    cases = [
+        (signed(mail(), key), "alice@example.org", "127.0.0.1"),
+        (mail(), "b@evil.test", "127.0.0.1"),  # forged From, p=reject
+        (signed(mail(), key).replace(b"How is the trail?", b"Wire me money"), "alice@example.org", "192.0.2.9"),
+        (mail(from_header="x@nodmarc.test"), "alice@example.org", "192.0.2.9"),
+    ]
+    for _ in range(2):
+        for raw, mail_from, ip in cases:
+            cached = check(raw, resolver, mail_from=mail_from, client_ip=ip)
+            assert cached == check(raw, uncached, mail_from=mail_from, client_ip=ip)
+            assert cached.summary() == check(raw, uncached, mail_from=mail_from, client_ip=ip).summary()
+    verdicts = [decision(check(raw, resolver, mail_from=m, client_ip=ip)) for raw, m, ip in cases]
+    assert verdicts == ["accept", "reject", "reject", "accept"]
+
+
+def test_an_answer_is_asked_again_when_its_ttl_is_over(server, resolver):
+    server.add_txt("short.test", "v=spf1 -all", ttl=1)
+    raw = mail(from_header="x@short.test")
+    assert check(raw, resolver, mail_from="a@short.test").spf == "fail"
+    server.remove("short.test")
+    server.add_txt("short.test", "v=spf1 ip4:127.0.0.1 -all", ttl=1)
+    wait_until(lambda: check(raw, resolver, mail_from="a@short.test").spf == "pass")
+    assert asked(server, "short.test") >= 2
+
+
+def test_a_negative_answer_is_kept_for_its_soa_minimum(server, resolver):
+    """RFC 2308: NXDOMAIN is cached for the SOA's minimum (here 1 s; without a SOA it would be 300 s)."""
+    server.add_record("late.test", "SOA", "ns.late.test. admin.late.test. 1 3600 600 86400 1", ttl=60)
+    raw = mail(from_header="x@late.test")
+    assert check(raw, resolver, mail_from="a@late.test").dmarc == "none"
+    server.add_txt("_dmarc.late.test", "v=DMARC1; p=reject")
+    wait_until(lambda: check(raw, resolver, mail_from="a@late.test").dmarc == "fail")
+
+
+def test_a_negative_answer_without_a_soa_is_kept_at_most_the_cap(server):
+    resolver = Resolver.from_config(server.nameservers, negative_ttl=1)
+    raw = mail(from_header="x@late.test")
+    assert check(raw, resolver, mail_from="a@late.test").dmarc == "none"
+    server.add_txt("_dmarc.late.test", "v=DMARC1; p=reject")
+    wait_until(lambda: check(raw, resolver, mail_from="a@late.test").dmarc == "fail")
+
+
+def test_dns_trouble_is_not_cached(server, key):
+    """A timeout or SERVFAIL gives temperror and is asked again next time: it never stands in for an answer."""
+    resolver = Resolver.from_config(server.nameservers, lookup_timeout=0.3, check_budget=0.6)
+    raw = signed(mail(), key)
+    server.unresponsive = True
+    assert (check(raw, resolver).spf, check(raw, resolver).dkim) == ("temperror", "temperror")
+    server.unresponsive = False
+    assert (check(raw, resolver).spf, check(raw, resolver).dkim) == ("pass", "pass")
+
+    server.servfail("_dmarc.flaky.test")
+    raw = mail(from_header="x@flaky.test")
+    assert check(raw, resolver, mail_from="b@evil.test").dmarc == "temperror"
+    assert check(raw, resolver, mail_from="b@evil.test").dmarc == "temperror"
+    assert asked(server, "_dmarc.flaky.test") == 2, "SERVFAIL is asked again"
+
+
+def test_cache_lifetime():
+    assert cache_lifetime(60, negative=False, max_ttl=3600, negative_ttl=300) == 60
+    assert cache_lifetime(86400, negative=False, max_ttl=3600, negative_ttl=300) == 3600
+    assert cache_lifetime(3600, negative=True, max_ttl=3600, negative_ttl=300) == 300
+    assert cache_lifetime(1, negative=True, max_ttl=3600, negative_ttl=300) == 1
+    assert cache_lifetime(-1, negative=False, max_ttl=3600, negative_ttl=300) == 0
+    assert NEGATIVE_TTL == 300
+
+
 # --- configuration ---
 
 
@@ -329,3 +446,12 @@ def test_a_bad_signature_is_a_verdict_not_an_error_in_the_log(resolver, key, cap
     result = check(signed(mail(), key, selector=b"gone"), resolver, client_ip="192.0.2.7")
     assert result.dkim == "fail"
     assert [r for r in caplog.records if r.levelno >= 30] == []
+
+
+def test_may_be_signed_looks_for_the_header_in_the_header_block_only(key):
+    assert may_be_signed(signed(mail(), key))
+    assert may_be_signed(signed(mail(), key).replace(b"\r\n", b"\n"))
+    assert may_be_signed(b"Subject: x\r\n folded\r\ndkim-signature : v=1\r\n\r\nbody")  # any case, any place
+    assert not may_be_signed(mail())
+    assert not may_be_signed(mail(body="DKIM-Signature: in the body is no header\r\n"))
+    assert not may_be_signed(mail().replace(b"\r\n", b"\n") + b"\nDKIM-Signature: v=1\n")

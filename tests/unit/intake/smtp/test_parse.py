@@ -19,6 +19,7 @@ from messaging.intake.smtp.parse import (
     html_to_text,
     parse_inbound,
     strip_reply,
+    without_attachment_bodies,
 )
 from tests.paths import MAIL_FIXTURES
 
@@ -316,3 +317,53 @@ def test_a_python_codec_named_as_charset_is_not_applied():
 
     assert decode_bytes(b"C:\\huts\\n \\u00e9", "unicode_escape") == "C:\\huts\\n \\u00e9"
     assert decode_bytes(b"xn--caf-dma", "punycode") == "xn--caf-dma"
+
+
+def test_the_reply_parser_patterns_built_once_are_the_ones_it_builds_for_each_message():
+    from mailparser_reply.parser import EmailMessage as ReplyMessage
+
+    from messaging.intake.smtp.parse import REPLY_LANGUAGES, _reply_patterns
+
+    fresh = ReplyMessage(
+        text="Hi\n\nOn Mon, Bob wrote:\n> old", languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True
+    )
+    patterns = _reply_patterns()
+    assert patterns["_header_regex"].pattern == fresh.HEADER_REGEX.pattern
+    assert patterns["_disclaimers_regex"].pattern == fresh.DISCLAIMERS_REGEX.pattern
+    assert patterns["_signature_regex"].pattern == fresh.SIGNATURE_REGEX.pattern
+    reused = ReplyMessage(text=fresh.text, languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True, **patterns)
+    assert [r.content for r in reused.read().replies] == [r.content for r in fresh.read().replies]
+
+
+def big_mail_with_photos() -> bytes:
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"], m["Message-ID"] = "Eve <eve@files.example>", "a@example.com", "Pics", "<p@x>"
+    m.set_content("Here are the photos of the ridge.\n\nOn Mon, Bob wrote:\n> send them\n")
+    m.add_alternative("<html><body><p>Here are the photos of the ridge.</p></body></html>", subtype="html")
+    m.add_attachment(bytes(range(256)) * 2000, maintype="image", subtype="jpeg", filename="ridge.jpg")
+    m.add_attachment(b"%PDF-1.4 " * 20_000, maintype="application", subtype="pdf", filename="permit.pdf")
+    m.add_attachment("notes " * 2000, subtype="plain", filename="notes.txt")  # text: read as before
+    return m.as_bytes()
+
+
+def test_a_big_mail_is_parsed_without_its_attachment_bodies_and_reads_the_same(monkeypatch):
+    from messaging.intake.smtp import parse
+
+    raw = big_mail_with_photos()
+    hollow = parse.without_attachment_bodies(raw)
+    assert len(raw) > parse.HOLLOW_ABOVE and len(hollow) < 20_000 < len(raw) // 20
+    assert b'filename="ridge.jpg"' in hollow and b"notes notes" in hollow  # headers and text parts kept
+    mail = parse_inbound(raw)
+    assert mail.text.startswith("Here are the photos of the ridge.")
+    assert mail.dropped_attachments == ["ridge.jpg", "permit.pdf", "notes.txt"]
+    monkeypatch.setattr(parse, "HOLLOW_ABOVE", 10**12)  # parsed whole, as before
+    assert parse_inbound(raw) == mail
+
+
+def test_a_boundary_written_in_a_text_body_empties_nothing():
+    """A broken top-level Content-Type makes the whole body text, whatever "boundary=" it mentions."""
+    body = b"--b\nContent-Type: image/png\nContent-Transfer-Encoding: base64\n\n" + b"QUFB\n" * 20_000 + b"--b--\n"
+    raw = b"From: a@example.org\nSubject: x\nContent-Type\xb2 multipart/mixed; boundary=b\n\n" + body
+    assert without_attachment_bodies(raw) == raw
+    multipart = b"From: a@example.org\nContent-Type: multipart/mixed; boundary=b\n\n" + body  # a real one
+    assert len(without_attachment_bodies(multipart)) < 300

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from messaging.intake.smtp.server import MailHandler, idempotency_key, smtp_protocol
+from messaging.intake.smtp.server import MailHandler, idempotency_key, mailbox_of, smtp_protocol
 from messaging.routing.user_actor import UserBase
 from messaging.runtime.config import Config
 from messaging.runtime.pool import PoolUnavailable
@@ -452,3 +452,23 @@ def test_a_parser_failure_is_a_permanent_554_not_a_451_retried_forever(server, m
         s.send_message(mail(f"{user.username}@beaver.test"))
     assert err.value.smtp_code == 554 and b"RecursionError" not in err.value.smtp_error
     assert not Message.objects.filter(user=user).exists()
+
+
+def test_an_unreadable_message_is_refused_without_sender_checks(server, dns, make_user):
+    """Parsing comes first in the message's worker thread: mail that cannot be read costs no DNS lookups."""
+    port, _, _ = server
+    user = make_user()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("mx.sender.test")
+        s.mail("amy@sender.test")
+        s.rcpt(f"{user.username}@beaver.test")
+        code, text = s.data(b"")
+    assert code == 554 and b"could not be read" in text
+    assert dns.queries == [], "no SPF or DMARC lookup for a message refused anyway"
+
+
+def test_mailbox_of():
+    assert mailbox_of("Demo+trail@Beaver.Test", "beaver.test") == "demo@beaver.test"
+    assert mailbox_of("<DEMO@beaver.test>", "beaver.test") == "demo@beaver.test"
+    assert mailbox_of("demo@elsewhere.test", "beaver.test") is None
+    assert mailbox_of("not an address", "beaver.test") is None
