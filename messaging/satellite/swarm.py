@@ -33,6 +33,7 @@ import requests
 
 from messaging.core.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
 from messaging.runtime.config import Config
+from messaging.runtime.http import pooled
 from messaging.satellite.transport import DevicePacket, MalformedItem, SatelliteNetwork
 
 logger = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ class HiveClient:
         self._username = username
         self._password = password
         self._timeout = timeout
-        self._session = requests.Session()
+        self._session = pooled(requests.Session())  # one kept-alive connection per calling thread
         self._session.headers["Accept"] = "application/json"
         # Proxy and CA settings from the environment, read once here rather than on every request.
         self._session.trust_env = False

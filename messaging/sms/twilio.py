@@ -38,6 +38,7 @@ from messaging.core.phones import normalise_phone
 from messaging.core.redact import mask_phone
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.runtime.config import TWILIO_DEFAULT_API_BASE_URL
+from messaging.runtime.http import pooled
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ class _BaseUrlHttpClient(TwilioHttpClient):
 
     def __init__(self, base_url: str | None, timeout: float) -> None:
         super().__init__(timeout=timeout)
+        # one kept-alive connection per sending thread (the SDK's own https pool is sized by the CPU count)
+        self.session = pooled(self.session or requests.Session())
         self.base_url = base_url
         self._local = threading.local()
         loopback = base_url is not None and urlsplit(base_url).hostname in {"127.0.0.1", "localhost", "::1"}

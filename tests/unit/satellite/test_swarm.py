@@ -349,3 +349,23 @@ def test_an_item_without_a_usable_id_gets_a_stable_digest_key() -> None:
     a, b = malformed({"packetId": "x"}, "bad"), malformed({"packetId": "x"}, "bad")
     assert a.packet_id is None and a.key() == b.key() and a.key().startswith("hive-malformed:")
     assert malformed(["not", "an", "object"], "bad").packet_id is None
+
+
+def test_calling_threads_each_reuse_one_kept_alive_connection(hive: FakeHive, client: HiveClient) -> None:
+    from messaging.delivery.base import SEND_THREADS
+    from messaging.delivery.satellite import ACK_CONCURRENCY
+    from tests.lockstep import in_lockstep
+
+    threads = SEND_THREADS + ACK_CONCURRENCY  # a satellite actor's sends and acks at once
+    packets = [hive.device_send(101, b64(b"up")) for _ in range(threads * 2)]
+
+    def call(thread: int, round_: int) -> None:
+        if round_ == 0:
+            client.send(device_type=1, device_id=101, user_application_id=0, data_b64=b64(b"down"))
+        else:
+            client.ack(packets[thread * 2 + round_ - 1]["packetId"])
+
+    hive.gather(threads)  # every call of a round in flight at once
+    in_lockstep(threads, 3, call)
+    assert len(hive.to_device()) == threads and len(hive.acked_ids()) == threads * 2
+    assert hive.state()["connections"] <= threads, "one connection per thread, kept alive, not one per call"
