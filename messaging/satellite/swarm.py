@@ -25,19 +25,16 @@ import base64
 import binascii
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
-import certifi
-import requests
 import urllib3
 
 from messaging.core.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
 from messaging.runtime.config import Config
-from messaging.runtime.http import POOL_SIZE
+from messaging.runtime.http import pool_manager
 from messaging.satellite.transport import DevicePacket, MalformedItem, SatelliteNetwork
 
 logger = logging.getLogger(__name__)
@@ -218,18 +215,6 @@ def set_cookies(headers: Any) -> dict[str, str]:
     return cookies
 
 
-def _connections(base_url: str) -> urllib3.PoolManager:
-    """Kept-alive connections to the Hive, as many as threads may call it at once; through the proxy the
-    environment names for it (HTTPS_PROXY, NO_PROXY...), trusting ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` or
-    certifi's CAs, as requests would."""
-    proxies = requests.utils.get_environ_proxies(base_url)
-    proxy = proxies.get(urlsplit(base_url).scheme) or proxies.get("all")
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    trust = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
-    options: dict[str, Any] = {"maxsize": POOL_SIZE, "cert_reqs": "CERT_REQUIRED", **trust}
-    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
-
-
 class HiveClient:
     """Session-based client for one Hive account. Safe to share between threads.
 
@@ -242,7 +227,7 @@ class HiveClient:
         self._username = username
         self._password = password
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        self._http = _connections(self._base_url)
+        self._http = pool_manager(self._base_url)
         self._cookies: dict[str, str] = {}  # replaced whole, never changed in place: threads read it unlocked
         self._login_lock = threading.Lock()
         self._generation = 0  # bumped on every successful login
