@@ -146,7 +146,7 @@ class FakeHive:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> FakeHive:
-        server = ThreadingHTTPServer((self._host, self._requested_port), _Handler)
+        server = _Server((self._host, self._requested_port), _Handler)
         server.daemon_threads = True
         server.hive = self  # type: ignore[attr-defined]
         self._server = server
@@ -445,6 +445,13 @@ class FakeHive:
                 self.push_delivered += ok
                 self.push_failed += not ok
                 self._cond.notify_all()
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
+    (the standard 5 resets some of them when a sender and its acks all connect together)."""
+
+    request_queue_size = 128
 
 
 class _Handler(BaseHTTPRequestHandler):

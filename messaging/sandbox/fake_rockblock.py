@@ -109,7 +109,7 @@ class FakeRockBlock:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> FakeRockBlock:
-        server = ThreadingHTTPServer((self._host, self._requested_port), _Handler)
+        server = _Server((self._host, self._requested_port), _Handler)
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
@@ -326,6 +326,13 @@ class FakeRockBlock:
                         self._cond.notify_all()
                     break
                 self._stopping.wait(MO_RETRY_SECONDS)
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
+    (the standard 5 resets some of them when a sender and its acks all connect together)."""
+
+    request_queue_size = 128
 
 
 class _Handler(BaseHTTPRequestHandler):

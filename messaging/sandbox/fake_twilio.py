@@ -273,6 +273,13 @@ def _sent_sid(response: requests.Response) -> str:
     return parse_qs(text).get("MessageSid", [""])[0]
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
+    (the standard 5 resets some of them when a sender and its acks all connect together)."""
+
+    request_queue_size = 128
+
+
 class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive, as Twilio's API answers."""
 
@@ -437,7 +444,7 @@ class FakeTwilio:
 
     def start(self) -> FakeTwilio:
         handler = type("BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer((self.host, self._requested_port), handler)
+        self._server = _Server((self.host, self._requested_port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fake-twilio", daemon=True
