@@ -24,6 +24,9 @@ log = logging.getLogger("messaging.delivery.base")
 
 SEND_CONCURRENCY = 8  # users whose messages a sender sends side by side (each user's in order)
 RUNNERS = 2  # batches a sender actor delivers at once
+# sends one sender actor may have in flight at once: the send pool's, and each runner's own (a one-user batch is
+# sent in the runner's thread); remote clients keep at least this many connections or sessions alive
+SEND_THREADS = SEND_CONCURRENCY + RUNNERS
 BATCH = 64  # messages per claim
 LINGER = 0.2  # seconds a sender lets a small batch grow before claiming it (a satellite hop takes minutes)
 SKIPPED = "skipped"  # not a status: a message not delivered now (not due, held by another sender, draining)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import ray
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
@@ -30,7 +31,7 @@ log = logging.getLogger("messaging.delivery.satellite")
 PROTOCOLS = {p.key: p for p in (Protocol.EMAIL, Protocol.SMS)}  # stored name -> wire protocol
 
 
-ACK_CONCURRENCY = 8  # rxack calls in flight at once per poller
+ACK_CONCURRENCY = 16  # rxack calls in flight at once per poller (the Hive client keeps a connection for each)
 TAKEOVER_AFTER = 30.0  # seconds a packet may wait for its own poller before any other takes it
 
 
@@ -94,6 +95,7 @@ class SatelliteActor(SenderShell):
         self._first_seen: dict[str, dict[int, float]] = {}  # per network: packet id -> when first fetched
         self.full_batch = False
         self._poller: asyncio.Task | None = None
+        self._ack_threads: ThreadPoolExecutor | None = None  # made at the first ack
         self.polled = 0
         self.polling = False  # inside a poll batch (fetch -> store -> ack)
         self.autostart(config.outbox_sweep_interval)
@@ -140,28 +142,41 @@ class SatelliteActor(SenderShell):
             return takes_packet(packet_id, self.index, self.config.pool_size, now - seen[packet_id])
 
         share = [p for p in packets if mine(p.packet_id)]
-        groups = list(by_device(share).values())
-        stored, dead = await asyncio.gather(
-            asyncio.gather(*(self._store(device_packets) for device_packets in groups)),
-            dead_letter_malformed(
+
+        async def store_then_ack(device_packets: list) -> int:
+            return await self._ack(network, [packet.packet_id for packet in await self._store(device_packets)])
+
+        async def dead_letters_then_ack() -> int:
+            stored = await dead_letter_malformed(
                 [m for m in malformed if mine(m.packet_id)], self.users, timeout=self.config.smtp_store_timeout
-            ),
-        )
-        acks = [packet.packet_id for group in stored for packet in group] + dead
-        limit = asyncio.Semaphore(ACK_CONCURRENCY)
+            )
+            return await self._ack(network, stored)
 
-        async def ack(packet_id: int) -> bool:
-            async with limit:
-                try:
-                    await asyncio.to_thread(network.ack, packet_id)
-                except Exception as exc:  # stored already: the next poll sees it again and acks it then
-                    log.warning("packet %s stored but not acked (%s); acking it next poll", packet_id, exc)
-                    return False
-            return True  # (the network's client logs the ack)
-
-        acked = sum(await asyncio.gather(*(ack(p) for p in acks)))
+        # each device's packets are acked as soon as they are stored, while other devices' are still being stored
+        groups = [store_then_ack(group) for group in by_device(share).values()]
+        acked = sum(await asyncio.gather(*groups, dead_letters_then_ack()))
         self.polled += acked
         return acked, full
+
+    async def _ack(self, network: SatelliteNetwork, packet_ids: list[int]) -> int:
+        """Ack stored packets, ACK_CONCURRENCY at once over the network client's kept-alive connections (in
+        threads of their own: the event loop's default ones also run the deliveries). Returns how many were acked;
+        one not acked is seen again at the next poll, stored already, and acked then."""
+        if not packet_ids:
+            return 0
+        if self._ack_threads is None:
+            self._ack_threads = ThreadPoolExecutor(max_workers=ACK_CONCURRENCY, thread_name_prefix="satellite-ack")
+        loop = asyncio.get_running_loop()
+
+        async def ack(packet_id: int) -> bool:
+            try:
+                await loop.run_in_executor(self._ack_threads, network.ack, packet_id)
+            except Exception as exc:  # stored already: the next poll sees it again and acks it then
+                log.warning("packet %s stored but not acked (%s); acking it next poll", packet_id, exc)
+                return False
+            return True  # (the network's client logs the ack)
+
+        return sum(await asyncio.gather(*(ack(packet_id) for packet_id in packet_ids)))
 
     async def _store(self, packets: list) -> list:
         """Store one device's packets in order; the packets that may be acked (up to the first that could not)."""

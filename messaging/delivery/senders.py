@@ -15,7 +15,7 @@ from messaging.core.errors import PermanentDeliveryError
 from messaging.core.location import with_position
 from messaging.core.phones import parse_countries, sms_destination_refusal
 from messaging.core.types import Channel, Direction, Protocol
-from messaging.delivery.base import SEND_CONCURRENCY, SenderBase, SenderShell
+from messaging.delivery.base import SEND_THREADS, SenderBase, SenderShell
 from messaging.delivery.email_relay import RelaySessions, build_outbound
 from messaging.intake.sms_reconcile import Reconciler, pool_store
 from messaging.runtime.config import Config
@@ -49,7 +49,7 @@ class MailOutSender(SenderBase):
             config.email_relay_username,
             config.email_relay_password,
             config.email_relay_starttls,
-            keep=SEND_CONCURRENCY,
+            keep=SEND_THREADS,  # one kept session per thread that may send at once
         )
 
     def send(self, row) -> str:

@@ -18,7 +18,8 @@ Sandbox control API (no auth, so tests in another process can drive the fake):
 * ``POST /hive/_sandbox/device_send_many`` JSON list of such bodies -> queues them in order (a benchmark
   fills the Hive in one request); returns the list of packets.
 * ``GET /hive/_sandbox/to_device[?deviceId=N]`` -> JSON list of packets the cloud sent (to that device).
-* ``GET /hive/_sandbox/state`` -> ``{"pending", "acked", "sent", "duplicate_acks", "logins", ...}``.
+* ``GET /hive/_sandbox/state`` -> ``{"pending", "acked", "sent", "duplicate_acks", "logins", "connections",
+  ...}`` (``connections``: how many connections clients opened; a pooled client keeps reusing its own).
 * ``POST /hive/_sandbox/faults`` JSON ``{"error_rate": 0..1, "status": 503, "timeout_rate": 0..1,
   "delay": seconds, "retry_after": seconds?, "seed": int?}`` -> fault injection on ``/hive/api/v1``:
   that fraction of calls answers ``status`` (with ``Retry-After`` if given) or hangs ``delay`` seconds
@@ -139,11 +140,13 @@ class FakeHive:
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._connections: set[socket.socket] = set()
+        self.connections_opened = 0
+        self._gathering: threading.Barrier | None = None  # see gather()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> FakeHive:
-        server = ThreadingHTTPServer((self._host, self._requested_port), _Handler)
+        server = _Server((self._host, self._requested_port), _Handler)
         server.daemon_threads = True
         server.hive = self  # type: ignore[attr-defined]
         self._server = server
@@ -265,6 +268,7 @@ class FakeHive:
                 "duplicate_acks": self.duplicate_acks(),
                 "logins": self.logins,
                 "sessions": len(self._sessions),
+                "connections": self.connections_opened,
                 "push_delivered": self.push_delivered,
                 "push_failed": self.push_failed,
             }
@@ -306,6 +310,20 @@ class FakeHive:
 
     def clear_faults(self) -> None:
         self.set_faults()
+
+    def gather(self, calls: int | None) -> None:
+        """Hold each /api/v1 call until ``calls`` of them are in flight together, then answer them all, so a test sees
+        how many connections that many concurrent callers use; ``None`` answers each at once again."""
+        with self._cond:
+            self._gathering = threading.Barrier(calls, timeout=10) if calls else None
+
+    def _gather(self) -> None:
+        barrier = self._gathering
+        if barrier is not None:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:  # not that many came: answer anyway
+                pass
 
     def expire_sessions(self) -> None:
         """Forget all sessions, as the real Hive does when they time out."""
@@ -429,6 +447,13 @@ class FakeHive:
                 self._cond.notify_all()
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
+    (the standard 5 resets some of them when a sender and its acks all connect together)."""
+
+    request_queue_size = 128
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Routes HTTP requests to the owning FakeHive. HTTP/1.1 keep-alive, like the real service."""
 
@@ -444,6 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.hive._cond:
             self.hive._connections.add(self.connection)
+            self.hive.connections_opened += 1
 
     def finish(self) -> None:
         with self.hive._cond:
@@ -482,6 +508,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply((reply[0], reply[1], headers))
         if not route.startswith("/api/v1/"):
             return self._reply(_error(404, "not found", url.path))
+        self.hive._gather()
         fault = self.hive._pick_fault()
         if fault is not None:
             return self._fault(*fault, path=url.path)

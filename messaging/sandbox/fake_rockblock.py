@@ -10,7 +10,8 @@
   sandbox sets ``ROCKBLOCK_JWT_PUBLIC_KEY_FILE`` to ``public_key_file``), and POSTs it form-encoded to
   ``mo_url`` from a background thread, in order, retrying until our webhook answers 200, as they do.
 
-Sandbox control API: ``GET /rockblock/_sandbox/to_device[?imei=N]`` (queued MT messages),
+It speaks HTTP/1.1 with keep-alive; ``connections_opened`` (``connections`` in the state) counts the connections
+clients made. Sandbox control API: ``GET /rockblock/_sandbox/to_device[?imei=N]`` (queued MT messages),
 ``GET /rockblock/_sandbox/state``, ``POST /rockblock/_sandbox/faults`` JSON ``{"error_rate", "status"
 (an HTTP status, 99 for FAILED,99, or 0: hang ``delay`` seconds, then 504), "delay", "seed"}``,
 ``POST /rockblock/_sandbox/account`` JSON ``{"credits": int | null, "no_line_rental": [imei, ...]}``.
@@ -26,6 +27,7 @@ import json
 import math
 import queue
 import random
+import socket
 import tempfile
 import threading
 import time
@@ -100,11 +102,14 @@ class FakeRockBlock:
         self._server: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._open: set[socket.socket] = set()  # connections open now (cut on stop)
+        self.connections_opened = 0
+        self._gathering: threading.Barrier | None = None  # see gather()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> FakeRockBlock:
-        server = ThreadingHTTPServer((self._host, self._requested_port), _Handler)
+        server = _Server((self._host, self._requested_port), _Handler)
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
@@ -125,6 +130,12 @@ class FakeRockBlock:
         self._mo_queue.put(None)
         self._server.shutdown()
         self._server.server_close()
+        with self._cond:  # kept-alive connections too: clients see the service as gone
+            for conn in list(self._open):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         for thread in self._threads:
             thread.join(timeout=5)
         self._server = None
@@ -218,6 +229,20 @@ class FakeRockBlock:
             if seed is not None:
                 self._rng.seed(seed)
 
+    def gather(self, calls: int | None) -> None:
+        """Hold each MT call until ``calls`` of them are in flight together, then answer them all, so a test sees
+        how many connections that many concurrent callers use; ``None`` answers each at once again."""
+        with self._cond:
+            self._gathering = threading.Barrier(calls, timeout=10) if calls else None
+
+    def _gather(self) -> None:
+        barrier = self._gathering
+        if barrier is not None:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:  # not that many came: answer anyway
+                pass
+
     def clear_faults(self) -> None:
         self.set_faults(0.0)
 
@@ -230,6 +255,7 @@ class FakeRockBlock:
                 "mo_attempts": self.mo_attempts,
                 "credits": self.credits,
                 "credits_used": self.credits_used,
+                "connections": self.connections_opened,
             }
 
     # -- the MT API -------------------------------------------------------------------------------
@@ -302,8 +328,28 @@ class FakeRockBlock:
                 self._stopping.wait(MO_RETRY_SECONDS)
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
+    (the standard 5 resets some of them when a sender and its acks all connect together)."""
+
+    request_queue_size = 128
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
+    timeout = 60  # idle keep-alive connections are closed after this
+
+    def setup(self) -> None:
+        super().setup()
+        with self.fake._cond:
+            self.fake._open.add(self.connection)
+            self.fake.connections_opened += 1
+
+    def finish(self) -> None:
+        with self.fake._cond:
+            self.fake._open.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
@@ -318,7 +364,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True  # the client went away (e.g. it timed out)
 
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -339,6 +389,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == f"{BASE_PATH}/MT":
             form = {k: v[-1] for k, v in parse_qs(url.query).items()}
             form.update({k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()})
+            self.fake._gather()
             return self._reply(*self.fake._mt(form))
         try:
             payload = json.loads(body or b"{}")

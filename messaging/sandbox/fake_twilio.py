@@ -7,7 +7,10 @@ HTTP basic auth, JSON message resource or Twilio's JSON error) and of the Messag
 ``twilio`` SDK can talk to it, and signs simulated inbound webhooks the way Twilio does. An inbound
 message is kept (and listed) even when its webhook fails, as Twilio keeps it. Control API for other
 processes: ``POST /_sandbox/inbound`` (JSON ``{webhook_url, public_url, from, to, body}``) and
-``GET /_sandbox/messages``. Run alone with ``python -m messaging.sandbox.fake_twilio --port 8791``.
+``GET /_sandbox/messages``. Like Twilio it speaks HTTP/1.1 and keeps connections alive (every answer, errors
+included, has a ``Content-Length``); ``connections_opened`` counts the connections clients made, so a test can
+tell a pooled client from one that connects per request. Run alone with
+``python -m messaging.sandbox.fake_twilio --port 8791``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import math
 import random
 import re
 import signal
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -269,9 +273,29 @@ def _sent_sid(response: requests.Response) -> str:
     return parse_qs(text).get("MessageSid", [""])[0]
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
+    (the standard 5 resets some of them when a sender and its acks all connect together)."""
+
+    request_queue_size = 128
+
+
 class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive, as Twilio's API answers."""
+
     server_version = "FakeTwilio/1.0"
+    protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
+    timeout = 60  # idle keep-alive connections are closed after this
     fake: FakeTwilio  # set on a per-server subclass
+
+    def setup(self) -> None:
+        super().setup()
+        self.fake._connected(self.connection)
+
+    def finish(self) -> None:
+        self.fake._disconnected(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("fake twilio http: " + format, *args)
@@ -284,10 +308,15 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True  # the client went away (e.g. it timed out)
 
     def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        """This request's body (read by ``do_POST`` before anything else)."""
+        return self._raw_body
 
     def _not_found(self) -> None:
         self._send_json(404, error_body(404, 20404, f"The requested resource {self.path} was not found"))
@@ -309,6 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
+        # whatever the answer, the next request on this kept-alive connection starts after this body
+        self._raw_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if path == "/_sandbox/inbound":
             self._control_inbound()
             return
@@ -316,6 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None:
             self._not_found()
             return
+        self.fake._gather()
         fault = self.fake._take_fault()
         if fault is not None:
             status, retry_after = fault
@@ -404,12 +436,15 @@ class FakeTwilio:
         self._rng = random.Random()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._open: set[socket.socket] = set()
+        self.connections_opened = 0  # connections clients made (a pooled client makes one per thread)
+        self._gathering: threading.Barrier | None = None  # see gather()
 
     # lifecycle --------------------------------------------------------------
 
     def start(self) -> FakeTwilio:
         handler = type("BoundHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer((self.host, self._requested_port), handler)
+        self._server = _Server((self.host, self._requested_port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fake-twilio", daemon=True
@@ -423,6 +458,12 @@ class FakeTwilio:
             return
         self._server.shutdown()
         self._server.server_close()
+        with self._cond:  # kept-alive connections too: clients see the service as gone
+            for conn in list(self._open):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._server = None
@@ -444,6 +485,15 @@ class FakeTwilio:
     def base_url(self) -> str:
         """What to give TwilioSender as ``api_base_url``."""
         return f"http://{self.host}:{self.port}"
+
+    def _connected(self, conn: socket.socket) -> None:
+        with self._cond:
+            self._open.add(conn)
+            self.connections_opened += 1
+
+    def _disconnected(self, conn: socket.socket) -> None:
+        with self._cond:
+            self._open.discard(conn)
 
     # records ----------------------------------------------------------------
 
@@ -509,6 +559,20 @@ class FakeTwilio:
             if self._error_rate and self._rng.random() < self._error_rate:
                 return self._error_status, None
         return None
+
+    def gather(self, calls: int | None) -> None:
+        """Hold each Messages create call until ``calls`` of them are in flight together, then answer them all, so
+        a test sees how many connections that many concurrent callers use; ``None`` answers each at once again."""
+        with self._cond:
+            self._gathering = threading.Barrier(calls, timeout=10) if calls else None
+
+    def _gather(self) -> None:
+        barrier = self._gathering
+        if barrier is not None:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:  # not that many came: answer anyway
+                pass
 
     # inbound ----------------------------------------------------------------
 

@@ -7,7 +7,8 @@ as a dict ``{"mail_from", "rcpt_tos", "raw" (bytes), "headers" (first value per 
 ``raw_b64``) that another process reads with ``read_records``.
 
 Fault injection: ``fail_next(n, code, stage)`` answers the next ``n`` RCPT/DATA commands with ``code``;
-``down = True`` stops listening (connections refused), ``down = False`` listens again on the same port.
+``down = True`` stops listening (connections refused), ``down = False`` listens again on the same port;
+``gather(n)`` holds each DATA until ``n`` are in flight together (a test of concurrent senders' sessions).
 No STARTTLS. AUTH (PLAIN/LOGIN, without TLS: loopback only) is on when ``credentials`` is given.
 Run alone: ``python -m messaging.sandbox.relay_sink --port 2526 --record data/sandbox/relay.jsonl``.
 """
@@ -15,6 +16,7 @@ Run alone: ``python -m messaging.sandbox.relay_sink --port 2526 --record data/sa
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import logging
@@ -59,6 +61,7 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        await self.sink._gather()
         return self.sink._take_failure("data") or self.sink._record(envelope)
 
 
@@ -80,6 +83,8 @@ class RelaySink:
         self._messages: list[dict[str, Any]] = []
         self._failures: list[tuple[int, str]] = []
         self._controller: _Controller | None = None
+        self._gathering: int | None = None
+        self._held: list[asyncio.Future] = []  # DATA commands held by gather(), on the server's event loop
 
     def start(self) -> RelaySink:
         """Listen (no-op when already listening). Returns self."""
@@ -129,6 +134,27 @@ class RelaySink:
             raise ValueError(f"unknown stage {stage!r}")
         with self._cond:
             self._failures.extend([(code, stage)] * n)
+
+    def gather(self, calls: int | None) -> None:
+        """Hold each DATA until ``calls`` of them are in flight together, then answer them all, so a test sees
+        how many sessions that many concurrent senders use; ``None`` answers each at once again."""
+        self._gathering = calls
+
+    async def _gather(self) -> None:
+        calls = self._gathering
+        if not calls:
+            return
+        held = asyncio.get_running_loop().create_future()
+        self._held.append(held)
+        if len(self._held) >= calls:
+            for future in self._held:
+                if not future.done():
+                    future.set_result(None)
+            self._held = []
+        try:
+            await asyncio.wait_for(asyncio.shield(held), timeout=10)
+        except TimeoutError:  # not that many came: answer anyway
+            pass
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from messaging.core.errors import DeliveryError, PermanentDeliveryError, Tempora
 from messaging.core.pb.MessageDataPB_pb2 import MessageDataPB
 from messaging.core.types import Protocol
 from messaging.runtime.config import Config
+from messaging.runtime.http import pooled
 from messaging.satellite.transport import DevicePacket, SatelliteNetwork
 
 logger = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ class RockBlockNetwork(SatelliteNetwork):
         self.username = username
         self._password = password
         self.timeout = timeout
-        self._session = requests.Session()
+        self._session = pooled(requests.Session())  # one kept-alive connection per sending thread
 
     @classmethod
     def from_config(cls, config: Config) -> RockBlockNetwork:

@@ -202,3 +202,28 @@ def test_mail_sender_through_the_relay(make_user):
         sink.stop()
     mid3 = device_row(user, Protocol.EMAIL, "mum@example.org", text="relay down", key="third")
     assert deliver(MailOutSender(config), mid3) == "failed", "relay down is a temporary error"
+
+
+def test_mail_sender_threads_each_reuse_one_relay_session():
+    from messaging.delivery.base import SEND_THREADS
+    from messaging.delivery.email_relay import build_outbound
+    from messaging.sandbox.relay_sink import RelaySink
+    from tests.lockstep import in_lockstep
+
+    sink = RelaySink()
+    sink.start()
+    try:
+        sender = MailOutSender(dataclasses.replace(BASE, email_relay_host="127.0.0.1", email_relay_port=sink.port))
+
+        def send(thread: int, round_: int) -> None:
+            text = f"note {thread}.{round_}"
+            sender.relay.send(
+                build_outbound(from_addr="amy@beaver.test", to_addr="x@y.org", text=text, domain="b.test")
+            )
+
+        sink.gather(SEND_THREADS)  # every call of a round in flight at once
+        in_lockstep(SEND_THREADS, 3, send)  # as many sends at once as a mail sender actor makes
+        assert len(sink.messages) == SEND_THREADS * 3
+        assert sender.relay.opened <= SEND_THREADS, "one kept session per sending thread, not one per message"
+    finally:
+        sink.stop()

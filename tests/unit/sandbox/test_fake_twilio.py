@@ -192,3 +192,31 @@ def test_fake_list_envelope_and_bad_filters(fake: FakeTwilio) -> None:
     bad = requests.get(url, params={"DateSent>": "yesterday"}, auth=auth, timeout=5)
     assert bad.status_code == 400 and bad.json()["code"] == 20001
     assert requests.get(url, auth=(fake.account_sid, "wrong"), timeout=5).status_code == 401
+
+
+def test_answers_are_http_1_1_and_the_connection_stays_open_after_errors(fake: FakeTwilio) -> None:
+    import base64
+    import http.client
+    from urllib.parse import urlencode
+
+    path = f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json"
+    good = "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+    form = urlencode({"From": USER_NUMBER, "To": FRIEND, "Body": "x"})
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    fake.fail_next(1, status=503)
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+    try:
+        statuses = []
+        for auth in (good, "Basic bm9ib2R5Om5vdGhpbmc=", good, good):  # a fault, wrong credentials, then twice ok
+            conn.request("POST", path, body=form, headers=headers | {"Authorization": auth})
+            answer = conn.getresponse()
+            assert answer.version == 11 and answer.getheader("Content-Length") is not None
+            answer.read()
+            statuses.append(answer.status)
+        conn.request("GET", "/nowhere")
+        missing = conn.getresponse()
+        missing.read()
+    finally:
+        conn.close()
+    assert statuses == [503, 401, 201, 201] and missing.status == 404
+    assert len(fake.messages) == 2 and fake.connections_opened == 1

@@ -269,3 +269,15 @@ def test_the_timeout_comes_from_the_configuration():
 def test_an_unreachable_rockblock_is_temporary():
     with pytest.raises(TemporaryDeliveryError):
         RockBlockNetwork("http://127.0.0.1:9", "u", "p", timeout=2).send(IMEI, b"hi")
+
+
+def test_sending_threads_each_reuse_one_kept_alive_connection(fake):
+    from messaging.delivery.base import SEND_THREADS
+    from tests.lockstep import in_lockstep
+
+    network = network_for(fake)
+    threads = SEND_THREADS + 2  # more than a sender actor sends at once
+    fake.gather(threads)  # every call of a round in flight at once
+    in_lockstep(threads, 3, lambda t, r: network.send(IMEI, b"\x08\x01hi"))
+    assert len(fake.to_device(IMEI)) == threads * 3
+    assert fake.state()["connections"] <= threads, "one connection per thread, kept alive, not one per message"

@@ -298,7 +298,7 @@ def test_secrets_never_logged(hive: FakeHive, client: HiveClient, caplog: pytest
     client.ack(packets_of(client)[0].packet_id)
     hive.expire_sessions()
     client.send(device_type=1, device_id=101, user_application_id=0, data_b64=b64(b"b"))
-    cookie = client._session.cookies.get("JSESSIONID")
+    cookie = client._cookies.get("JSESSIONID")
     assert cookie and "packet acked" in caplog.text
     assert PASSWORD not in caplog.text and cookie not in caplog.text
 
@@ -349,3 +349,75 @@ def test_an_item_without_a_usable_id_gets_a_stable_digest_key() -> None:
     a, b = malformed({"packetId": "x"}, "bad"), malformed({"packetId": "x"}, "bad")
     assert a.packet_id is None and a.key() == b.key() and a.key().startswith("hive-malformed:")
     assert malformed(["not", "an", "object"], "bad").packet_id is None
+
+
+def test_calling_threads_each_reuse_one_kept_alive_connection(hive: FakeHive, client: HiveClient) -> None:
+    from messaging.delivery.base import SEND_THREADS
+    from messaging.delivery.satellite import ACK_CONCURRENCY
+    from tests.lockstep import in_lockstep
+
+    threads = SEND_THREADS + ACK_CONCURRENCY  # a satellite actor's sends and acks at once
+    packets = [hive.device_send(101, b64(b"up")) for _ in range(threads * 2)]
+
+    def call(thread: int, round_: int) -> None:
+        if round_ == 0:
+            client.send(device_type=1, device_id=101, user_application_id=0, data_b64=b64(b"down"))
+        else:
+            client.ack(packets[thread * 2 + round_ - 1]["packetId"])
+
+    hive.gather(threads)  # every call of a round in flight at once
+    in_lockstep(threads, 3, call)
+    assert len(hive.to_device()) == threads and len(hive.acked_ids()) == threads * 2
+    assert hive.state()["connections"] <= threads, "one connection per thread, kept alive, not one per call"
+
+
+def test_set_cookies_reads_each_name_and_value_without_attributes() -> None:
+    from urllib3 import HTTPHeaderDict
+
+    from messaging.satellite.swarm import set_cookies
+
+    headers = HTTPHeaderDict()
+    headers.add("Set-Cookie", "JSESSIONID=AB12; Path=/hive; HttpOnly")
+    headers.add("Set-Cookie", "AWSALB=x=y; Expires=Tue, 01 Dec 2026 10:00:00 GMT; Path=/")
+    headers.add("Set-Cookie", "broken")
+    assert set_cookies(headers) == {"JSESSIONID": "AB12", "AWSALB": "x=y"}
+
+
+class _RedirectingLogin(BaseHTTPRequestHandler):
+    """A login that answers 302 with the session cookie, as a form login does; API calls need that cookie."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes = b"[]") -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer(302, {"Location": "/hive/home", "Set-Cookie": "JSESSIONID=S1; Path=/hive"}, b"")
+
+    def do_GET(self) -> None:
+        cookie = self.headers.get("Cookie") or ""
+        if self.path == "/hive/home":
+            self._answer(200, {"Set-Cookie": "AWSALB=lb; Path=/"}, b"home")
+        elif "JSESSIONID=S1" in cookie and "AWSALB=lb" in cookie:
+            self._answer(200, {"Content-Type": "application/json"})
+        else:
+            self._answer(401, {}, b"{}")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_login_that_redirects_is_followed_and_every_cookie_sent_back() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RedirectingLogin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with HiveClient(f"http://127.0.0.1:{server.server_address[1]}/hive", "beaver", PASSWORD, timeout=5) as c:
+            assert packets_of(c) == []
+    finally:
+        server.shutdown()
+        server.server_close()

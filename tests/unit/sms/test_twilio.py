@@ -392,3 +392,14 @@ def test_sender_logs_mask_the_number(fake: FakeTwilio, sender: TwilioSender, cap
     with caplog.at_level(logging.INFO, logger="messaging.sms.twilio"):
         sender.send(from_=USER_NUMBER, to=FRIEND, body="z" * 2000)
     assert FRIEND not in caplog.text and "3456" in caplog.text
+
+
+def test_sending_threads_each_reuse_one_kept_alive_connection(fake: FakeTwilio, sender: TwilioSender) -> None:
+    from messaging.delivery.base import SEND_THREADS
+    from tests.lockstep import in_lockstep
+
+    threads = SEND_THREADS + 2  # more than a sender actor sends at once
+    fake.gather(threads)  # every call of a round in flight at once
+    in_lockstep(threads, 3, lambda t, r: sender.send(from_=USER_NUMBER, to=FRIEND, body=f"{t}.{r}"))
+    assert len(fake.messages) == threads * 3
+    assert fake.connections_opened <= threads, "one connection per thread, kept alive, not one per message"
