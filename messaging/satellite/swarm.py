@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, fields
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
@@ -206,12 +207,16 @@ def _text(resp: urllib3.BaseHTTPResponse) -> str:
 
 
 def set_cookies(headers: Any) -> dict[str, str]:
-    """The ``name=value`` pairs a response's ``Set-Cookie`` headers set (attributes such as Path ignored)."""
+    """The ``name=value`` pairs a response's ``Set-Cookie`` headers set (read by the standard library's cookie
+    parser; attributes such as Path ignored, a header it cannot read skipped)."""
     cookies = {}
     for header in headers.getlist("Set-Cookie"):
-        name, sep, value = header.split(";", 1)[0].partition("=")
-        if sep and name.strip():
-            cookies[name.strip()] = value.strip()
+        jar = SimpleCookie()
+        try:
+            jar.load(header)
+        except CookieError:
+            continue
+        cookies.update({name: morsel.value for name, morsel in jar.items()})
     return cookies
 
 
