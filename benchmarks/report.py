@@ -102,6 +102,7 @@ TARGETS: tuple[Target, ...] = (
     Target("cpu_idle_cores", "CPU whole stack, idle", "cores", None, False),
     Target("startup_smtp_s", "Run command -> SMTP accepting", "s", 10.0, False),
     Target("startup_serve_s", "Run command -> Serve answering", "s", 10.0, False),
+    Target("startup_all_s", "Run command -> every actor up", "s", None, False),
 )
 
 

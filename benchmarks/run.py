@@ -164,6 +164,7 @@ def flatten(rnd: dict) -> dict[str, float | None]:
         "pss_idle_gb": get("backend", "idle_memory", "pss_gb"),
         "startup_smtp_s": get("backend", "smtp_ready_s"),
         "startup_serve_s": get("backend", "serve_ready_s"),
+        "startup_all_s": get("backend", "all_up_s"),
         "cpu_smtp_ms": get("smtp_backend", "cpu", "cpu_ms_per_msg"),
         "cpu_webhook_ms": get("webhook_backend", "cpu", "cpu_ms_per_msg"),
         "cpu_hive_ms": get("hive_poll", "cpu", "cpu_ms_per_msg"),
@@ -200,9 +201,16 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
         sc["backend"] = {"error": str(exc)}
         rnd["flat"] = flatten(rnd)
         return rnd
-    info: dict = {"smtp_ready_s": backend.smtp_ready_s, "serve_ready_s": backend.serve_ready_s}
+    info: dict = {
+        "smtp_ready_s": backend.smtp_ready_s,
+        "serve_ready_s": backend.serve_ready_s,
+        "all_up_s": backend.all_up_s,
+    }
     sc["backend"] = info
-    echo(f"  SMTP accepting after {backend.smtp_ready_s:.1f}s, Serve answering after {backend.serve_ready_s:.1f}s")
+    echo(
+        f"  SMTP accepting after {backend.smtp_ready_s:.1f}s, Serve answering after {backend.serve_ready_s:.1f}s, "
+        f"every actor up after {backend.all_up_s:.1f}s"
+    )
     try:
         groups = {
             name: scenarios.Group.from_seed(
