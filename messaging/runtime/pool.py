@@ -15,21 +15,14 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    retry_if_result,
-    stop_after_delay,
-    wait_exponential,
-    wait_fixed,
-)
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 log = logging.getLogger(__name__)
 
 # Errors after which the member is resolved again (it died, or is being replaced).
 MEMBER_GONE = (RayActorError, ActorUnavailableError)
+# The pause before calling a gone member again.
+GONE_PAUSE = 0.1
 
 
 def stable_index(key: str, size: int) -> int:
@@ -105,57 +98,50 @@ class NamedPool:
     async def _try_get_async(self, idx: int) -> Any | None:
         return self.try_get(idx)
 
-    def _while_gone(self, idx: int, timeout: float | None) -> dict[str, Any]:
-        """Calls again, 0.1 s apart, while the member is gone (died, being replaced), until ``timeout``."""
-
-        def resolve_again(state: RetryCallState) -> None:
-            self.forget(idx)
-            log.info("pool %s: member %d gone, resolving again", self.kind, idx)
-
-        def unavailable(state: RetryCallState) -> Any:
-            self.forget(idx)
-            exc = state.outcome.exception()
+    def _gone(self, idx: int, exc: BaseException, deadline: float) -> None:
+        """After a call found the member gone: drop its handle; ``PoolUnavailable`` once ``deadline`` is past."""
+        self.forget(idx)
+        if time.monotonic() >= deadline:
             raise PoolUnavailable(f"{member_name(self.kind, idx)} unavailable: {exc}") from exc
-
-        return {
-            "retry": retry_if_exception_type(MEMBER_GONE),
-            "wait": wait_fixed(0.1),
-            "stop": stop_after_delay(timeout if timeout is not None else self.wait_timeout),
-            "before_sleep": resolve_again,
-            "retry_error_callback": unavailable,
-        }
+        log.info("pool %s: member %d gone, resolving again", self.kind, idx)
 
     async def acall(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on member ``idx`` and await the result.
 
         If the member is gone (died, being replaced) the name is resolved again and the call made
-        once more, within the overall ``timeout``. Callers must only use this for idempotent methods.
+        once more, 0.1 s later, within the overall ``timeout``. Callers must only use this for
+        idempotent methods. A plain loop, not a retry library: this is on every message's path.
         """
         deadline = time.monotonic() + (timeout if timeout is not None else self.wait_timeout)
-
-        async def once() -> Any:
-            handle = await self.aget(idx)
-            remaining = deadline - time.monotonic()
-            ref = getattr(handle, method).remote(*args)
+        while True:
+            handle = self._handles.get(idx)
+            if handle is None:
+                handle = await self.aget(idx)
             try:
-                return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=max(remaining, 0.01))
-            except TimeoutError as exc:
-                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
-
-        return await AsyncRetrying(**self._while_gone(idx, timeout))(once)
+                ref = getattr(handle, method).remote(*args)
+                try:
+                    async with asyncio.timeout(max(deadline - time.monotonic(), 0.01)):
+                        return await asyncio.wrap_future(ref.future())
+                except TimeoutError as exc:
+                    raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
+            except MEMBER_GONE as exc:
+                self._gone(idx, exc, deadline)
+            await asyncio.sleep(GONE_PAUSE)
 
     def call(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Synchronous twin of ``acall`` (for sync actors and management commands)."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.wait_timeout)
-
-        def once() -> Any:
+        while True:
             handle = self.get(idx)
             try:
-                return ray.get(getattr(handle, method).remote(*args), timeout=max(deadline - time.monotonic(), 0.01))
-            except GetTimeoutError as exc:
-                raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
-
-        return Retrying(**self._while_gone(idx, timeout))(once)
+                ref = getattr(handle, method).remote(*args)
+                try:
+                    return ray.get(ref, timeout=max(deadline - time.monotonic(), 0.01))
+                except GetTimeoutError as exc:
+                    raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
+            except MEMBER_GONE as exc:
+                self._gone(idx, exc, deadline)
+            time.sleep(GONE_PAUSE)
 
     def notify(self, idx: int, method: str, *args: Any) -> bool:
         """Fire-and-forget: start ``method`` on the member if it is up now. False if it is not.
