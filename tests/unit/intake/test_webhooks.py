@@ -176,6 +176,30 @@ def test_signature_when_the_configured_url_carries_connection_overrides():
     assert len(store.stored) == 2
 
 
+def test_signature_over_the_url_with_or_without_its_default_port():
+    """Twilio signs the URL with or without the port (its own validator tries both); either is taken, once
+    per configured URL, whichever way the URL is configured."""
+    store = FakeStore()
+    for configured in (PUBLIC_URL, "https://sms.example.com:443/sms"):
+        with client(WebhookHandler(config(twilio_webhook_public_url=configured), FakeUsers(), store)) as http:
+            for url in (PUBLIC_URL, "https://sms.example.com:443/sms"):
+                params = dict(PARAMS, MessageSid="SM" + format(len(store.stored), "032x"))
+                assert post_sms(http, params, signed(params, url=url)).status_code == 200, (configured, url)
+            assert post_sms(http, PARAMS, signed(PARAMS, url="https://sms.example.com:8443/sms")).status_code == 403
+    assert len(store.stored) == 4
+
+
+def test_a_signature_header_that_is_not_ascii_is_403_not_500():
+    store = FakeStore()
+    with client(WebhookHandler(config(), FakeUsers(), store)) as http:
+        form = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "\u00e9t\u00e9"}
+        r = http.post(
+            "/sms", content=urlencode(PARAMS).encode(), headers={k: v.encode("latin-1") for k, v in form.items()}
+        )
+        assert r.status_code == 403 and names_no_exception(r.text)
+    assert store.stored == []
+
+
 @pytest.mark.parametrize(
     "fail",
     [PoolUnavailable("user_0 did not answer in time"), RuntimeError("database is locked")],
