@@ -1,5 +1,5 @@
-"""The webhooks without Ray or Serve: :class:`WebhookHandler` behind the same FastAPI routes Serve serves
-(:func:`make_app`), driven with FastAPI's TestClient.
+"""The webhooks without Ray or Serve: :class:`WebhookHandler` behind the same Starlette routes Serve serves
+(:func:`make_app`), driven with Starlette's TestClient.
 
 Its collaborators are given: a small store and user pool standing in for the batcher and the user actors,
 or (one test) a ``UserBase`` on the real database called in a worker thread, as a Ray call would.
@@ -13,7 +13,7 @@ import json
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from messaging.core.codec import encode_from_device
 from messaging.core.types import Protocol
