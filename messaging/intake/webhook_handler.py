@@ -22,7 +22,9 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
+
+from twilio.request_validator import RequestValidator
 
 from messaging.intake import rockblock_webhook
 from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
@@ -31,7 +33,7 @@ from messaging.runtime.config import Config
 from messaging.satellite import rockblock
 from messaging.satellite.swarm import SwarmNetwork
 from messaging.satellite.transport import DevicePacket, MalformedItem
-from messaging.sms.twilio import EMPTY_TWIML, BadWebhook, parse_inbound_sms, validate_signature
+from messaging.sms.twilio import EMPTY_TWIML, BadWebhook, parse_inbound_sms
 
 log = logging.getLogger("messaging.intake.webhooks")
 
@@ -52,8 +54,19 @@ def read_packets(payload: object) -> tuple[list[DevicePacket], list[MalformedIte
 
 def signature_urls(public_url: str) -> list[str]:
     """The URLs a Twilio signature may be over: a connection-override fragment (``#rc=5&rp=all``) is not sent
-    by Twilio with the request, so the URL without it comes first."""
-    return [public_url.split("#", 1)[0], public_url] if "#" in public_url else [public_url]
+    by Twilio with the request, so the URL without it comes first; each as written, then with its default
+    port added or its port taken off (Twilio signs one or the other, as its own validator allows)."""
+    bases = [public_url.split("#", 1)[0], public_url] if "#" in public_url else [public_url]
+    urls: list[str] = []
+    for url in bases:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit(":", 1)[0] if parts.port else parts.netloc
+        default_port = 443 if parts.scheme == "https" else 80
+        for netloc in (parts.netloc, host, f"{host}:{parts.port or default_port}"):
+            variant = parts._replace(netloc=netloc).geturl()
+            if variant not in urls:
+                urls.append(variant)
+    return urls
 
 
 class WebhookHandler:
@@ -64,6 +77,10 @@ class WebhookHandler:
             store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
         self.store = store
         self.rockblock_key = rockblock.public_key(config)  # a missing or unreadable key file refuses to start
+        # Made once, not per webhook: the signer and the URLs a signature may be over.
+        self._twilio = RequestValidator(config.twilio_auth_token) if config.twilio_auth_token else None
+        public_url = config.twilio_webhook_public_url
+        self._signed_urls = signature_urls(public_url) if public_url else []
 
     async def rockblock(self, body: bytes, content_type: str) -> Reply:
         """One RockBLOCK MO post (see messaging/intake/rockblock_webhook.py)."""
@@ -71,11 +88,13 @@ class WebhookHandler:
         return Reply(status, text)
 
     def signed_by_twilio(self, params: dict[str, str], signature: str) -> bool:
+        """Twilio's HMAC of ``params`` posted to one of the public URLs (stops at the first that matches)."""
+        if self._twilio is None or not signature:
+            return False
+        given = signature.encode("utf-8", "replace")
         return any(
-            validate_signature(
-                auth_token=self.config.twilio_auth_token, public_url=url, params=params, signature=signature
-            )
-            for url in signature_urls(self.config.twilio_webhook_public_url)
+            hmac.compare_digest(self._twilio.compute_signature(url, params).encode(), given)
+            for url in self._signed_urls
         )
 
     async def sms(self, body: bytes, signature: str, peer: str = "?") -> Reply:
@@ -88,9 +107,8 @@ class WebhookHandler:
         except BadWebhook as exc:
             return Reply(400, str(exc))
         try:
-            result = await asyncio.wait_for(
-                self.store.submit(self.users.index_for(msg.routing_key()), msg), timeout=self.config.sms_webhook_timeout
-            )
+            async with asyncio.timeout(self.config.sms_webhook_timeout):
+                result = await self.store.submit(self.users.index_for(msg.routing_key()), msg)
         except Exception as exc:  # pool down, slow, database trouble: 503 (Twilio may retry; reconciliation will)
             log.warning("sms %s not stored: %s: %s", msg.idempotency_key, type(exc).__name__, exc)
             return Reply(503, "temporarily unavailable")

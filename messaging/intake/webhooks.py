@@ -1,4 +1,4 @@
-"""The HTTP side, as one Ray Serve deployment (FastAPI ingress). It only adapts HTTP: what each webhook
+"""The HTTP side, as one Ray Serve deployment (Starlette ingress). It only adapts HTTP: what each webhook
 decides is :class:`~messaging.intake.webhook_handler.WebhookHandler`'s.
 
 * ``POST /sms``   Twilio's inbound-SMS webhook (:meth:`WebhookHandler.sms`).
@@ -8,8 +8,11 @@ decides is :class:`~messaging.intake.webhook_handler.WebhookHandler`'s.
 * everything else: the Django admin (Django's ASGI app mounted at ``/``).
 """
 
-from fastapi import FastAPI, Request, Response
 from ray import serve
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
 
 from messaging.intake.webhook_handler import Reply, WebhookHandler
 from messaging.runtime.config import Config
@@ -21,33 +24,37 @@ def as_response(reply: Reply) -> Response:
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type)
 
 
-def make_app(handler: WebhookHandler, admin: object | None = None) -> FastAPI:
-    """The webhooks' HTTP routes over ``handler``; ``admin`` (an ASGI app) is mounted at ``/`` when given."""
-    app = FastAPI(title="Space Beaver webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+def make_app(handler: WebhookHandler, admin: object | None = None) -> Starlette:
+    """The webhooks' HTTP routes over ``handler``; ``admin`` (an ASGI app) is mounted at ``/`` when given.
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"ok": True}
+    Plain Starlette routes: the endpoints take the raw request and answer a ``Reply``, so FastAPI's
+    dependency solving and response serialisation (on every webhook) would buy nothing."""
 
-    @app.post("/sms")
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
     async def sms(request: Request) -> Response:
         peer = request.client.host if request.client else "?"
         signature = request.headers.get("x-twilio-signature", "")
         return as_response(await handler.sms(await request.body(), signature, peer))
 
-    @app.post("/swarm")
     async def swarm(request: Request) -> Response:
         secret = request.headers.get("x-swarm-secret", "")
         return as_response(await handler.swarm(await request.body(), secret))
 
-    @app.post("/rockblock")
     async def rockblock(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
         return as_response(await handler.rockblock(await request.body(), content_type))
 
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/sms", sms, methods=["POST"]),
+        Route("/swarm", swarm, methods=["POST"]),
+        Route("/rockblock", rockblock, methods=["POST"]),
+    ]
     if admin is not None:
-        app.mount("/", admin)
-    return app
+        routes.append(Mount("/", admin))
+    return Starlette(routes=routes)
 
 
 def django_admin() -> object:
@@ -68,5 +75,5 @@ class Webhooks:
         self.handler = WebhookHandler(config, users)
         self.mount_admin = mount_admin
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
+    def __serve_build_asgi_app__(self) -> Starlette:
         return make_app(self.handler, django_admin() if self.mount_admin else None)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Errors after which the member is resolved again (it died, or is being replaced).
 MEMBER_GONE = (RayActorError, ActorUnavailableError)
+# The pause before calling a gone member again.
+GONE_PAUSE = 0.1
 
 
 def stable_index(key: str, size: int) -> int:
@@ -105,8 +107,9 @@ class NamedPool:
     async def _try_get_async(self, idx: int) -> Any | None:
         return self.try_get(idx)
 
-    def _while_gone(self, idx: int, timeout: float | None) -> dict[str, Any]:
-        """Calls again, 0.1 s apart, while the member is gone (died, being replaced), until ``timeout``."""
+    def _while_gone(self, idx: int, deadline: float) -> dict[str, Any]:
+        """Tenacity's settings to call again, GONE_PAUSE apart, while the member is gone (died, being replaced),
+        until ``deadline`` (time.monotonic())."""
 
         def resolve_again(state: RetryCallState) -> None:
             self.forget(idx)
@@ -119,30 +122,35 @@ class NamedPool:
 
         return {
             "retry": retry_if_exception_type(MEMBER_GONE),
-            "wait": wait_fixed(0.1),
-            "stop": stop_after_delay(timeout if timeout is not None else self.wait_timeout),
-            "before_sleep": resolve_again,
+            "wait": wait_fixed(GONE_PAUSE),
+            "stop": stop_after_delay(max(deadline - time.monotonic(), 0.0)),
+            "before": resolve_again,
             "retry_error_callback": unavailable,
         }
 
     async def acall(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on member ``idx`` and await the result.
 
-        If the member is gone (died, being replaced) the name is resolved again and the call made
-        once more, within the overall ``timeout``. Callers must only use this for idempotent methods.
+        If the member is gone (died, being replaced) the name is resolved again and the call made once more,
+        GONE_PAUSE later, within the overall ``timeout`` (tenacity). Callers must only use this for idempotent
+        methods. The first attempt builds no retry machinery: it is on every message's path.
         """
         deadline = time.monotonic() + (timeout if timeout is not None else self.wait_timeout)
 
         async def once() -> Any:
-            handle = await self.aget(idx)
-            remaining = deadline - time.monotonic()
+            handle = self._handles.get(idx) or await self.aget(idx)
             ref = getattr(handle, method).remote(*args)
             try:
-                return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=max(remaining, 0.01))
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.01)):
+                    return await asyncio.wrap_future(ref.future())
             except TimeoutError as exc:
                 raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
 
-        return await AsyncRetrying(**self._while_gone(idx, timeout))(once)
+        try:
+            return await once()
+        except MEMBER_GONE:
+            await asyncio.sleep(GONE_PAUSE)
+        return await AsyncRetrying(**self._while_gone(idx, deadline))(once)
 
     def call(self, idx: int, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Synchronous twin of ``acall`` (for sync actors and management commands)."""
@@ -155,7 +163,11 @@ class NamedPool:
             except GetTimeoutError as exc:
                 raise PoolUnavailable(f"{member_name(self.kind, idx)} did not answer in time") from exc
 
-        return Retrying(**self._while_gone(idx, timeout))(once)
+        try:
+            return once()
+        except MEMBER_GONE:
+            time.sleep(GONE_PAUSE)
+        return Retrying(**self._while_gone(idx, deadline))(once)
 
     def notify(self, idx: int, method: str, *args: Any) -> bool:
         """Fire-and-forget: start ``method`` on the member if it is up now. False if it is not.

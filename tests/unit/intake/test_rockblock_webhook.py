@@ -7,7 +7,7 @@ import json
 from urllib.parse import urlencode
 
 import pytest
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from messaging.core.codec import encode_from_device
 from messaging.core.types import Protocol

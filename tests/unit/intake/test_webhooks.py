@@ -1,5 +1,5 @@
-"""The webhooks without Ray or Serve: :class:`WebhookHandler` behind the same FastAPI routes Serve serves
-(:func:`make_app`), driven with FastAPI's TestClient.
+"""The webhooks without Ray or Serve: :class:`WebhookHandler` behind the same Starlette routes Serve serves
+(:func:`make_app`), driven with Starlette's TestClient.
 
 Its collaborators are given: a small store and user pool standing in for the batcher and the user actors,
 or (one test) a ``UserBase`` on the real database called in a worker thread, as a Ray call would.
@@ -13,7 +13,7 @@ import json
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from fastapi.testclient import TestClient
+from starlette.testclient import TestClient
 
 from messaging.core.codec import encode_from_device
 from messaging.core.types import Protocol
@@ -174,6 +174,30 @@ def test_signature_when_the_configured_url_carries_connection_overrides():
         assert post_sms(http, other, signed(other, url=PUBLIC_URL + "#rc=5")).status_code == 403
         assert post_sms(http, other, signed(other, url="https://sms.example.com/other")).status_code == 403
     assert len(store.stored) == 2
+
+
+def test_signature_over_the_url_with_or_without_its_default_port():
+    """Twilio signs the URL with or without the port (its own validator tries both); either is taken, once
+    per configured URL, whichever way the URL is configured."""
+    store = FakeStore()
+    for configured in (PUBLIC_URL, "https://sms.example.com:443/sms"):
+        with client(WebhookHandler(config(twilio_webhook_public_url=configured), FakeUsers(), store)) as http:
+            for url in (PUBLIC_URL, "https://sms.example.com:443/sms"):
+                params = dict(PARAMS, MessageSid="SM" + format(len(store.stored), "032x"))
+                assert post_sms(http, params, signed(params, url=url)).status_code == 200, (configured, url)
+            assert post_sms(http, PARAMS, signed(PARAMS, url="https://sms.example.com:8443/sms")).status_code == 403
+    assert len(store.stored) == 4
+
+
+def test_a_signature_header_that_is_not_ascii_is_403_not_500():
+    store = FakeStore()
+    with client(WebhookHandler(config(), FakeUsers(), store)) as http:
+        form = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "\u00e9t\u00e9"}
+        r = http.post(
+            "/sms", content=urlencode(PARAMS).encode(), headers={k: v.encode("latin-1") for k, v in form.items()}
+        )
+        assert r.status_code == 403 and names_no_exception(r.text)
+    assert store.stored == []
 
 
 @pytest.mark.parametrize(

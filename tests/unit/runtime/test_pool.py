@@ -92,3 +92,23 @@ def test_other_errors_of_a_call_are_not_retried():
     with pytest.raises(ValueError, match="bad input"):
         asyncio.run(pool.acall(0, "echo", timeout=30.0))
     assert pool.lookups == 1
+
+
+class Silent:
+    """A member that never answers."""
+
+    def __init__(self):
+        self.echo = self
+
+    def remote(self, *args):
+        return self
+
+    def future(self) -> Future:
+        return Future()
+
+
+def test_a_member_that_does_not_answer_in_time_is_unavailable_without_a_second_call():
+    pool = ScriptedPool([Silent()])
+    with pytest.raises(PoolUnavailable, match="user_0 did not answer in time"):
+        asyncio.run(pool.acall(0, "echo", timeout=0.05))
+    assert pool.lookups == 1, "not resolved again: the member is up, only slow"
