@@ -1,7 +1,7 @@
 """Headless Chromium driven by Selenium, for the browser tests of the self-service web (unit: Django's live server;
-e2e: the real stack). Where Chromium, chromedriver or Selenium is missing, ``MISSING`` names what, and each browser
-test module skips itself with one line saying so (Debian: apt-get install chromium chromium-driver; .ci/run installs
-them).
+e2e: the real stack). Where Chromium, chromedriver or Selenium is missing, ``MISSING`` names what: the browser test
+modules are then not collected and pytest ends with one line saying so (tests/conftest.py; Debian: apt-get install
+chromium chromium-driver; .ci/run installs them).
 
 ``Walk`` is a person at the keyboard: open a page, fill in fields, press a button and wait for the next page, and
 ``shot`` saves the page at phone and desktop width under test-artifacts/browser/ (after checking that it does not
@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - the test extras pin it
 MISSING = [n for n, ok in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER), ("selenium", webdriver)) if not ok]
 SKIP_REASON = f"browser tests skipped: {', '.join(MISSING)} not installed (apt-get install chromium chromium-driver)"
 
+BROWSER_TEST_FILES = frozenset({"test_browser.py", "test_portal_browser.py"})  # left out, with one line, without them
 ARTEFACTS = REPO_ROOT / "test-artifacts" / "browser"
 PHONE, DESKTOP = (375, 812), (1280, 900)
 

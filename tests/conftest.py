@@ -9,6 +9,20 @@ import pytest
 _ids = itertools.count(1)
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Without Chromium, chromedriver or Selenium the browser tests are not collected (one line says so below)."""
+    from tests.browser import BROWSER_TEST_FILES, MISSING
+
+    return True if MISSING and collection_path.name in BROWSER_TEST_FILES else None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from tests.browser import MISSING, SKIP_REASON
+
+    if MISSING:
+        terminalreporter.write_line(SKIP_REASON, yellow=True)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_test_environment, django_db_blocker):
     """The test database, always (the end-to-end tests use it from Ray workers without a db marker)."""
