@@ -57,6 +57,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from messaging.sandbox.gathering import Gathering
+
 BASE_PATH = "/hive"
 SESSION_COOKIE = "JSESSIONID"
 MAX_DATA_BYTES = 192
@@ -141,7 +143,7 @@ class FakeHive:
         self._threads: list[threading.Thread] = []
         self._connections: set[socket.socket] = set()
         self.connections_opened = 0
-        self._gathering: threading.Barrier | None = None  # see gather()
+        self._gathering = Gathering()  # see gather()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -314,16 +316,7 @@ class FakeHive:
     def gather(self, calls: int | None) -> None:
         """Hold each /api/v1 call until ``calls`` of them are in flight together, then answer them all, so a test sees
         how many connections that many concurrent callers use; ``None`` answers each at once again."""
-        with self._cond:
-            self._gathering = threading.Barrier(calls, timeout=10) if calls else None
-
-    def _gather(self) -> None:
-        barrier = self._gathering
-        if barrier is not None:
-            try:
-                barrier.wait()
-            except threading.BrokenBarrierError:  # not that many came: answer anyway
-                pass
+        self._gathering.hold(calls)
 
     def expire_sessions(self) -> None:
         """Forget all sessions, as the real Hive does when they time out."""
@@ -508,7 +501,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply((reply[0], reply[1], headers))
         if not route.startswith("/api/v1/"):
             return self._reply(_error(404, "not found", url.path))
-        self.hive._gather()
+        self.hive._gathering.arrive()
         fault = self.hive._pick_fault()
         if fault is not None:
             return self._fault(*fault, path=url.path)

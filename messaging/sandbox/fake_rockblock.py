@@ -42,6 +42,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from messaging.sandbox.gathering import Gathering
 from messaging.sandbox.recorded import snapshot, wait_on
 
 BASE_PATH = "/rockblock"
@@ -104,7 +105,7 @@ class FakeRockBlock:
         self._stopping = threading.Event()
         self._open: set[socket.socket] = set()  # connections open now (cut on stop)
         self.connections_opened = 0
-        self._gathering: threading.Barrier | None = None  # see gather()
+        self._gathering = Gathering()  # see gather()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -232,16 +233,7 @@ class FakeRockBlock:
     def gather(self, calls: int | None) -> None:
         """Hold each MT call until ``calls`` of them are in flight together, then answer them all, so a test sees
         how many connections that many concurrent callers use; ``None`` answers each at once again."""
-        with self._cond:
-            self._gathering = threading.Barrier(calls, timeout=10) if calls else None
-
-    def _gather(self) -> None:
-        barrier = self._gathering
-        if barrier is not None:
-            try:
-                barrier.wait()
-            except threading.BrokenBarrierError:  # not that many came: answer anyway
-                pass
+        self._gathering.hold(calls)
 
     def clear_faults(self) -> None:
         self.set_faults(0.0)
@@ -389,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == f"{BASE_PATH}/MT":
             form = {k: v[-1] for k, v in parse_qs(url.query).items()}
             form.update({k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()})
-            self.fake._gather()
+            self.fake._gathering.arrive()
             return self._reply(*self.fake._mt(form))
         try:
             payload = json.loads(body or b"{}")

@@ -39,6 +39,7 @@ import requests
 from messaging.core.phones import is_e164
 from messaging.core.redact import mask_phone
 from messaging.runtime.config import Config
+from messaging.sandbox.gathering import Gathering
 from messaging.sandbox.recorded import snapshot, wait_on
 from messaging.sms.twilio import TWILIO_BODY_LIMIT, sign
 
@@ -347,7 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None:
             self._not_found()
             return
-        self.fake._gather()
+        self.fake._gathering.arrive()
         fault = self.fake._take_fault()
         if fault is not None:
             status, retry_after = fault
@@ -438,7 +439,7 @@ class FakeTwilio:
         self._thread: threading.Thread | None = None
         self._open: set[socket.socket] = set()
         self.connections_opened = 0  # connections clients made (a pooled client makes one per thread)
-        self._gathering: threading.Barrier | None = None  # see gather()
+        self._gathering = Gathering()  # see gather()
 
     # lifecycle --------------------------------------------------------------
 
@@ -563,16 +564,7 @@ class FakeTwilio:
     def gather(self, calls: int | None) -> None:
         """Hold each Messages create call until ``calls`` of them are in flight together, then answer them all, so
         a test sees how many connections that many concurrent callers use; ``None`` answers each at once again."""
-        with self._cond:
-            self._gathering = threading.Barrier(calls, timeout=10) if calls else None
-
-    def _gather(self) -> None:
-        barrier = self._gathering
-        if barrier is not None:
-            try:
-                barrier.wait()
-            except threading.BrokenBarrierError:  # not that many came: answer anyway
-                pass
+        self._gathering.hold(calls)
 
     # inbound ----------------------------------------------------------------
 
