@@ -261,11 +261,13 @@ def claim(message_id: int, policy: RetryPolicy = DEFAULT_POLICY, now: datetime |
 
 
 # What senders read of a claimed row (other fields load on first use): fewer columns, cheaper rows.
+# Every field a sender reads from a claimed row: one left out is a query per message when it is read (deferred).
 CLAIMED_FIELDS = (
     *("id", "direction", "protocol", "sender", "recipient", "subject", "text", "status", "attempts"),
     *("idempotency_key", "remote_id", "lease_token", "user_id", "device_id", "created_at"),
-    *("user__id", "user__username", "user__twilio_number", "user__is_active"),
-    *("device__id", "device__device_id", "device__is_active"),
+    *("latitude", "longitude", "location_cep_km"),
+    *("user__id", "user__username", "user__twilio_number", "user__is_active", "user__share_location"),
+    *("device__id", "device__device_id", "device__is_active", "device__owner", "device__network"),
 )
 
 
