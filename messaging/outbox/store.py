@@ -126,6 +126,24 @@ def record_many(items: list[ToRecord]) -> list[Recorded]:
     """
     if not items:
         return []
+    first: dict[str, ToRecord] = {}
+    for item in items:  # the first of a key twice in the batch is the one stored
+        first.setdefault(item.msg.idempotency_key, item)
+    try:
+        # The usual batch is all new keys: one INSERT, no read first. A key stored before makes it fail whole
+        # (rolled back), and the batch is stored again, reading which of its keys are known.
+        with transaction.atomic():
+            rows = Message.objects.bulk_create([_new_row(item) for item in first.values()])
+    except IntegrityError:
+        return _record_many_known_first(items)
+    except ITEM_ERRORS as exc:  # one item the database refuses must not fail its neighbours
+        log.warning("batch of %d not stored (%s); recording one by one", len(items), type(exc).__name__)
+        return [_record_one(item) for item in items]
+    return _results(items, {}, {row.idempotency_key: row for row in rows})
+
+
+def _record_many_known_first(items: list[ToRecord]) -> list[Recorded]:
+    """``record_many`` for a batch with keys stored before: those are read first and not stored again."""
     keys = {item.msg.idempotency_key for item in items}
     try:
         with transaction.atomic():
@@ -147,6 +165,11 @@ def record_many(items: list[ToRecord]) -> list[Recorded]:
     except ITEM_ERRORS as exc:  # one item the database refuses must not fail its neighbours
         log.warning("batch of %d not stored (%s); recording one by one", len(items), type(exc).__name__)
         return [_record_one(item) for item in items]
+    return _results(items, known, fresh)
+
+
+def _results(items: list[ToRecord], known: dict[str, Recorded], fresh: dict[str, Message]) -> list[Recorded]:
+    """One result per item, in order: a known key's row, or the row just stored (logged once)."""
     results = []
     for item in items:
         key = item.msg.idempotency_key

@@ -333,3 +333,18 @@ cursor.execute("UPDATE delivery_message SET status = %s")
 Message.objects.filter(status="dead").count()
 """
     assert _status_writes(source) == [2, 3, 4, 5]
+
+
+def test_a_batch_of_new_keys_is_one_insert_without_a_read_first(make_user):
+    """The usual batch (every key new) costs one INSERT; a batch with a key stored before still stores only
+    what is new (test_record_many_stores_a_batch_in_order_once covers its results)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = make_user()
+    batch = [to_record(user, f"n{n}") for n in range(3)]
+    with CaptureQueriesContext(connection) as ctx:
+        recs = outbox.record_many(batch)
+    assert all(r.created for r in recs)
+    statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries]
+    assert statements.count("SELECT") == 0 and statements.count("INSERT") == 1, statements
