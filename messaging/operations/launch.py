@@ -157,8 +157,7 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
             "dashboard_port": config.ray_dashboard_port,
         }
         # No idle worker prestarted for the driver (every actor gets a worker process of its own anyway).
-        # An environment override of Ray's system config, read by the raylet we start; unlike _system_config
-        # it is harmless when ray.init joins a local Ray that is already running.
+        # An environment override of Ray's system config, read by the raylet we start.
         os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
         # Serve behind HAProxy, on its throughput-optimised path (config.RAY_SERVE_DEFAULTS), unless set:
         # read by the Serve processes of the Ray we start (on Kubernetes the ConfigMap sets them).
@@ -166,17 +165,20 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
             os.environ.setdefault(name, value)
         prepare_local_haproxy(config)
     ray.init(
-        address=address,
+        # "local": always a Ray of our own, never one found running on this machine, so its workers have the
+        # secrets exported above; a cluster's workers have their own, which are checked.
+        address=address or "local",
         namespace=config.ray_namespace,
         runtime_env=ray_runtime_env(public),
         logging_level="WARNING",
         **kwargs,
     )
-    try:
-        check_worker_secrets(secret)
-    except ConfigError:
-        ray.shutdown()
-        raise
+    if address:
+        try:
+            check_worker_secrets(secret)
+        except ConfigError:
+            ray.shutdown()
+            raise
     echo(f"Ray: up ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
 
 
