@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import DataError, IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from messaging.core.redact import mask_key, scrub
@@ -304,18 +304,7 @@ def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: dateti
         return []
     now = now or timezone.now()
     token = uuid.uuid4().hex
-    claimable = Q(status__in=DUE_STATUSES) | Q(status=Status.SENDING, lease_until__lt=now)
-    updated = (
-        Message.objects.filter(claimable, id__in=ids)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now) | Q(status=Status.SENDING))
-        .update(
-            status=Status.SENDING,
-            lease_until=now + policy.lease,
-            lease_token=token,
-            attempts=F("attempts") + 1,
-        )
-    )
-    if not updated:
+    if not _take_leases(ids, token, now, now + policy.lease):
         return []
     rows = list(
         Message.objects.select_related("user", "device")
@@ -326,6 +315,27 @@ def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: dateti
     for row in rows:
         log.info("message %s sending attempt=%s", row.id, row.attempts)
     return rows
+
+
+def _take_leases(ids: list[int], token: str, now: datetime, until: datetime) -> int:
+    """The claim's one write: due and free rows of ``ids`` (received, queued or failed and due by
+    next_attempt_at, or sending with an expired lease) become sending under ``token``. Returns how many.
+
+    Plain SQL: on every message's path, and Django's building of this statement cost more than running it."""
+    table = connection.ops.quote_name(Message._meta.db_table)
+    due = tuple(status.value for status in DUE_STATUSES)
+    sending = Status.SENDING.value
+    at = connection.ops.adapt_datetimefield_value
+    sql = (
+        f"UPDATE {table} SET status = %s, lease_until = %s, lease_token = %s, attempts = attempts + 1 "
+        f"WHERE id IN ({', '.join(['%s'] * len(ids))}) "
+        f"AND (status IN ({', '.join(['%s'] * len(due))}) OR (status = %s AND lease_until < %s)) "
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= %s OR status = %s)"
+    )
+    params = [sending, at(until), token, *ids, *due, sending, at(now), at(now), sending]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def _held(message_id: int, token: str):
@@ -380,11 +390,14 @@ def mark_sent_many(token: str, sent: list[tuple[int, str]]) -> int:
         cursor.executemany(
             sql, [(Status.SENT.value, rid[:255], stamp, stamp, mid, sending, token) for mid, rid in sent]
         )
-        recorded = set(
-            Message.objects.filter(id__in=[mid for mid, _ in sent], status=Status.SENT, lease_token=token).values_list(
-                "id", flat=True
+        if cursor.rowcount == len(sent):  # the usual case: every lease held (rowcount sums the statements)
+            recorded = {mid for mid, _ in sent}
+        else:  # which ones: those now sent under this claim's token
+            recorded = set(
+                Message.objects.filter(
+                    id__in=[mid for mid, _ in sent], status=Status.SENT, lease_token=token
+                ).values_list("id", flat=True)
             )
-        )
     for message_id, remote_id in sent:
         if message_id in recorded:
             log.info("message %s sent remote_id=%s", message_id, remote_id)

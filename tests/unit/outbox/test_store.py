@@ -348,3 +348,15 @@ def test_a_batch_of_new_keys_is_one_insert_without_a_read_first(make_user):
     assert all(r.created for r in recs)
     statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries]
     assert statements.count("SELECT") == 0 and statements.count("INSERT") == 1, statements
+
+
+def test_mark_sent_many_records_only_the_rows_the_claim_still_holds(make_user):
+    user = make_user()
+    ids = [r.message_id for r in outbox.record_many([to_record(user, f"h{n}") for n in range(2)])]
+    policy = RetryPolicy(lease=timedelta(seconds=5))
+    token = outbox.claim_many(ids, policy)[0].lease_token
+    other = outbox.claim(ids[1], policy, now=timezone.now() + timedelta(seconds=6))  # its lease ran out: taken over
+    assert outbox.mark_sent_many(token, [(ids[0], "p-1"), (ids[1], "p-2")]) == 1
+    rows = {m.id: m for m in Message.objects.filter(id__in=ids)}
+    assert (rows[ids[0]].status, rows[ids[0]].remote_id) == ("sent", "p-1")
+    assert (rows[ids[1]].status, rows[ids[1]].lease_token, rows[ids[1]].remote_id) == ("sending", other.lease_token, "")
