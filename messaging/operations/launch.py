@@ -12,12 +12,14 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import ray
 from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get, _internal_kv_put
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from messaging.operations.console import WORKER_SETUP_HOOK
 from messaging.operations.haproxy_admin import write_launcher
@@ -328,12 +330,41 @@ def _start_kinds(stack: Stack, kinds: tuple[ActorKind, ...], echo: Callable[[str
 # afterwards (max_calls=1), so that it never stays in the long-running driver (runbackend).
 @ray.remote(num_cpus=0, max_calls=1)
 def _run_serve_app(config: Config, users: NamedPool, mount_admin: bool) -> None:
+    """Start Serve and deploy the app. ``serve.start`` returns only once its ingress proxies are up (a process
+    each, ~2 s); the app is deployed as soon as the controller exists, so its replica starts meanwhile."""
     from ray import serve  # (see above)
 
     from messaging.intake.webhooks import Webhooks  # imports Serve too
 
-    serve.start(http_options={"host": config.serve_http_host, "port": config.serve_http_port})
-    serve.run(Webhooks.bind(config, users, mount_admin), name=SERVE_APP, route_prefix="/")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-start") as background:
+        starting = background.submit(
+            serve.start, http_options={"host": config.serve_http_host, "port": config.serve_http_port}
+        )
+        named = Retrying(
+            retry=retry_if_result(lambda found: not found),
+            wait=wait_fixed(0.05),
+            stop=stop_after_delay(config.serve_start_timeout),
+            retry_error_callback=lambda state: False,
+        )(_serve_controller_named, starting)
+        if starting.done():
+            starting.result()  # raises what stopped Serve from starting (e.g. HAProxy could not bind its port)
+        elif not named:  # never serve.run here: without a controller it would start Serve on its default port
+            raise RuntimeError(f"Serve's controller not created in {config.serve_start_timeout:.0f} s")
+        serve.run(Webhooks.bind(config, users, mount_admin), name=SERVE_APP, route_prefix="/")
+        starting.result()
+
+
+def _serve_controller_named(starting: Future) -> bool:
+    """Is Serve's controller created (its name known), or has ``serve.start`` already ended (then: stop waiting)?"""
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE  # (see _run_serve_app)
+
+    if starting.done():
+        return True
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 @ray.remote(num_cpus=0, max_calls=1)
