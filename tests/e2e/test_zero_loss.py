@@ -54,9 +54,7 @@ def _alive_members(config) -> list:
     from ray.util.state import list_actors
 
     names = {
-        member_name(k, i)
-        for k in ("user", "satellite", "mailout", "sms", "mailserver")
-        for i in range(config.pool_size)
+        member_name(k, i) for k in ("user", "satellite", "outbound", "mailserver") for i in range(config.pool_size)
     }
     gcs = ray.get_runtime_context().gcs_address  # this session's cluster, even when another one runs
     return [a for a in list_actors(address=gcs, filters=[("state", "=", "ALIVE")], limit=1000) if a.name in names]
