@@ -105,6 +105,8 @@ KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first);
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
 BY_NAME: dict[str, ActorKind] = {kind.name: kind for kind in KINDS}
 DRAIN_ORDER: tuple[ActorKind, ...] = tuple(sorted(KINDS, key=lambda kind: kind.drain_rank))
+RETIRED_KIND_NAMES: tuple[str, ...] = ("mailout", "sms")  # kinds earlier versions ran (now "outbound"): an
+# upgrade retires their members once the new kinds are up, and stop removes any left
 SENDER_KIND: dict[Channel, str] = {channel: kind.name for kind in KINDS for channel in kind.channels}
 
 

@@ -82,3 +82,12 @@ def test_busy_counts_what_each_kind_still_has_in_hand():
     assert busy("outbound", {"in_flight": 0, "delivered": 3, "mailout_delivered": 3, "draining": True}) == 0
     assert busy("outbound", {"in_flight": 2, "sms_delivered": 9}) == 2
     assert busy("outbound", {}) == 0
+
+
+def test_an_earlier_versions_senders_are_retired_kinds_whose_work_in_hand_is_waited_for():
+    from messaging.operations.kinds import RETIRED_KIND_NAMES
+
+    assert RETIRED_KIND_NAMES == ("mailout", "sms")
+    assert not set(RETIRED_KIND_NAMES) & set(KIND_NAMES)
+    assert busy("mailout", {"in_flight": 2, "delivered": 7, "draining": True}) == 2
+    assert busy("sms", {"in_flight": 0, "delivered": 7}) == 0
