@@ -314,7 +314,7 @@ def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int)
 PROFILED = {
     "smtp": ("UserActor", "MailServerActor", "SatelliteActor"),
     "webhook": ("UserActor", "ServeReplica", "ProxyActor", "SatelliteActor"),
-    "hive": ("SatelliteActor", "UserActor", "MailOutActor", "SmsActor"),
+    "hive": ("SatelliteActor", "UserActor", "OutboundActor"),
 }
 
 

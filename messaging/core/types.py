@@ -47,7 +47,8 @@ class Status(enum.StrEnum):
 
 
 class Channel(enum.StrEnum):
-    """The sender pool that delivers a stored message (also the name of its actor kind)."""
+    """How a stored message goes out, and so which sender delivers it (``operations/kinds.py`` says which actor
+    kind has that sender: ``satellite``, or ``outbound`` for email and SMS alike)."""
 
     SATELLITE = "satellite"  # to a device, over the satellite network
     MAILOUT = "mailout"  # from a device, as email through the relay

@@ -2,7 +2,8 @@
 
 A ``SenderBase`` subclass implements ``send(row) -> remote_id`` for one channel; the base turns its
 result into exactly one durable state change (sent / retry later / dead) and sweeps for due work.
-The Ray actor shells (async) run these sync methods in threads.
+The Ray actor shells (async, ``SenderShell``: one or more senders in one process) run these sync methods in
+threads.
 """
 
 from __future__ import annotations
@@ -194,13 +195,47 @@ class SenderBase:
         return len(ids)
 
 
-class SenderShell:
-    """Async Ray actor body around a ``SenderBase``: deliveries in threads, a periodic sweep."""
+class Lane:
+    """One sender's queue inside a shell. Kicked and swept ids wait here; up to RUNNERS batches are delivered
+    at once, and ids that arrive meanwhile form the next batch, so under load one claim and one write cover
+    many messages."""
 
-    base: SenderBase
+    def __init__(self, base: SenderBase):
+        self.base = base
+        self.queue: list[int] = []
+        self.runners = 0
+        self.accepted = 0  # ids queued or being delivered: counted on the event loop, so a drain that sees 0
+        # here cannot race a delivery that is about to claim its message
+
+    @property
+    def in_flight(self) -> int:
+        return max(self.base.in_flight, self.accepted)
+
+
+class SenderShell:
+    """Async Ray actor body around one ``SenderBase`` per channel it sends (``senders``, set by ``__init__``):
+    each has a queue of its own (so a claim covers one channel's messages), and one periodic sweep covers all."""
+
+    senders: tuple[SenderBase, ...]
 
     _sweeper: asyncio.Task | None = None
     _stopping = False
+    _lanes: dict[str, Lane] | None = None
+
+    @property
+    def lanes(self) -> dict[str, Lane]:
+        if self._lanes is None:
+            self._lanes = {sender.channel: Lane(sender) for sender in self.senders}
+        return self._lanes
+
+    def lane(self, channel: str | None) -> Lane:
+        """The queue of ``channel``'s sender; ``None`` names the only one (a shell with one sender)."""
+        if channel is None and len(self.lanes) == 1:
+            return next(iter(self.lanes.values()))
+        try:
+            return self.lanes[channel]
+        except KeyError:
+            raise ValueError(f"no {channel} sender here (this actor sends {', '.join(self.lanes)})") from None
 
     def autostart(self, sweep_interval: float) -> None:
         """Called at the end of ``__init__`` (which Ray runs on the actor's event loop): the loops start
@@ -216,65 +251,68 @@ class SenderShell:
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:
-            try:
-                ids = await asyncio.to_thread(self.base.due_ids)
-                if ids and not self._stopping:
-                    self._enqueue(ids)
-            except Exception:
-                log.exception("%s sweep failed; trying again", self.base.channel)
+            for lane in list(self.lanes.values()):
+                try:
+                    ids = await asyncio.to_thread(lane.base.due_ids)
+                    if ids and not self._stopping:
+                        self._enqueue(lane, ids)
+                except Exception:
+                    log.exception("%s sweep failed; trying again", lane.base.channel)
             await asyncio.sleep(self._sweep_interval)
 
-    # Kicked and swept ids wait here; up to RUNNERS batches are delivered at once, and ids that arrive
-    # meanwhile form the next batch, so under load one claim and one write cover many messages.
-    _queue: list[int] | None = None
-    _runners = 0
-    _accepted = 0  # ids queued or being delivered: counted on the event loop, so a drain that sees 0 here
-    # cannot race a delivery that is about to claim its message
+    def _enqueue(self, lane: Lane, message_ids: list[int]) -> None:
+        lane.queue.extend(message_ids)
+        lane.accepted += len(message_ids)
+        while lane.runners < RUNNERS and lane.queue:
+            lane.runners += 1
+            asyncio.get_running_loop().create_task(self._run_queue(lane))
 
-    def _enqueue(self, message_ids: list[int]) -> None:
-        if self._queue is None:
-            self._queue = []
-        self._queue.extend(message_ids)
-        self._accepted += len(message_ids)
-        while self._runners < RUNNERS and self._queue:
-            self._runners += 1
-            asyncio.get_running_loop().create_task(self._run_queue())
-
-    async def _run_queue(self) -> None:
+    async def _run_queue(self, lane: Lane) -> None:
         try:
-            while self._queue and not self._stopping:
-                if len(self._queue) < BATCH:  # a moment for more kicks to join: nobody waits on a send,
+            while lane.queue and not self._stopping:
+                if len(lane.queue) < BATCH:  # a moment for more kicks to join: nobody waits on a send,
                     await asyncio.sleep(LINGER)  # and one claim and one write then cover them all
-                    if self._stopping or not self._queue:
+                    if self._stopping or not lane.queue:
                         break
-                batch = self._queue[:BATCH]
-                del self._queue[:BATCH]
+                batch = lane.queue[:BATCH]
+                del lane.queue[:BATCH]
                 try:
-                    await asyncio.to_thread(self.base.deliver_many, batch)
+                    await asyncio.to_thread(lane.base.deliver_many, batch)
                 except Exception:  # e.g. the database is away: the messages stay due for the sweep
-                    log.exception("%s: delivering %d messages failed; the sweep retries", self.base.channel, len(batch))
+                    log.exception("%s: delivering %d messages failed; the sweep retries", lane.base.channel, len(batch))
                 finally:
-                    self._accepted -= len(batch)
+                    lane.accepted -= len(batch)
         finally:
-            self._runners -= 1
+            lane.runners -= 1
 
-    async def deliver_many(self, message_ids: list[int]) -> str:
-        """Kick from a user actor: queue these for delivery. While draining, refuse: they stay due."""
+    async def deliver_many(self, message_ids: list[int], channel: str | None = None) -> str:
+        """Kick from a user actor: queue these messages of ``channel`` (``None``: this actor's only one) for
+        delivery. While draining, refuse: they stay due."""
+        lane = self.lane(channel)
         if self._stopping:
             return SKIPPED
-        self._enqueue(list(message_ids))
+        self._enqueue(lane, list(message_ids))
         return "queued"
 
     async def stats(self) -> dict:
-        in_flight = max(self.base.in_flight, self._accepted)
-        return {"in_flight": in_flight, "delivered": self.base.delivered, "draining": self._stopping}
+        """Work in hand and messages delivered, summed over the channels (and each channel's own count when
+        there are several: ``<channel>_delivered``)."""
+        lanes = self.lanes.values()
+        stats = {
+            "in_flight": sum(lane.in_flight for lane in lanes),
+            "delivered": sum(lane.base.delivered for lane in lanes),
+            "draining": self._stopping,
+        }
+        if len(lanes) > 1:
+            stats.update({f"{lane.base.channel}_delivered": lane.base.delivered for lane in lanes})
+        return stats
 
     async def drain(self) -> dict:
         """Stop sweeping for new work; deliveries in flight finish (watch ``stats``)."""
         self._stopping = True
-        if self._queue:  # not claimed yet: they stay due for the sweep of whoever runs next
-            self._accepted -= len(self._queue)
-            self._queue.clear()
+        for lane in self.lanes.values():  # not claimed yet: they stay due for the sweep of whoever runs next
+            lane.accepted -= len(lane.queue)
+            lane.queue.clear()
         return await self.stats()
 
     async def ping(self) -> str:

@@ -87,6 +87,7 @@ class SatelliteBase(SenderBase):
 class SatelliteActor(SenderShell):
     def __init__(self, config: Config, users: NamedPool, index: int = 0, poll: bool = True):
         self.base = SatelliteBase(config)
+        self.senders = (self.base,)
         self.config = config
         self.users = users
         self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)

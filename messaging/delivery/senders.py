@@ -1,7 +1,9 @@
 """The outbound email and SMS senders: device -> relay (email) and device -> Twilio (SMS).
 
-Each is a ``SenderBase`` (logic, testable without Ray) and an async Ray actor shell. The first SMS actor
-also runs the reconciliation sweep (``intake/sms_reconcile.py``): inbound texts Twilio has that we never stored.
+Each is a ``SenderBase`` (logic, testable without Ray); one async Ray actor kind, ``OutboundActor``, holds both
+(one process per pool member instead of one per channel: they are idle most of the time). The first outbound
+actor also runs the reconciliation sweep (``intake/sms_reconcile.py``): inbound texts Twilio has that we never
+stored.
 """
 
 from __future__ import annotations
@@ -85,24 +87,19 @@ class SmsSender(SenderBase):
         return self.twilio.send(from_=row.user.twilio_number, to=row.recipient, body=outgoing_text(row))
 
 
-@ray.remote(max_restarts=-1, max_task_retries=3)
-class MailOutActor(SenderShell):
-    def __init__(self, config: Config):
-        self.base = MailOutSender(config)
-        self.autostart(config.outbox_sweep_interval)
-
-
 def runs_reconcile(config: Config, index: int, has_users: bool) -> bool:
-    """One SMS actor (index 0) sweeps Twilio's message list, when it is on and the actor can store."""
+    """One outbound actor (index 0) sweeps Twilio's message list, when it is on and the actor can store."""
     return has_users and index == 0 and config.twilio_reconcile_interval > 0
 
 
-@ray.remote(max_restarts=-1, max_task_retries=3)
-class SmsActor(SenderShell):
+class Outbound(SenderShell):
+    """Email and SMS from devices in one process: a kick names its channel (``deliver_many(ids, "mailout")``),
+    each channel has its queue and claims, one sweep covers both. The Ray actor is ``OutboundActor``."""
+
     _reconciling = False
 
     def __init__(self, config: Config, users: NamedPool | None = None, index: int = 0):
-        self.base = SmsSender(config)
+        self.senders = (MailOutSender(config), SmsSender(config))
         self.autostart(config.outbox_sweep_interval)
         if runs_reconcile(config, index, users is not None):
             self.reconciler = Reconciler(config, pool_store(users, timeout=config.smtp_store_timeout))
@@ -122,3 +119,8 @@ class SmsActor(SenderShell):
     async def stats(self) -> dict:
         stats = await super().stats()
         return stats | {"in_flight": stats["in_flight"] + int(self._reconciling)}
+
+
+@ray.remote(max_restarts=-1, max_task_retries=3)
+class OutboundActor(Outbound):
+    pass

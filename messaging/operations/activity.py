@@ -22,8 +22,8 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("user", "handled", "taken in"),
     ("satellite", "polled", "device packets fetched"),
     ("satellite", "delivered", "sent to devices"),
-    ("mailout", "delivered", "emails sent"),
-    ("sms", "delivered", "texts sent"),
+    ("outbound", "mailout_delivered", "emails sent"),
+    ("outbound", "sms_delivered", "texts sent"),
 )
 
 

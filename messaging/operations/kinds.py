@@ -12,18 +12,16 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
+from messaging.core.types import Channel
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
 
 Pools = dict[str, NamedPool]
 
 
-def _just_config(config: Config, pools: Pools, idx: int) -> tuple:
-    return (config,)
-
-
 def _with_senders(config: Config, pools: Pools, idx: int) -> tuple:
-    return (config, {name: pools[name] for name in ("satellite", "mailout", "sms")})
+    """The config and, for each channel a user actor kicks, the pool of the kind that sends it."""
+    return (config, sender_pools(pools))
 
 
 def _with_users_and_index(config: Config, pools: Pools, idx: int) -> tuple:
@@ -44,6 +42,7 @@ class ActorKind:
     sweeps: bool = True  # start(sweep_interval) starts its outbox sweep; else ping() shows it is up
     listens: bool = False  # owns a listening socket: start() waits for it, stop() closes it before a kill
     early: bool = False  # started in the first wave: what intake needs to answer (mail servers, user actors)
+    channels: tuple[Channel, ...] = ()  # the outbox channels its members send (a kick names one of them)
 
     def actor_class(self) -> Any:
         # Imported on first use: the actor modules need Django set up, and a process that only stops or
@@ -83,9 +82,15 @@ KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first);
         _with_users_and_index,
         drain_rank=1,
         busy_stats=("in_flight", "polling"),  # a Hive poll under way
+        channels=(Channel.SATELLITE,),
     ),
-    ActorKind("mailout", "messaging.delivery.senders:MailOutActor", _just_config, drain_rank=3),
-    ActorKind("sms", "messaging.delivery.senders:SmsActor", _with_users_and_index, drain_rank=4),
+    ActorKind(  # email and SMS from devices: one process for both, idle most of the time
+        "outbound",
+        "messaging.delivery.senders:OutboundActor",
+        _with_users_and_index,  # member 0 also reconciles inbound SMS with Twilio, storing through the users
+        drain_rank=3,
+        channels=(Channel.MAILOUT, Channel.SMS),
+    ),
     ActorKind(
         "mailserver",
         "messaging.intake.smtp.server:MailServerActor",
@@ -100,3 +105,11 @@ KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first);
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
 BY_NAME: dict[str, ActorKind] = {kind.name: kind for kind in KINDS}
 DRAIN_ORDER: tuple[ActorKind, ...] = tuple(sorted(KINDS, key=lambda kind: kind.drain_rank))
+RETIRED_KIND_NAMES: tuple[str, ...] = ("mailout", "sms")  # kinds earlier versions ran (now "outbound"): an
+# upgrade retires their members once the new kinds are up, and stop removes any left
+SENDER_KIND: dict[Channel, str] = {channel: kind.name for kind in KINDS for channel in kind.channels}
+
+
+def sender_pools(pools: Pools) -> dict[Channel, NamedPool]:
+    """Channel -> the pool of the kind that sends it (several channels may share one pool)."""
+    return {channel: pools[name] for channel, name in SENDER_KIND.items()}

@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from messaging.operations.console import WORKER_SETUP_HOOK
 from messaging.operations.haproxy_admin import write_launcher
-from messaging.operations.kinds import KIND_NAMES, KINDS, ActorKind
+from messaging.operations.kinds import KIND_NAMES, KINDS, RETIRED_KIND_NAMES, ActorKind
 from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError, ray_serve_haproxy
 from messaging.runtime.pool import NamedPool, member_name
 
@@ -246,12 +246,16 @@ def pool_placement(config: Config, kind: str):
     return pg
 
 
+def remove_placement(config: Config, kind: str) -> None:
+    try:
+        remove_placement_group(get_placement_group(placement_name(config, kind)))
+    except ValueError:
+        pass
+
+
 def remove_placements(config: Config) -> None:
-    for kind in KIND_NAMES:
-        try:
-            remove_placement_group(get_placement_group(placement_name(config, kind)))
-        except ValueError:
-            continue
+    for kind in KIND_NAMES + RETIRED_KIND_NAMES:
+        remove_placement(config, kind)
 
 
 def create_member(kind: ActorKind, idx: int, config: Config, pools: dict[str, NamedPool]):
@@ -512,6 +516,17 @@ def ingress_failure(exc: IngressNotAnswering, taken: dict[int, str], candidates:
     return f"{head} ({exc.detail}); see {logs}"
 
 
+def _kill_retired(config: Config, echo: Callable[[str], None]) -> None:
+    for kind in RETIRED_KIND_NAMES:
+        for idx in range(config.pool_size):
+            try:
+                handle = ray.get_actor(member_name(kind, idx), namespace=config.ray_namespace)
+            except ValueError:
+                continue
+            ray.kill(handle, no_restart=True)
+            echo(f"  {member_name(kind, idx):<10} stopped (a kind this version no longer runs)")
+
+
 def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
     """Stop intake first (mail servers, Serve), then kill every named actor."""
     for kind in reversed(KINDS):
@@ -527,7 +542,8 @@ def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
                     echo(f"  {member_name(kind.name, idx)}: stop failed: {exc}")
             ray.kill(handle, no_restart=True)
         echo(f"  {kind.name:<10} stopped")
-        if kind is KINDS[0]:  # the last kind: the stack is gone
+        if kind is KINDS[0]:  # the last kind: the stack is gone, with any member of a kind an earlier version ran
+            _kill_retired(config, echo)
             remove_placements(config)
             forget_config(config.ray_namespace)
         if kind is KINDS[-1]:  # the last kind is the intake (stopped first): Serve, the other intake, goes with it

@@ -19,18 +19,18 @@ from collections.abc import Callable
 import ray
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_before_delay, wait_exponential
 
-from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, ActorKind
-from messaging.operations.launch import Stack, create_member, make_pools, start_serve
+from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, RETIRED_KIND_NAMES, ActorKind
+from messaging.operations.launch import Stack, create_member, make_pools, remove_placement, start_serve
 from messaging.runtime.config import Config
 from messaging.runtime.pool import member_name
 
 Echo = Callable[[str], None]
 
 
-def _handles(config: Config, kind: ActorKind) -> list[tuple[str, object]]:
+def _handles(config: Config, kind: ActorKind | str) -> list[tuple[str, object]]:
     found = []
     for idx in range(config.pool_size):
-        name = member_name(kind.name, idx)
+        name = member_name(kind if isinstance(kind, str) else kind.name, idx)
         try:
             found.append((name, ray.get_actor(name, namespace=config.ray_namespace)))
         except ValueError:
@@ -39,7 +39,10 @@ def _handles(config: Config, kind: ActorKind) -> list[tuple[str, object]]:
 
 
 def busy(kind: str, stats: dict) -> int:
-    """How much work an actor of kind ``kind`` (its name) still has, from its ``stats``: 0 means idle."""
+    """How much work an actor of kind ``kind`` (its name) still has, from its ``stats``: 0 means idle. A kind
+    this version no longer runs (an earlier version's sender) counts what it has in flight."""
+    if kind not in BY_NAME:
+        return int(stats.get("in_flight") or 0)
     return BY_NAME[kind].load(stats)
 
 
@@ -138,7 +141,31 @@ def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> 
     for kind in KINDS:
         for idx in range(config.pool_size):
             gaps[member_name(kind.name, idx)] = replace_member(config, kind.name, idx, echo)
+    retire_old_kinds(config, echo)
     if redeploy_serve:
         start_serve(config, Stack(config=config, pools=make_pools(config)), echo)
     echo(f"Upgrade complete in {time.monotonic() - started:.1f}s")
     return gaps
+
+
+def retire_old_kinds(config: Config, echo: Echo = print, drain_timeout: float = 120.0) -> list[str]:
+    """Drain and remove the members of kinds an earlier version ran and this one does not (``RETIRED_KIND_NAMES``:
+    the email and SMS senders that ``outbound`` replaced), after the work they have in hand. What they had not
+    claimed stays due for the senders that replace them. Returns the names removed."""
+    members = []
+    for kind in RETIRED_KIND_NAMES:
+        for name, handle in _handles(config, kind):
+            try:
+                ray.get(handle.drain.remote(), timeout=30)
+            except Exception as exc:  # not answering: nothing of its own to wait for (its claims' leases run out)
+                echo(f"  {name}: drain failed ({type(exc).__name__}); removing it")
+            members.append((kind, name, handle))
+    if not members:
+        return []
+    wait_idle(members, drain_timeout, echo)
+    for _, name, handle in members:
+        ray.kill(handle, no_restart=True)
+        echo(f"  {name:<12} retired (its kind is gone in this version)")
+    for kind in RETIRED_KIND_NAMES:
+        remove_placement(config, kind)
+    return [name for _, name, _ in members]

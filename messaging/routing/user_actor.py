@@ -47,7 +47,7 @@ class IntakeResult:
 
 
 class UserBase:
-    def __init__(self, config: Config, pools: dict[str, NamedPool] | None = None):
+    def __init__(self, config: Config, pools: dict[Channel, NamedPool] | None = None):
         ensure_django()
         self.config = config
         self.pools = pools or {}
@@ -175,8 +175,9 @@ class UserBase:
         return results
 
     def kick(self, channel: Channel, idx: int, message_ids: list[int]) -> None:
-        """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
-        if not self.pools[channel].notify(idx, "deliver_many", message_ids):
+        """Ask the right sender to deliver now (a pool may send several channels: the kick names its own). If
+        none is up, the outbox sweep delivers later."""
+        if not self.pools[channel].notify(idx, "deliver_many", message_ids, channel):
             log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
 
     def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:

@@ -26,7 +26,7 @@ from .conftest import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
-KIND_CLASSES = {"UserActor", "SatelliteActor", "MailOutActor", "SmsActor", "MailServerActor"}
+KIND_CLASSES = {"UserActor", "SatelliteActor", "OutboundActor", "MailServerActor"}
 
 STACK_STATE = """
 import json, sys, ray

@@ -68,6 +68,7 @@ def test_deliver_many_records_each_failure_on_its_own(make_user):
 class Shell(SenderShell):
     def __init__(self, base):
         self.base = base
+        self.senders = (base,)
 
 
 def test_kicks_coalesce_and_a_drain_leaves_queued_messages_due(make_user):
@@ -90,7 +91,7 @@ def test_kicks_coalesce_and_a_drain_leaves_queued_messages_due(make_user):
         return shell
 
     shell = asyncio.run(scenario())
-    assert (shell._accepted, shell.base.in_flight) == (0, 0)
+    assert (shell.lane(None).accepted, shell.base.in_flight) == (0, 0)
     assert set(Message.objects.filter(id__in=ids[4:]).values_list("status", flat=True)) == {"received"}
 
 
@@ -100,11 +101,11 @@ def test_drain_drops_the_queue_it_has_not_claimed(make_user):
 
     async def scenario():
         shell = Shell(RecordingSender())
-        shell._enqueue(ids)  # queued, the runner lingers a moment before claiming
+        shell._enqueue(shell.lane(None), ids)  # queued, the runner lingers a moment before claiming
         stats = await shell.drain()
         assert stats["in_flight"] == 0 and stats["draining"]
         # the runner wakes from its linger, sees the drain and stops
-        await eventually(lambda: not shell._runners, interval=0.005, what="the runner to stop")
+        await eventually(lambda: not shell.lane(None).runners, interval=0.005, what="the runner to stop")
         return shell
 
     shell = asyncio.run(scenario())

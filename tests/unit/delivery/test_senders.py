@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 from datetime import timedelta
@@ -275,3 +276,80 @@ def test_a_sender_reads_no_row_twice_per_message(channel, hive, twilio, make_use
         assert four == one, f"{four} queries for four messages, {one} for one"
     finally:
         sink.stop()
+
+
+def outbound_config(twilio, sink, **kw) -> Config:
+    return dataclasses.replace(
+        BASE,
+        twilio_account_sid=twilio.account_sid,
+        twilio_auth_token=twilio.auth_token,
+        twilio_api_base_url=twilio.base_url,
+        email_relay_host="127.0.0.1",
+        email_relay_port=sink.port,
+        **kw,
+    )
+
+
+def test_one_outbound_actor_sends_a_kicked_email_through_the_relay_and_a_text_through_twilio(twilio, make_user):
+    """Email and SMS kicks reach one outbound actor; each channel's kicks form one batch for its own sender."""
+    from messaging.delivery.senders import Outbound
+    from messaging.sandbox.relay_sink import RelaySink
+    from tests.waiting import eventually
+
+    user = make_user()
+    mails = [device_row(user, Protocol.EMAIL, "mum@example.org", text=f"mail {n}", key=f"m{n}") for n in range(2)]
+    text = device_row(user, Protocol.SMS, "+14155550142", text="a text", key="t")
+
+    async def scenario(config):
+        shell = Outbound(config)  # a sweep an hour apart: fresh rows are left to the kicks
+        assert await shell.deliver_many(mails, "mailout") == "queued"
+        assert await shell.deliver_many([text], "sms") == "queued"
+        assert (await shell.stats())["in_flight"] == 3, "queued work counts for drain and upgrade"
+        with pytest.raises(ValueError, match="no satellite sender here"):
+            await shell.deliver_many([text], "satellite")
+
+        async def idle():
+            stats = await shell.stats()
+            return not stats["in_flight"] and stats["delivered"] == 3 and stats
+
+        stats = await eventually(idle, what="the email and the text to go out")
+        await shell.drain()
+        return stats
+
+    with RelaySink() as sink:
+        stats = asyncio.run(scenario(outbound_config(twilio, sink, outbox_sweep_interval=3600)))
+        assert sorted(m["rcpt_tos"][0] for m in sink.messages) == ["mum@example.org"] * 2
+        assert len(sink.messages) == 2, "the text never goes to the relay"
+    assert [(sms["to"], sms["body"]) for sms in twilio.messages] == [("+14155550142", "a text")]
+    assert stats | {"draining": False} == {
+        "in_flight": 0,
+        "delivered": 3,
+        "mailout_delivered": 2,
+        "sms_delivered": 1,
+        "draining": False,
+    }
+    assert set(Message.objects.filter(id__in=[*mails, text]).values_list("status", flat=True)) == {"sent"}
+
+
+def test_the_outbound_actors_sweep_delivers_email_and_sms_left_without_a_kick(twilio, make_user):
+    from messaging.delivery.senders import Outbound
+    from messaging.sandbox.relay_sink import RelaySink
+    from tests.waiting import eventually
+
+    user = make_user()
+    mail = device_row(user, Protocol.EMAIL, "mum@example.org", key="swept-mail")
+    text = device_row(user, Protocol.SMS, "+14155550142", key="swept-text")
+
+    async def scenario(config):
+        shell = Outbound(config)
+
+        def sent():
+            return set(Message.objects.filter(id__in=[mail, text]).values_list("status", flat=True)) == {"sent"}
+
+        await eventually(lambda: asyncio.to_thread(sent), what="the sweep to send both")
+        await shell.drain()
+
+    with RelaySink() as sink:
+        asyncio.run(scenario(outbound_config(twilio, sink, outbox_sweep_interval=0.05)))
+        assert [m["rcpt_tos"] for m in sink.messages] == [["mum@example.org"]]
+    assert [sms["to"] for sms in twilio.messages] == ["+14155550142"]
