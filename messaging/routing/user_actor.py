@@ -175,9 +175,13 @@ class UserBase:
         return results
 
     def kick(self, channel: Channel, idx: int, message_ids: list[int]) -> None:
-        """Ask the right sender to deliver now (a pool may send several channels: the kick names its own). If
-        none is up, the outbox sweep delivers later."""
-        if not self.pools[channel].notify(idx, "deliver_many", message_ids, channel):
+        """Ask the right sender to deliver now (a pool that sends several channels is told which). If none is
+        up, the outbox sweep delivers later."""
+        pool = self.pools[channel]
+        shared = sum(1 for other in self.pools.values() if other.kind == pool.kind) > 1
+        # A one-channel sender is kicked as before this kind shared: during an upgrade, an old one still takes it.
+        args = (message_ids, channel) if shared else (message_ids,)
+        if not pool.notify(idx, "deliver_many", *args):
             log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
 
     def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:
