@@ -43,7 +43,6 @@ import json
 import queue
 import random
 import secrets
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -51,13 +50,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 from messaging.sandbox.gathering import Gathering
+from messaging.sandbox.loopback import KeepAliveHandler, LoopbackService
 
 BASE_PATH = "/hive"
 SESSION_COOKIE = "JSESSIONID"
@@ -104,7 +103,7 @@ def _error(status: int, message: str, path: str) -> Reply:
     return status, body, {}
 
 
-class FakeHive:
+class FakeHive(LoopbackService):
     """The fake Hive server plus its inspectable, thread-safe state."""
 
     def __init__(
@@ -119,11 +118,11 @@ class FakeHive:
         push_secret: str = "",
         seed: int | None = None,
     ) -> None:
-        self._host, self._requested_port = host, port
         self.username, self.password = username, password
         self.devices = None if devices is None else {int(d) for d in devices}
         self.push_url, self.push_secret = push_url, push_secret
         self._cond = threading.Condition(threading.RLock())
+        self._init_service(host, port)
         # Like the real Hive, packet ids never repeat - not even across fakes sharing one database
         # (the idempotency key is ``hive:<packetId>``): each fake starts at a random point.
         self._packet_ids = itertools.count(40_000_001 + secrets.randbelow(10**9) * 1000)
@@ -139,59 +138,24 @@ class FakeHive:
         self._rng = random.Random(seed)
         self._released = threading.Event()  # set on stop() to end hanging "timeout" faults
         self._push_queue: queue.Queue[Packet | None] = queue.Queue()
-        self._server: ThreadingHTTPServer | None = None
-        self._threads: list[threading.Thread] = []
-        self._connections: set[socket.socket] = set()
-        self.connections_opened = 0
         self._gathering = Gathering()  # see gather()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> FakeHive:
-        server = _Server((self._host, self._requested_port), _Handler)
-        server.daemon_threads = True
-        server.hive = self  # type: ignore[attr-defined]
-        self._server = server
-        self._requested_port = server.server_address[1]  # a restart comes back on the same port
-        self._released.clear()
-        self._threads = [threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)]
-        if self.push_url:
-            self._threads.append(threading.Thread(target=self._push_loop, daemon=True))
-        for thread in self._threads:
-            thread.start()
-        return self
+    def _handler(self) -> type[KeepAliveHandler]:
+        return _Handler
 
-    def stop(self) -> None:
-        """Stop listening and cut every open connection, so clients see the service as gone."""
-        if self._server is None:
-            return
-        self._released.set()
-        self._server.shutdown()
-        self._server.server_close()
-        with self._cond:
-            for conn in list(self._connections):
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def start(self) -> FakeHive:
+        self._released.clear()
+        return super().start()
+
+    def _background(self) -> list:
+        return [self._push_loop] if self.push_url else []
+
+    def _on_stop(self) -> None:
+        self._released.set()  # ends hanging "timeout" faults
         if self.push_url:
             self._push_queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> FakeHive:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The listening port (kept across stop/start, so a restarted fake is found again)."""
-        if not self._requested_port:
-            raise RuntimeError("FakeHive has never been started")
-        return self._requested_port
 
     @property
     def base_url(self) -> str:
@@ -440,34 +404,12 @@ class FakeHive:
                 self._cond.notify_all()
 
 
-class _Server(ThreadingHTTPServer):
-    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
-    (the standard 5 resets some of them when a sender and its acks all connect together)."""
-
-    request_queue_size = 128
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(KeepAliveHandler):
     """Routes HTTP requests to the owning FakeHive. HTTP/1.1 keep-alive, like the real service."""
-
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
-    timeout = 60  # idle keep-alive connections are closed after this
 
     @property
     def hive(self) -> FakeHive:
-        return self.server.hive  # type: ignore[attr-defined]
-
-    def setup(self) -> None:
-        super().setup()
-        with self.hive._cond:
-            self.hive._connections.add(self.connection)
-            self.hive.connections_opened += 1
-
-    def finish(self) -> None:
-        with self.hive._cond:
-            self.hive._connections.discard(self.connection)
-        super().finish()
+        return self.fake
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output quiet; the client logs what matters

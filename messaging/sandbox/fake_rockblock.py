@@ -27,12 +27,10 @@ import json
 import math
 import queue
 import random
-import socket
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -43,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from messaging.sandbox.gathering import Gathering
+from messaging.sandbox.loopback import KeepAliveHandler, LoopbackService
 from messaging.sandbox.recorded import snapshot, wait_on
 
 BASE_PATH = "/rockblock"
@@ -61,7 +60,7 @@ FAILED = {
 }
 
 
-class FakeRockBlock:
+class FakeRockBlock(LoopbackService):
     """The fake RockBLOCK web services plus their inspectable, thread-safe state."""
 
     def __init__(
@@ -76,7 +75,6 @@ class FakeRockBlock:
         credits: int | None = None,
         seed: int | None = None,
     ) -> None:
-        self._host, self._requested_port = host, port
         self.username, self.password = username, password
         self.imeis = None if imeis is None else {int(i) for i in imeis}
         self.mo_url = mo_url
@@ -84,6 +82,7 @@ class FakeRockBlock:
         self.credits_used = 0
         self.no_line_rental: set[int] = set()
         self._cond = threading.Condition(threading.RLock())
+        self._init_service(host, port)
         self._mt_ids = itertools.count(4_000_001 + random.randrange(10**6) * 100)
         self._momsn: dict[int, int] = {}
         self._to_device: list[dict[str, Any]] = []
@@ -100,58 +99,24 @@ class FakeRockBlock:
             )
         )
         self._mo_queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._server: ThreadingHTTPServer | None = None
-        self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
-        self._open: set[socket.socket] = set()  # connections open now (cut on stop)
-        self.connections_opened = 0
         self._gathering = Gathering()  # see gather()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> FakeRockBlock:
-        server = _Server((self._host, self._requested_port), _Handler)
-        server.daemon_threads = True
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self._requested_port = server.server_address[1]
-        self._stopping.clear()
-        self._threads = [
-            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True),
-            threading.Thread(target=self._mo_loop, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-        return self
+    def _handler(self) -> type[KeepAliveHandler]:
+        return _Handler
 
-    def stop(self) -> None:
-        if self._server is None:
-            return
+    def start(self) -> FakeRockBlock:
+        self._stopping.clear()
+        return super().start()
+
+    def _background(self) -> list:
+        return [self._mo_loop]
+
+    def _on_stop(self) -> None:
         self._stopping.set()
         self._mo_queue.put(None)
-        self._server.shutdown()
-        self._server.server_close()
-        with self._cond:  # kept-alive connections too: clients see the service as gone
-            for conn in list(self._open):
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> FakeRockBlock:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if not self._requested_port:
-            raise RuntimeError("FakeRockBlock has never been started")
-        return self._requested_port
 
     @property
     def base_url(self) -> str:
@@ -320,35 +285,9 @@ class FakeRockBlock:
                 self._stopping.wait(MO_RETRY_SECONDS)
 
 
-class _Server(ThreadingHTTPServer):
-    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
-    (the standard 5 resets some of them when a sender and its acks all connect together)."""
-
-    request_queue_size = 128
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
-    timeout = 60  # idle keep-alive connections are closed after this
-
-    def setup(self) -> None:
-        super().setup()
-        with self.fake._cond:
-            self.fake._open.add(self.connection)
-            self.fake.connections_opened += 1
-
-    def finish(self) -> None:
-        with self.fake._cond:
-            self.fake._open.discard(self.connection)
-        super().finish()
-
+class _Handler(KeepAliveHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
-
-    @property
-    def fake(self) -> FakeRockBlock:
-        return self.server.fake  # type: ignore[attr-defined]
 
     def _reply(self, status: int, body: str | Any, content_type: str = "text/plain") -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode()

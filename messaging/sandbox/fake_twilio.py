@@ -25,12 +25,10 @@ import math
 import random
 import re
 import signal
-import socket
 import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -40,6 +38,7 @@ from messaging.core.phones import is_e164
 from messaging.core.redact import mask_phone
 from messaging.runtime.config import Config
 from messaging.sandbox.gathering import Gathering
+from messaging.sandbox.loopback import KeepAliveHandler, LoopbackService
 from messaging.sandbox.recorded import snapshot, wait_on
 from messaging.sms.twilio import TWILIO_BODY_LIMIT, sign
 
@@ -274,29 +273,10 @@ def _sent_sid(response: requests.Response) -> str:
     return parse_qs(text).get("MessageSid", [""])[0]
 
 
-class _Server(ThreadingHTTPServer):
-    """A thread per connection; a listen backlog that takes the connections of many pooled client threads at once
-    (the standard 5 resets some of them when a sender and its acks all connect together)."""
-
-    request_queue_size = 128
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(KeepAliveHandler):
     """HTTP/1.1 with keep-alive, as Twilio's API answers."""
 
     server_version = "FakeTwilio/1.0"
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
-    timeout = 60  # idle keep-alive connections are closed after this
-    fake: FakeTwilio  # set on a per-server subclass
-
-    def setup(self) -> None:
-        super().setup()
-        self.fake._connected(self.connection)
-
-    def finish(self) -> None:
-        self.fake._disconnected(self.connection)
-        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("fake twilio http: " + format, *args)
@@ -407,7 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, result | {"body": response.text})
 
 
-class FakeTwilio:
+class FakeTwilio(LoopbackService):
     """Fake Twilio REST API on a real loopback socket, in a background thread.
 
     Accepted messages are kept (thread-safe) as the JSON resources returned to the client, and so are the
@@ -426,8 +406,8 @@ class FakeTwilio:
         self.host = host
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self._requested_port = port
         self._cond = threading.Condition()
+        self._init_service(host, port)
         self._messages: list[dict[str, Any]] = []
         self._inbound: list[dict[str, Any]] = []
         self._list_queries: list[dict[str, str]] = []
@@ -435,66 +415,27 @@ class FakeTwilio:
         self._error_rate = 0.0
         self._error_status = 503
         self._rng = random.Random()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._open: set[socket.socket] = set()
-        self.connections_opened = 0  # connections clients made (a pooled client makes one per thread)
         self._gathering = Gathering()  # see gather()
 
     # lifecycle --------------------------------------------------------------
 
+    def _handler(self) -> type[KeepAliveHandler]:
+        return _Handler
+
     def start(self) -> FakeTwilio:
-        handler = type("BoundHandler", (_Handler,), {"fake": self})
-        self._server = _Server((self.host, self._requested_port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="fake-twilio", daemon=True
-        )
-        self._thread.start()
+        super().start()
         log.info("fake twilio listening on %s account=%s", self.base_url, self.account_sid)
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        with self._cond:  # kept-alive connections too: clients see the service as gone
-            for conn in list(self._open):
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        log.info("fake twilio stopped")
-
-    def __enter__(self) -> FakeTwilio:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("FakeTwilio is not started")
-        return int(self._server.server_address[1])
+        if self._server is not None:
+            super().stop()
+            log.info("fake twilio stopped")
 
     @property
     def base_url(self) -> str:
         """What to give TwilioSender as ``api_base_url``."""
         return f"http://{self.host}:{self.port}"
-
-    def _connected(self, conn: socket.socket) -> None:
-        with self._cond:
-            self._open.add(conn)
-            self.connections_opened += 1
-
-    def _disconnected(self, conn: socket.socket) -> None:
-        with self._cond:
-            self._open.discard(conn)
 
     # records ----------------------------------------------------------------
 
