@@ -516,30 +516,34 @@ def ingress_failure(exc: IngressNotAnswering, taken: dict[int, str], candidates:
     return f"{head} ({exc.detail}); see {logs}"
 
 
+def running_members(config: Config, kind: str) -> list[tuple[str, object]]:
+    """``(name, handle)`` of each member of ``kind`` (a kind's name) that is running now."""
+    found = []
+    for idx in range(config.pool_size):
+        name = member_name(kind, idx)
+        try:
+            found.append((name, ray.get_actor(name, namespace=config.ray_namespace)))
+        except ValueError:
+            continue
+    return found
+
+
 def _kill_retired(config: Config, echo: Callable[[str], None]) -> None:
     for kind in RETIRED_KIND_NAMES:
-        for idx in range(config.pool_size):
-            try:
-                handle = ray.get_actor(member_name(kind, idx), namespace=config.ray_namespace)
-            except ValueError:
-                continue
+        for name, handle in running_members(config, kind):
             ray.kill(handle, no_restart=True)
-            echo(f"  {member_name(kind, idx):<10} stopped (a kind this version no longer runs)")
+            echo(f"  {name:<10} stopped (a kind this version no longer runs)")
 
 
 def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
     """Stop intake first (mail servers, Serve), then kill every named actor."""
     for kind in reversed(KINDS):
-        for idx in range(config.pool_size):
-            try:
-                handle = ray.get_actor(member_name(kind.name, idx), namespace=config.ray_namespace)
-            except ValueError:
-                continue
+        for name, handle in running_members(config, kind.name):
             if kind.listens:
                 try:
                     ray.get(handle.stop.remote(), timeout=10)
                 except Exception as exc:  # stopping anyway
-                    echo(f"  {member_name(kind.name, idx)}: stop failed: {exc}")
+                    echo(f"  {name}: stop failed: {exc}")
             ray.kill(handle, no_restart=True)
         echo(f"  {kind.name:<10} stopped")
         if kind is KINDS[0]:  # the last kind: the stack is gone, with any member of a kind an earlier version ran

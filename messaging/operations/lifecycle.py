@@ -19,23 +19,19 @@ from collections.abc import Callable
 import ray
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_before_delay, wait_exponential
 
-from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, RETIRED_KIND_NAMES, ActorKind
-from messaging.operations.launch import Stack, create_member, make_pools, remove_placement, start_serve
+from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, RETIRED_KIND_NAMES
+from messaging.operations.launch import (
+    Stack,
+    create_member,
+    make_pools,
+    remove_placement,
+    running_members,
+    start_serve,
+)
 from messaging.runtime.config import Config
 from messaging.runtime.pool import member_name
 
 Echo = Callable[[str], None]
-
-
-def _handles(config: Config, kind: ActorKind | str) -> list[tuple[str, object]]:
-    found = []
-    for idx in range(config.pool_size):
-        name = member_name(kind if isinstance(kind, str) else kind.name, idx)
-        try:
-            found.append((name, ray.get_actor(name, namespace=config.ray_namespace)))
-        except ValueError:
-            continue
-    return found
 
 
 def busy(kind: str, stats: dict) -> int:
@@ -76,7 +72,7 @@ def drain_all(config: Config, timeout: float = 120.0, echo: Echo = print) -> boo
     started = time.monotonic()
     members = []
     for kind in DRAIN_ORDER:
-        handles = _handles(config, kind)
+        handles = running_members(config, kind.name)
         for name, handle in handles:
             ray.get(handle.drain.remote(), timeout=30)
             members.append((kind.name, name, handle))
@@ -154,7 +150,7 @@ def retire_old_kinds(config: Config, echo: Echo = print, drain_timeout: float = 
     claimed stays due for the senders that replace them. Returns the names removed."""
     members = []
     for kind in RETIRED_KIND_NAMES:
-        for name, handle in _handles(config, kind):
+        for name, handle in running_members(config, kind):
             try:
                 ray.get(handle.drain.remote(), timeout=30)
             except Exception as exc:  # not answering: nothing of its own to wait for (its claims' leases run out)

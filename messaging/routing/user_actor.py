@@ -51,6 +51,9 @@ class UserBase:
         ensure_django()
         self.config = config
         self.pools = pools or {}
+        # Kinds that send several channels (outbound: email and SMS): their kicks say which channel.
+        kinds = Counter(pool.kind for pool in self.pools.values())
+        self._shared_kinds = {kind for kind, channels in kinds.items() if channels > 1}
         self.policy = Policy.from_config(config)
         self.directory = Directory(config.email_domain, ttl=config.user_cache_seconds, policy=self.policy)
         self._lock = threading.Lock()
@@ -178,9 +181,8 @@ class UserBase:
         """Ask the right sender to deliver now (a pool that sends several channels is told which). If none is
         up, the outbox sweep delivers later."""
         pool = self.pools[channel]
-        shared = sum(1 for other in self.pools.values() if other.kind == pool.kind) > 1
         # A one-channel sender is kicked as before this kind shared: during an upgrade, an old one still takes it.
-        args = (message_ids, channel) if shared else (message_ids,)
+        args = (message_ids, channel) if pool.kind in self._shared_kinds else (message_ids,)
         if not pool.notify(idx, "deliver_many", *args):
             log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
 
