@@ -283,8 +283,8 @@ def claim(message_id: int, policy: RetryPolicy = DEFAULT_POLICY, now: datetime |
     return rows[0] if rows else None
 
 
-# What senders read of a claimed row (other fields load on first use): fewer columns, cheaper rows.
-# Every field a sender reads from a claimed row: one left out is a query per message when it is read (deferred).
+# What senders read of a claimed row: fewer columns, cheaper rows. Every field a sender reads must be here: one
+# left out loads on first use, a query per message.
 CLAIMED_FIELDS = (
     *("id", "direction", "protocol", "sender", "recipient", "subject", "text", "status", "attempts"),
     *("idempotency_key", "remote_id", "lease_token", "user_id", "device_id", "created_at"),
