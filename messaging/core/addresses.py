@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from email.utils import getaddresses, parseaddr
+from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -41,6 +42,12 @@ class InvalidAddress(ValueError):
     """Not an email address we can send to or from; the message says why."""
 
 
+# Checked addresses remembered (pure functions; a refusal is not remembered): a device writes to the same few
+# contacts, from its one mailbox, and each check costs more than a sent message's SMTP exchange.
+ADDRESS_CACHE_SIZE = 4096
+
+
+@lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def email_address(addr: str) -> str:
     """The one check of an email address we send to or from (a device's recipient, the relay's From and To, a
     user's contact address), by ``email-validator`` without DNS: a bare ``local@domain``; an ASCII local part
@@ -66,6 +73,7 @@ def email_address(addr: str) -> str:
     return checked.ascii_email
 
 
+@lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def header_address(value: str) -> tuple[str, str]:
     """``(display name, address)`` from a header value holding exactly one address (``Name <local@domain>`` or a
     bare one); the address checked by :func:`email_address`. A line break, no address or several raise

@@ -38,6 +38,30 @@ def test_a_bad_address_is_refused_saying_why(addr):
     assert isinstance(err.value, ValueError)
 
 
+def test_an_address_is_checked_once_and_a_refusal_every_time(monkeypatch):
+    """An outbound mail checks its From and To when it is built and again when it is sent, for every message: a
+    checked address is remembered, a refused one is checked again (and refused again) each time."""
+    import messaging.core.addresses as addresses
+
+    calls = []
+    real = addresses.validate_email
+
+    def counting(addr, **kw):
+        calls.append(addr)
+        return real(addr, **kw)
+
+    monkeypatch.setattr(addresses, "validate_email", counting)
+    addresses.email_address.cache_clear()
+    addresses.header_address.cache_clear()
+    for _ in range(3):
+        assert header_address("Mum <mum@remembered.example>") == ("Mum", "mum@remembered.example")
+        assert email_address("mum@remembered.example") == "mum@remembered.example"
+        with pytest.raises(InvalidAddress):
+            email_address("a@localhost")
+    assert calls.count("mum@remembered.example") == 1
+    assert calls.count("a@localhost") == 3
+
+
 def test_a_header_value_holds_exactly_one_address():
     assert header_address("Mum <mum@bücher.example>") == ("Mum", "mum@xn--bcher-kva.example")
     for value in ["a@example.org, b@example.org", "mum@example.org\r\nBcc: x@example.org", ""]:
