@@ -89,11 +89,19 @@ def parse_countries(text: str) -> frozenset[str]:
 def sms_destination_refusal(number: str, allowed_countries: frozenset[str] | set[str]) -> str | None:
     """None if a device may text ``number``; else why not, in words the owner can read.
 
+    The answer for a number and set of countries is remembered (libphonenumber's checks cost more than a sent
+    SMS's request; a device texts the same few numbers, checked at intake and again when sent).
+
     Allowed: a valid mobile or fixed-line number (libphonenumber's type) of a country in
     ``allowed_countries`` (ISO codes; ``+1`` numbers belong to their own country: US, CA, JM, ...).
     The sentence names the number by its country code and first digits only (``+44 909…``): it goes
     into log lines, and the row it is stored on holds the full number.
     """
+    return _destination_refusal(number, frozenset(allowed_countries))
+
+
+@functools.lru_cache(maxsize=4096)
+def _destination_refusal(number: str, allowed_countries: frozenset[str]) -> str | None:
     try:
         parsed = phonenumbers.parse((number or "").strip(), None)
     except phonenumbers.NumberParseException:

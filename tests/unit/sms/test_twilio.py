@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from messaging.core.errors import PermanentDeliveryError, TemporaryDeliveryError
-from messaging.core.phones import is_e164, normalise_phone
+from messaging.core.phones import is_e164, normalise_phone, sms_destination_refusal
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.sandbox.fake_twilio import FakeTwilio, num_segments
 from messaging.sms.twilio import (
@@ -91,6 +91,22 @@ def test_normalise_phone_strict_needs_an_allocated_range() -> None:
     assert normalise_phone("+1 555 123 4567") == "+15551234567"
     assert normalise_phone("+1 555 123 4567", strict=True) is None
     assert normalise_phone("+44 7911 123456", strict=True) == "+447911123456"
+
+
+def test_a_destination_is_judged_once_per_number_and_countries(monkeypatch) -> None:
+    """A device texts the same few numbers, judged at intake and again when sent: the answer is remembered per
+    number and set of allowed countries (a set or a frozenset alike); other countries give their own answer."""
+    import messaging.core.phones as phones
+
+    parses = []
+    real = phones.phonenumbers.parse
+    monkeypatch.setattr(phones.phonenumbers, "parse", lambda *a, **kw: parses.append(a[0]) or real(*a, **kw))
+    phones._destination_refusal.cache_clear()
+    for _ in range(3):
+        assert sms_destination_refusal("+1 415 555 0134", {"US"}) is None
+        assert sms_destination_refusal("+1 415 555 0134", frozenset({"US"})) is None
+    assert "not an allowed country" in sms_destination_refusal("+1 415 555 0134", {"CA"})
+    assert parses == ["+1 415 555 0134", "+1 415 555 0134"]
 
 
 @pytest.mark.parametrize(
