@@ -19,9 +19,10 @@ import threading
 import time
 from datetime import UTC, datetime
 from email import policy
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from functools import lru_cache
 
 from messaging.core.addresses import header_address
 from messaging.core.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -68,10 +69,10 @@ def build_outbound(
     Raises InvalidRecipient for a bad ``to_addr`` and ValueError for a bad ``from_addr``.
     """
     try:
-        to = _single_address(to_addr)
+        to = _address_header("To", to_addr)
     except ValueError as exc:
         raise InvalidRecipient(f"invalid recipient address: {exc}") from None
-    sender = _single_address(from_addr)
+    sender = _address_header("From", from_addr)
     msg = EmailMessage(policy=policy.default)
     msg["From"] = sender
     msg["To"] = to
@@ -266,6 +267,13 @@ def _close(smtp: smtplib.SMTP, *, polite: bool) -> None:
             smtp.close()
     except (smtplib.SMTPException, OSError):
         smtp.close()
+
+
+@lru_cache(maxsize=4096)
+def _address_header(name: str, addr: str) -> BaseHeader:
+    """The ``From``/``To`` header of one checked address, made once per address (a header is immutable; making
+    one parses it, and a device writes to the same few people); ValueError for a bad address (not remembered)."""
+    return policy.default.header_factory(name, _single_address(addr))
 
 
 def _single_address(addr: str) -> Address:

@@ -122,6 +122,24 @@ def test_display_name_and_idn_recipient():
     assert msg["To"].addresses[0].display_name == "Mum"
 
 
+def test_a_remembered_address_header_gives_the_same_wire_form_every_time():
+    """From and To headers are made once per address and reused: folding one (long, encoded words) must not change
+    it, so the tenth mail to someone reads as the first did."""
+    long_name = "Jörg Müller-Lüdenscheidt von und zu Großvaterländischen Wanderfreunden <joerg@bücher.example>"
+    wires = set()
+    for _ in range(3):
+        msg = outbound(to=long_name, message_id_hint="k1")
+        del msg["Date"]
+        wires.add(msg.as_bytes(policy=policy.SMTP))
+    assert len(wires) == 1
+    wire = wires.pop()
+    assert b"=?utf-8?" in wire and b"\r\n =?utf-8?" in wire, "encoded words, folded over two lines"
+    assert (
+        BytesParser(policy=policy.default).parsebytes(wire)["To"].addresses[0].addr_spec
+        == "joerg@xn--bcher-kva.example"
+    )
+
+
 def test_message_id_from_hint_is_stable_and_distinct():
     first = message_id(DOMAIN, "hive:123:0")
     assert first == message_id(DOMAIN, "hive:123:0")
