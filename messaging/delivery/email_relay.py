@@ -19,7 +19,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from email import policy
-from email.headerregistry import Address, BaseHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
@@ -45,6 +45,25 @@ _EMAIL_IN_TEXT = re.compile(r"[^\s<>()\[\]\"',;:@]+@[A-Za-z0-9.-]+")
 def _masked(text: object) -> str:
     """A relay's answer for a log line: the addresses in it masked (a relay often echoes the recipient)."""
     return _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), str(text))
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib's header registry, except that each header name's class is made once: the stdlib makes a new
+    class (``type(...)``) every time a header is set, a fifth of the CPU of building a short mail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        made = self._made.get(name.lower())
+        if made is None:
+            made = self._made[name.lower()] = super().__getitem__(name)
+        return made
+
+
+# policy.default with that registry: what outbound mail is built with (sent with policy.SMTP's line endings).
+BUILD_POLICY = policy.default.clone(header_factory=_HeaderClasses())
 
 
 class InvalidRecipient(ValueError):
@@ -73,7 +92,7 @@ def build_outbound(
     except ValueError as exc:
         raise InvalidRecipient(f"invalid recipient address: {exc}") from None
     sender = _address_header("From", from_addr)
-    msg = EmailMessage(policy=policy.default)
+    msg = EmailMessage(policy=BUILD_POLICY)
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject_from_text(text if subject_text is None else subject_text)
@@ -273,7 +292,7 @@ def _close(smtp: smtplib.SMTP, *, polite: bool) -> None:
 def _address_header(name: str, addr: str) -> BaseHeader:
     """The ``From``/``To`` header of one checked address, made once per address (a header is immutable; making
     one parses it, and a device writes to the same few people); ValueError for a bad address (not remembered)."""
-    return policy.default.header_factory(name, _single_address(addr))
+    return BUILD_POLICY.header_factory(name, _single_address(addr))
 
 
 def _single_address(addr: str) -> Address:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from email import policy
+from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
 
@@ -138,6 +139,19 @@ def test_a_remembered_address_header_gives_the_same_wire_form_every_time():
         BytesParser(policy=policy.default).parsebytes(wire)["To"].addresses[0].addr_spec
         == "joerg@xn--bcher-kva.example"
     )
+
+
+def test_the_build_policy_makes_each_header_class_once_and_the_same_mail_as_the_default():
+    from messaging.delivery.email_relay import BUILD_POLICY
+
+    assert BUILD_POLICY.header_factory["Subject"] is BUILD_POLICY.header_factory["subject"]
+    msg = outbound("Grüße vom See 🏕️ " * 8, to="Mum Müller <mum@example.org>", message_id_hint="k2")
+    again = EmailMessage(policy=policy.default)
+    for name, value in msg.items():
+        if name.lower() not in ("content-type", "content-transfer-encoding", "mime-version"):
+            again[name] = str(value)
+    again.set_content(msg.get_content(), charset="utf-8")
+    assert msg.as_bytes(policy=policy.SMTP) == again.as_bytes(policy=policy.SMTP)
 
 
 def test_message_id_from_hint_is_stable_and_distinct():
