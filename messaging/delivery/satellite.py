@@ -20,7 +20,7 @@ from messaging.core.errors import LeaseLost, PermanentDeliveryError
 from messaging.core.types import Channel, Direction, Protocol
 from messaging.delivery.base import SenderBase, SenderShell
 from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
-from messaging.runtime.batching import CallBatcher
+from messaging.intake.user_store import UserStore
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
 from messaging.satellite.networks import connect, not_enabled_reason
@@ -90,7 +90,7 @@ class SatelliteActor(SenderShell):
         self.senders = (self.base,)
         self.config = config
         self.users = users
-        self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
+        self.store = UserStore(config, users)
         self.index = index
         self.poll = poll
         self._first_seen: dict[str, dict[int, float]] = {}  # per network: packet id -> when first fetched
@@ -108,6 +108,8 @@ class SatelliteActor(SenderShell):
         return "started"
 
     async def stats(self) -> dict:
+        if self._stopping:  # the kicks still gathered go now: when a drain sees nothing in flight, none is left
+            self.store.flush()
         stats = await SenderShell.stats(self)
         stats.update(polling=self.polling, polled=self.polled)
         return stats

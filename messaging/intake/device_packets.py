@@ -11,7 +11,7 @@ import asyncio
 import logging
 
 from messaging.core.codec import PacketDecodeError
-from messaging.runtime.batching import CallBatcher
+from messaging.intake.user_store import UserStore
 from messaging.runtime.pool import NamedPool
 from messaging.satellite.transport import DevicePacket, MalformedItem
 
@@ -19,7 +19,7 @@ log = logging.getLogger("messaging.intake.device_packets")
 
 
 async def intake_device_packets(
-    packets: list[DevicePacket], users: NamedPool, store: CallBatcher, *, timeout: float = 20.0
+    packets: list[DevicePacket], users: NamedPool, store: UserStore, *, timeout: float = 20.0
 ) -> list[bool]:
     """Store the messages of one device's packets, in order, through its user actor (one call when the
     batcher can). Returns, per packet, whether it is safe to ack; raises when nothing could be stored."""

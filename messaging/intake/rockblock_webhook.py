@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from messaging.intake.device_packets import intake_device_packets
-from messaging.runtime.batching import CallBatcher
+from messaging.intake.user_store import UserStore
 from messaging.runtime.pool import NamedPool
 from messaging.satellite.rockblock import KEY_PREFIX, BadPost, ForgedPost, verify_post
 from messaging.satellite.transport import DevicePacket, MalformedItem
@@ -91,7 +91,7 @@ async def store_dead_letter(item: MalformedItem, users: NamedPool, *, timeout: f
 
 
 async def take_post(
-    body: bytes, content_type: str, public_key: str, users: NamedPool, store: CallBatcher
+    body: bytes, content_type: str, public_key: str, users: NamedPool, store: UserStore
 ) -> tuple[int, str]:
     """Handle one post: the HTTP status and text to answer with."""
     try:

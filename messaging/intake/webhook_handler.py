@@ -11,7 +11,7 @@ gives the answer to send (:class:`Reply`). The Serve deployment (:mod:`messaging
   otherwise.
 
 Its collaborators are given to it: the user pool (``index_for``, ``acall``) and the store (``submit``,
-``submit_many``; by default a :class:`CallBatcher` over the pool's ``intake_many``).
+``submit_many``; by default a :class:`UserStore` over the pool's ``intake_many``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from twilio.request_validator import RequestValidator
 
 from messaging.intake import rockblock_webhook
 from messaging.intake.device_packets import by_device, dead_letter_malformed, intake_device_packets
-from messaging.runtime.batching import CallBatcher
+from messaging.intake.user_store import UserStore
 from messaging.runtime.config import Config
 from messaging.satellite import rockblock
 from messaging.satellite.swarm import SwarmNetwork
@@ -74,7 +74,7 @@ class WebhookHandler:
         self.config = config
         self.users = users
         if store is None:
-            store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
+            store = UserStore(config, users)
         self.store = store
         self.rockblock_key = rockblock.public_key(config)  # a missing or unreadable key file refuses to start
         # Made once, not per webhook: the signer and the URLs a signature may be over.

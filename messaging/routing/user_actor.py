@@ -34,10 +34,25 @@ log = logging.getLogger("messaging.routing.user_actor")
 
 
 @dataclass(frozen=True)
+class Kick:
+    """Which sender to ask to deliver a stored message now: member ``member`` of the pool of kind ``kind``, told
+    the ``channel`` when that kind sends several (else None)."""
+
+    kind: str
+    member: int
+    channel: Channel | None = None
+
+    def arguments(self, message_ids: list[int]) -> tuple:
+        """The arguments of the sender's ``deliver_many`` for these messages."""
+        return (message_ids, self.channel) if self.channel else (message_ids,)
+
+
+@dataclass(frozen=True)
 class IntakeResult:
     verdict: Verdict
     message_id: int | None
     created: bool
+    kick: Kick | None = None  # set when the caller asked to kick deliveries itself (``intake_many(..., False)``)
 
     @property
     def stored(self) -> bool:
@@ -110,18 +125,20 @@ class UserBase:
         """Decide and store one message (idempotent by key); kick its delivery. Returns once stored."""
         return self.intake_many([msg])[0]
 
-    def intake_many(self, msgs: list[CombinedMessage]) -> list[IntakeResult]:
-        """Decide and store a batch in one transaction, in order; kick deliveries. Returns once stored."""
+    def intake_many(self, msgs: list[CombinedMessage], kick: bool = True) -> list[IntakeResult]:
+        """Decide and store a batch in one transaction, in order; kick deliveries (``kick`` False: each new
+        accepted message's result says whom to kick, and the caller does, gathering kicks across calls).
+        Returns once stored."""
         with self._lock:
             self.in_flight += len(msgs)
         try:
-            return self._intake_many(msgs)
+            return self._intake_many(msgs, kick)
         finally:
             with self._lock:
                 self.in_flight -= len(msgs)
                 self.handled += len(msgs)
 
-    def _intake_many(self, msgs: list[CombinedMessage]) -> list[IntakeResult]:
+    def _intake_many(self, msgs: list[CombinedMessage], kick: bool = True) -> list[IntakeResult]:
         # Django models: loaded after ensure_django() in the worker
         from messaging.outbox.store import ToRecord, record_many
 
@@ -145,7 +162,7 @@ class UserBase:
             if verdict not in NOT_STORED
         ]
         recs = iter(record_many(items))
-        kicks: dict[tuple[Channel, int], list[int]] = {}
+        kicks: dict[Kick, list[int]] = {}
         results = []
         for msg, verdict, found in decided:
             if verdict in NOT_STORED:
@@ -165,26 +182,39 @@ class UserBase:
             accepted = verdict is Verdict.ACCEPT
             outcome = "duplicate" if not rec.created else ("accepted" if accepted else "rejected")
             metrics.count(msg.protocol.name.lower(), msg.direction.value, outcome)
+            to_kick = None
             if rec.created and accepted:
                 self.directory.accepted(msg, found.user, found.device)
-                channel = outbound_channel(msg.direction, msg.protocol)
-                pool = self.pools.get(channel)
-                if pool is not None:
-                    idx = stable_index(f"user:{found.user.id}", pool.size)
-                    kicks.setdefault((channel, idx), []).append(rec.message_id)
-            results.append(IntakeResult(verdict=verdict, message_id=rec.message_id, created=rec.created))
-        for (channel, idx), ids in kicks.items():
-            self.kick(channel, idx, ids)
+                to_kick = self._kick_for(outbound_channel(msg.direction, msg.protocol), found.user.id)
+                if to_kick is not None and kick:
+                    kicks.setdefault(to_kick, []).append(rec.message_id)
+            results.append(
+                IntakeResult(
+                    verdict=verdict,
+                    message_id=rec.message_id,
+                    created=rec.created,
+                    kick=None if kick else to_kick,
+                )
+            )
+        for to_kick, ids in kicks.items():
+            self.kick(to_kick, ids)
         return results
 
-    def kick(self, channel: Channel, idx: int, message_ids: list[int]) -> None:
-        """Ask the right sender to deliver now (a pool that sends several channels is told which). If none is
-        up, the outbox sweep delivers later."""
-        pool = self.pools[channel]
+    def _kick_for(self, channel: Channel, user_id: int) -> Kick | None:
+        """Whom to kick for a new message of ``user_id`` on ``channel`` (each user's always the same member, so
+        their messages go in order); None when no pool sends that channel."""
+        pool = self.pools.get(channel)
+        if pool is None:
+            return None
         # A one-channel sender is kicked as before this kind shared: during an upgrade, an old one still takes it.
-        args = (message_ids, channel) if pool.kind in self._shared_kinds else (message_ids,)
-        if not pool.notify(idx, "deliver_many", *args):
-            log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, channel)
+        named = channel if pool.kind in self._shared_kinds else None
+        return Kick(pool.kind, stable_index(f"user:{user_id}", pool.size), named)
+
+    def kick(self, to_kick: Kick, message_ids: list[int]) -> None:
+        """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
+        pool = next(pool for pool in self.pools.values() if pool.kind == to_kick.kind)
+        if not pool.notify(to_kick.member, "deliver_many", *to_kick.arguments(message_ids)):
+            log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, to_kick.kind)
 
     def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:
         """Store an input that can never be delivered, so that its source may be acknowledged."""

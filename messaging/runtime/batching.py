@@ -7,12 +7,16 @@ carries many items. The member's method takes a list and returns a list of resul
 
 Each caller awaits its own item's result: a failure of the call fails every item in it (the method must
 be idempotent per item, as intake is by idempotency key, since callers answer "try again").
+
+``NotifyGatherer`` does the same for fire-and-forget calls (delivery kicks), which have no answer to wait for:
+the first for a key goes at once, later ones within ``window`` of it go together when the window ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from messaging.runtime.pool import NamedPool
@@ -21,11 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class CallBatcher:
-    def __init__(self, pool: NamedPool, method: str, *, timeout: float, max_batch: int = 64):
+    def __init__(self, pool: NamedPool, method: str, *, timeout: float, max_batch: int = 64, args: tuple = ()):
+        """``args``: more arguments of every call, after the list of items."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.pool = pool
         self.method = method
+        self.args = args
         self.timeout = timeout
         self.max_batch = max_batch
         self._waiting: dict[int, list[tuple[Any, asyncio.Future]]] = {}
@@ -75,7 +81,8 @@ class CallBatcher:
         self.calls += 1
         self.items += len(live)
         try:
-            results = await self.pool.acall(idx, self.method, [item for item, _ in live], timeout=self.timeout)
+            items = [item for item, _ in live]
+            results = await self.pool.acall(idx, self.method, items, *self.args, timeout=self.timeout)
             if len(results) != len(live):  # a bug on the other side: never hand out the wrong result
                 raise RuntimeError(f"{self.method} returned {len(results)} results for {len(live)} items")
         except asyncio.CancelledError:
@@ -90,3 +97,71 @@ class CallBatcher:
         for (_, fut), result in zip(live, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+
+
+class NotifyGatherer:
+    """Fire-and-forget calls gathered per key (say a sender pool member and channel), on one event loop.
+
+    ``add(key, items)``: when nothing went to ``key`` in the last ``window`` seconds, ``send(key, items)`` runs at
+    once (a lone message is not delayed); otherwise the items wait and go together ``window`` after the last
+    send to that key, so under load each key gets at most one call per window, however many messages. ``flush``
+    sends everything waiting now. ``send`` must not raise (a lost notification must be covered elsewhere: for
+    delivery kicks, the outbox sweep).
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Hashable, list], None],
+        window: float,
+        *,
+        max_items: int = 64,
+        clock: Callable[[], float] | None = None,
+    ):
+        self._send = send
+        self.window = window
+        self.max_items = max_items
+        self._clock = clock
+        self._last_sent: dict[Hashable, float] = {}
+        self._waiting: dict[Hashable, list] = {}
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self.sent = 0  # calls made
+        self.items = 0  # items they carried
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def add(self, key: Hashable, items: list) -> None:
+        if not items:
+            return
+        waiting = self._waiting.setdefault(key, [])
+        waiting.extend(items)
+        if key in self._timers:  # a send to this key is already due at the window's end
+            if len(waiting) >= self.max_items:
+                self._send_now(key)
+            return
+        since = self._now() - self._last_sent.get(key, float("-inf"))
+        if since >= self.window or len(waiting) >= self.max_items:
+            self._send_now(key)
+        else:
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(self.window - since, self._send_now, key)
+
+    def flush(self) -> None:
+        for key in list(self._waiting):
+            self._send_now(key)
+
+    def _send_now(self, key: Hashable) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        items = self._waiting.pop(key, [])
+        self._last_sent[key] = self._now()
+        if len(self._last_sent) > 4096:  # keys are pool members: a handful; never let it grow without end
+            self._last_sent = {key: self._last_sent[key]}
+        if items:
+            self.sent += 1
+            self.items += len(items)
+            try:
+                self._send(key, items)
+            except Exception:  # e.g. a bug in send: the outbox sweep delivers these later
+                log.exception("notification to %s failed; the sweep covers its %d items", key, len(items))

@@ -39,8 +39,8 @@ from messaging.intake.smtp.parse import (
     parse_inbound,
 )
 from messaging.intake.smtp.tls import ReloadingContext
+from messaging.intake.user_store import UserStore
 from messaging.routing.decisions import SMTP_REPLIES, Verdict
-from messaging.runtime.batching import CallBatcher
 from messaging.runtime.config import Config
 from messaging.runtime.podlabel import PodLabeler
 from messaging.runtime.pool import NamedPool
@@ -119,7 +119,7 @@ class MailHandler:
     def __init__(self, config: Config, users: NamedPool, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.users = users
-        self.store = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout)
+        self.store = UserStore(config, users)
         self.clock = clock
         self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when a user actor said yes
         self.resolver = Resolver.from_config(config.dns_nameservers)  # a bad DNS_NAMESERVERS refuses to start
@@ -433,6 +433,8 @@ class MailServerActor:
 
     async def stats(self) -> dict:
         h = self.handler
+        if h.draining:  # the kicks still gathered go now: when a drain sees nothing in flight, none is left
+            h.store.flush()
         return {
             "sessions": h.sessions,
             "in_flight": h.in_flight,

@@ -90,7 +90,7 @@ class SlowPool:
 
 
 class StoringPool(SlowPool):
-    async def acall(self, idx: int, method: str, msgs, timeout: float | None = None):
+    async def acall(self, idx: int, method: str, msgs, *args, timeout: float | None = None):
         return [IntakeResult(verdict=Verdict.ACCEPT, message_id=1, created=True) for _ in msgs]
 
 

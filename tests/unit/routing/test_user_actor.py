@@ -12,6 +12,7 @@ from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.routing.decisions import Verdict
 from messaging.routing.user_actor import UserBase
 from messaging.runtime.config import Config
+from messaging.runtime.pool import stable_index
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db
@@ -203,6 +204,37 @@ def test_a_devices_email_and_text_go_to_one_outbound_member_each_kick_naming_its
             (outbound.kicks[0][0], "deliver_many", [text], "sms"),
         ]
     ), "one member (the user's), one kick per channel, each channel's messages in order"
+
+
+def test_a_caller_that_kicks_itself_is_told_whom_to_kick_and_nothing_is_kicked_here(make_user):
+    """intake_many(msgs, False), as intake's UserStore calls it: stored alike, no kick from here; each new accepted
+    message's result names the sender member (the user's, so their messages stay in order) and, for a kind that
+    sends several channels, the channel."""
+    from messaging.operations.kinds import sender_pools
+    from messaging.routing.user_actor import Kick
+
+    satellite, outbound = KickRecorder("satellite"), KickRecorder("outbound")
+    users = UserBase(CONFIG, pools=sender_pools({"satellite": satellite, "outbound": outbound}))
+    amy = make_user()
+    device_id = amy.devices.get().device_id
+    results = users.intake_many(
+        [
+            to_device(f"{amy.username}@beaver.test", key="k1"),
+            to_device("ghost@beaver.test", key="k2"),
+            to_device(f"{amy.username}@beaver.test", key="k1"),
+            from_device(device_id, "+14155550142", Protocol.SMS, key="hive:8:0"),
+        ],
+        False,
+    )
+    assert satellite.kicks == [] and outbound.kicks == []
+    member = stable_index(f"user:{amy.id}", 2)
+    assert [r.kick for r in results] == [
+        Kick("satellite", member),
+        None,  # refused
+        None,  # a duplicate: kicked when it was new
+        Kick("outbound", member, "sms"),
+    ]
+    assert results[3].kick.arguments([5]) == ([5], "sms") and results[0].kick.arguments([4]) == ([4],)
 
 
 def test_a_refusal_is_never_decided_on_cached_facts(make_user):

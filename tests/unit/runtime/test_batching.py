@@ -1,4 +1,5 @@
-"""CallBatcher: calls to one member coalesce while one is in flight; results and failures reach the right caller."""
+"""CallBatcher: calls to one member coalesce while one is in flight; results and failures reach the right caller.
+NotifyGatherer: fire-and-forget calls to one key coalesce within a window; a lone one is not delayed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from messaging.runtime.batching import CallBatcher
+from messaging.runtime.batching import CallBatcher, NotifyGatherer
 from messaging.runtime.pool import PoolUnavailable
 
 
@@ -100,5 +101,75 @@ def test_a_wrong_number_of_results_is_an_error_not_a_mixup():
         batcher = CallBatcher(Short(), "double", timeout=5)
         with pytest.raises(RuntimeError, match="1 results for 2 items"):
             await batcher.submit_many(0, [1, 2])
+
+    asyncio.run(scenario())
+
+
+def test_extra_arguments_follow_the_items_in_every_call():
+    class Pool:
+        calls: list = []
+
+        async def acall(self, idx, method, items, *args, timeout=None):
+            self.calls.append((method, list(items), args))
+            return list(items)
+
+    async def scenario():
+        pool = Pool()
+        assert await CallBatcher(pool, "intake_many", timeout=5, args=(False,)).submit(0, "m") == "m"
+        assert pool.calls == [("intake_many", ["m"], (False,))]
+
+    asyncio.run(scenario())
+
+
+async def until(condition, limit: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def test_a_lone_notification_goes_at_once_and_the_next_ones_together_at_the_window_end():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        sent: list[tuple[str, list, float]] = []
+        gatherer = NotifyGatherer(lambda key, items: sent.append((key, list(items), loop.time())), window=0.1)
+        gatherer.add("sat_0", [1])
+        assert [s[:2] for s in sent] == [("sat_0", [1])], "nothing went to this key lately: sent at once"
+        gatherer.add("sat_0", [2])
+        gatherer.add("sat_0", [3])
+        gatherer.add("sat_1", [10])
+        assert [s[:2] for s in sent] == [("sat_0", [1]), ("sat_1", [10])], "another key is not held up"
+        await until(lambda: len(sent) == 3)
+        assert sent[2][:2] == ("sat_0", [2, 3]), "what came within the window goes together, in order"
+        assert sent[2][2] - sent[0][2] >= 0.1 - 0.01, "not before the window ends"
+        await until(lambda: loop.time() - sent[2][2] >= 0.1)  # a quiet window
+        gatherer.add("sat_0", [4])
+        assert sent[-1][:2] == ("sat_0", [4]), "after a quiet window, at once again"
+        assert (gatherer.sent, gatherer.items) == (4, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_batch_flush_and_a_failing_send_do_not_wait_or_stop_the_rest():
+    async def scenario():
+        sent: list[tuple[str, list]] = []
+
+        def send(key, items):
+            if key == "broken":
+                raise RuntimeError("a bug")
+            sent.append((key, list(items)))
+
+        gatherer = NotifyGatherer(send, window=60.0, max_items=3)
+        gatherer.add("broken", [0])  # raises inside: logged, the sweep covers it
+        gatherer.add("k", [1])
+        gatherer.add("k", [2, 3, 4])
+        assert sent == [("k", [1]), ("k", [2, 3, 4])], "as many as max_items waiting: sent without the window"
+        gatherer.add("k", [5])
+        gatherer.add("other", [6])
+        gatherer.add("other", [7])
+        gatherer.flush()
+        assert sent[2:] == [("other", [6]), ("k", [5]), ("other", [7])], "flush: everything waiting goes now"
+        assert not gatherer._timers, "a flushed key has no send left pending"
 
     asyncio.run(scenario())

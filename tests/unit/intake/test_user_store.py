@@ -1,0 +1,98 @@
+"""Intake's UserStore: messages stored through the user actors (a real ``UserBase`` on the real database, called in
+a thread as a Ray actor would be), and the delivery kicks made here, gathered per sender member, not one per call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.intake.user_store import UserStore
+from messaging.routing.user_actor import UserBase
+from messaging.runtime.config import Config
+from messaging.runtime.pool import stable_index
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONFIG = Config(email_domain="beaver.test", pool_size=2)
+
+
+class ThreadedUsers:
+    """The user pool: one member, a real UserBase, called in a worker thread."""
+
+    size = 1
+    namespace = "test"
+
+    def __init__(self, base: UserBase):
+        self.base = base
+        self.calls = 0
+
+    async def acall(self, idx, method, *args, timeout=None):
+        self.calls += 1
+        return await asyncio.to_thread(getattr(self.base, method), *args)
+
+
+class KickRecorder:
+    """A sender pool: records the kicks it is sent."""
+
+    def __init__(self, kind: str, size: int = 2):
+        self.kind, self.size = kind, size
+        self.kicks: list[tuple] = []
+
+    def notify(self, idx, method, *args):
+        self.kicks.append((idx, method, *args))
+        return True
+
+
+def mail_to(username: str, key: str) -> CombinedMessage:
+    return CombinedMessage(
+        direction=Direction.TO_DEVICE,
+        protocol=Protocol.EMAIL,
+        sender="anna@example.org",
+        recipient=f"{username}@beaver.test",
+        text="hello",
+        idempotency_key=key,
+    )
+
+
+async def until(condition, limit: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def test_kicks_are_made_here_gathered_per_sender_member_and_the_user_actor_kicks_nothing(make_user):
+    amy, bob = make_user(), make_user()
+    kicked_by_user_actor = KickRecorder("satellite")
+    satellites = KickRecorder("satellite")
+    users = ThreadedUsers(UserBase(CONFIG, pools={"satellite": kicked_by_user_actor}))
+
+    async def scenario():
+        store = UserStore(CONFIG, users, window=0.3, senders={"satellite": satellites})
+        first = await store.submit(0, mail_to(amy.username, "k1"))
+        assert first.stored and satellites.kicks == [
+            (stable_index(f"user:{amy.id}", 2), "deliver_many", [first.message_id])
+        ], "a message after a quiet moment is kicked at once"
+        more = await asyncio.gather(
+            store.submit(0, mail_to(amy.username, "k2")),
+            store.submit(0, mail_to(amy.username, "k3")),
+            store.submit_many(0, [mail_to(amy.username, "k4"), mail_to("ghost", "k5"), mail_to(amy.username, "k1")]),
+        )
+        assert len(satellites.kicks) == 1, "within the window: gathered, not kicked yet"
+        await until(lambda: len(satellites.kicks) == 2)
+        ids = sorted([more[0].message_id, more[1].message_id, more[2][0].message_id])
+        member, method, gathered = satellites.kicks[1]
+        assert (member, method, sorted(gathered)) == (stable_index(f"user:{amy.id}", 2), "deliver_many", ids), (
+            "one kick for the member's three new messages; the refused and the duplicate are not kicked"
+        )
+        bob_mail = await store.submit(0, mail_to(bob.username, "k6"))
+        if stable_index(f"user:{bob.id}", 2) != member:  # another member: not held up by amy's window
+            assert satellites.kicks[2][2] == [bob_mail.message_id]
+        store.flush()
+        await until(lambda: sum(len(k[2]) for k in satellites.kicks) == 5)
+
+    asyncio.run(scenario())
+    assert kicked_by_user_actor.kicks == [], "the user actor left the kicks to the caller"
