@@ -6,9 +6,11 @@ SMTP relay sink on loopback. Ray workers use the same test database as this proc
 
 from __future__ import annotations
 
+import random
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -17,14 +19,38 @@ pytestmark = pytest.mark.e2e
 
 
 _HANDED_OUT: set[int] = set()
+_PICKED = random.Random()
+LISTEN_PORTS_FROM = 20_000  # above Ray's worker ports (10002-19999) and the stack's fixed defaults
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def free_port() -> int:
     """A loopback port free right now and never handed out before in this test run.
 
-    The kernel may give the same ephemeral port to two binds in a row once the first socket is closed; a test
-    that holds one of its ports (a squatter) would then see a second service of its own collide with it.
+    Picked between Ray's worker ports (10002-19999) and the kernel's ephemeral range. A port the kernel hands
+    out (bind to port 0) may be one Ray binds by default a moment later (its dashboard agent's 52365: HAProxy's
+    stats port got it once and failed to start with "Address already in use"), or one an outgoing connection
+    gets. Where the ephemeral range starts too low for that, the kernel picks; either way the ports handed out
+    are remembered, so one never goes to two services of a test.
     """
+    top = _ephemeral_start()
+    for _ in range(200 if top > LISTEN_PORTS_FROM + 1_000 else 0):
+        port = _PICKED.randrange(LISTEN_PORTS_FROM, top)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
