@@ -56,9 +56,8 @@ class UserStore:
 
     def _gather(self, results: list[Any]) -> None:
         for result in results:
-            kick = getattr(result, "kick", None)
-            if kick is not None and result.message_id is not None:
-                self.kicks.add(kick, [result.message_id])
+            if result.kick is not None:
+                self.kicks.add(result.kick, [result.message_id])
 
     def _kick(self, kick: Any, message_ids: list[int]) -> None:
         pool = self._senders.get(kick.kind)

@@ -156,8 +156,6 @@ class NotifyGatherer:
             timer.cancel()
         items = self._waiting.pop(key, [])
         self._last_sent[key] = self._now()
-        if len(self._last_sent) > 4096:  # keys are pool members: a handful; never let it grow without end
-            self._last_sent = {key: self._last_sent[key]}
         if items:
             self.sent += 1
             self.items += len(items)

@@ -12,6 +12,7 @@ from messaging.intake.user_store import UserStore
 from messaging.routing.user_actor import UserBase
 from messaging.runtime.config import Config
 from messaging.runtime.pool import stable_index
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,14 +57,6 @@ def mail_to(username: str, key: str) -> CombinedMessage:
     )
 
 
-async def until(condition, limit: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
-
-
 def test_kicks_are_made_here_gathered_per_sender_member_and_the_user_actor_kicks_nothing(make_user):
     amy, bob = make_user(), make_user()
     kicked_by_user_actor = KickRecorder("satellite")
@@ -82,7 +75,7 @@ def test_kicks_are_made_here_gathered_per_sender_member_and_the_user_actor_kicks
             store.submit_many(0, [mail_to(amy.username, "k4"), mail_to("ghost", "k5"), mail_to(amy.username, "k1")]),
         )
         assert len(satellites.kicks) == 1, "within the window: gathered, not kicked yet"
-        await until(lambda: len(satellites.kicks) == 2)
+        await eventually(lambda: len(satellites.kicks) == 2)
         ids = sorted([more[0].message_id, more[1].message_id, more[2][0].message_id])
         member, method, gathered = satellites.kicks[1]
         assert (member, method, sorted(gathered)) == (stable_index(f"user:{amy.id}", 2), "deliver_many", ids), (
@@ -92,7 +85,7 @@ def test_kicks_are_made_here_gathered_per_sender_member_and_the_user_actor_kicks
         if stable_index(f"user:{bob.id}", 2) != member:  # another member: not held up by amy's window
             assert satellites.kicks[2][2] == [bob_mail.message_id]
         store.flush()
-        await until(lambda: sum(len(k[2]) for k in satellites.kicks) == 5)
+        await eventually(lambda: sum(len(k[2]) for k in satellites.kicks) == 5)
 
     asyncio.run(scenario())
     assert kicked_by_user_actor.kicks == [], "the user actor left the kicks to the caller"

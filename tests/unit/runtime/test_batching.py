@@ -9,6 +9,7 @@ import pytest
 
 from messaging.runtime.batching import CallBatcher, NotifyGatherer
 from messaging.runtime.pool import PoolUnavailable
+from tests.waiting import eventually
 
 
 class GatedPool:
@@ -121,14 +122,6 @@ def test_extra_arguments_follow_the_items_in_every_call():
     asyncio.run(scenario())
 
 
-async def until(condition, limit: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
-
-
 def test_a_lone_notification_goes_at_once_and_the_next_ones_together_at_the_window_end():
     async def scenario():
         loop = asyncio.get_running_loop()
@@ -140,10 +133,10 @@ def test_a_lone_notification_goes_at_once_and_the_next_ones_together_at_the_wind
         gatherer.add("sat_0", [3])
         gatherer.add("sat_1", [10])
         assert [s[:2] for s in sent] == [("sat_0", [1]), ("sat_1", [10])], "another key is not held up"
-        await until(lambda: len(sent) == 3)
+        await eventually(lambda: len(sent) == 3)
         assert sent[2][:2] == ("sat_0", [2, 3]), "what came within the window goes together, in order"
         assert sent[2][2] - sent[0][2] >= 0.1 - 0.01, "not before the window ends"
-        await until(lambda: loop.time() - sent[2][2] >= 0.1)  # a quiet window
+        await eventually(lambda: loop.time() - sent[2][2] >= 0.1)  # a quiet window
         gatherer.add("sat_0", [4])
         assert sent[-1][:2] == ("sat_0", [4]), "after a quiet window, at once again"
         assert (gatherer.sent, gatherer.items) == (4, 5)
