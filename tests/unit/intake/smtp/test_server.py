@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import threading
+import time
 from email.message import EmailMessage
 
 import pytest
 
 from messaging.intake.smtp.server import MailHandler, idempotency_key, mailbox_of, smtp_protocol
+from messaging.intake.user_store import UserStore
 from messaging.routing.user_actor import UserBase
 from messaging.runtime.config import Config
-from messaging.runtime.pool import PoolUnavailable
+from messaging.runtime.pool import PoolUnavailable, stable_index
 from messaging.sandbox.fake_dns import FakeDNS
 from web.delivery.models import Message
 
@@ -53,10 +55,10 @@ def serve(dns):
     """Start a mail server (real socket, real handler) with config overrides; returns (port, handler, pool)."""
     started = []
 
-    def start(**overrides):
+    def start(user_pools=None, **overrides):
         overrides.setdefault("dns_nameservers", dns.nameservers)
         config = Config(email_domain="beaver.test", smtp_max_message_size=20_000, **overrides)
-        pool = LocalPool(UserBase(config))
+        pool = LocalPool(UserBase(config, pools=user_pools))
         handler = MailHandler(config, pool)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -96,6 +98,36 @@ def test_accepts_and_stores_before_250(server, make_user):
     assert refused == {}
     row = Message.objects.get(user=user)
     assert row.status == "received" and row.sender == "amy@example.org" and "Snow at the pass." in row.text
+
+
+class KickRecorder:
+    """A sender pool (the satellites): records the kicks it is sent."""
+
+    kind, size = "satellite", 2
+
+    def __init__(self):
+        self.kicks: list[tuple] = []
+
+    def notify(self, idx, method, *args):
+        self.kicks.append((idx, method, *args))
+        return True
+
+
+def test_the_mail_server_kicks_the_users_satellite_once_the_mail_is_stored(serve, make_user):
+    """The user actor names the sender; the mail server, not the user actor, kicks it (gathered kicks)."""
+    kicked_by_user_actor, satellites = KickRecorder(), KickRecorder()
+    port, handler, pool = serve(user_pools={"satellite": kicked_by_user_actor})
+    assert isinstance(handler.store, UserStore)  # as built; here with the sender pool given instead of found in Ray
+    handler.store = UserStore(handler.config, pool, senders={"satellite": satellites})
+    user = make_user()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.send_message(mail(f"{user.username}@beaver.test"))
+    row = Message.objects.get(user=user)
+    deadline = time.monotonic() + 10
+    while not satellites.kicks and time.monotonic() < deadline:  # made on the server's loop after the 250
+        time.sleep(0.01)
+    assert satellites.kicks == [(stable_index(f"user:{user.id}", 2), "deliver_many", [row.id])]
+    assert kicked_by_user_actor.kicks == []
 
 
 def test_a_retried_mail_is_stored_once(server, make_user):
