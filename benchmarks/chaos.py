@@ -48,6 +48,7 @@ def main() -> int:
     from messaging.operations.kinds import KIND_NAMES
     from messaging.operations.launch import (
         connect_ray,
+        disconnect_ray,
         private_ingress_ports,
         start_stack,
         stop_stack,
@@ -181,7 +182,7 @@ def main() -> int:
         results.append({"scenario": "drain under load", "idle": drained, "seconds": drain_seconds})
     finally:
         stop_stack(config, echo=lambda line: None)
-        ray.shutdown()
+        disconnect_ray()
         box.stop()
     print("\nscenario          sent  delivered  lost  dup  dead  settle_s  events")
     for r in results:

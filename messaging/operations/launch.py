@@ -21,6 +21,7 @@ from ray.util.placement_group import get_placement_group, placement_group, remov
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from messaging.operations import local_ray
 from messaging.operations.console import WORKER_SETUP_HOOK
 from messaging.operations.haproxy_admin import write_launcher
 from messaging.operations.kinds import KIND_NAMES, KINDS, RETIRED_KIND_NAMES, ActorKind
@@ -102,7 +103,7 @@ def split_env(config: Config, env: dict[str, str]) -> tuple[dict[str, str], dict
 
 def export_for_local_ray(config: Config, env: dict[str, str]) -> None:
     """Put the workers' secrets (and SANDBOX) into this process's environment, which a Ray started from here
-    (``ray.init`` without an address, or ``ray.cluster_utils.Cluster``) passes on to its raylets and workers."""
+    (``operations/local_ray.py``, or ``ray.cluster_utils.Cluster``) passes on to its raylets and workers."""
     public, secret = split_env(config, env)
     os.environ.update(secret)
     os.environ["SANDBOX"] = public["SANDBOX"]
@@ -143,21 +144,14 @@ def check_worker_secrets(secret: dict[str, str], timeout: float = 120.0) -> None
 def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None] = print) -> None:
     """Join RAY_ADDRESS, or start a local Ray. Workers get the Django environment; secrets never travel through
     Ray (see SECRET_ENV): a local Ray inherits them from here, a cluster must have them, which is checked."""
+    global _local
     if ray.is_initialized():
         return
     address = config.ray_address or None
     echo(f"Ray: {'connecting to ' + address if address else 'starting a local instance'} ...")
     public, secret = split_env(config, env)
-    kwargs = {}
     if not address:
         export_for_local_ray(config, env)
-        kwargs = {
-            # Off (RAY_DASHBOARD=0): Ray still runs its dashboard process, with one small module, and the
-            # dashboard agent, which exports the metrics; the nine dashboard module processes do not start.
-            "include_dashboard": config.ray_dashboard,
-            "dashboard_host": "127.0.0.1",
-            "dashboard_port": config.ray_dashboard_port,
-        }
         # No idle worker prestarted for the driver (every actor gets a worker process of its own anyway).
         # An environment override of Ray's system config, read by the raylet we start.
         os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
@@ -166,22 +160,44 @@ def connect_ray(config: Config, env: dict[str, str], echo: Callable[[str], None]
         for name, value in RAY_SERVE_DEFAULTS.items():
             os.environ.setdefault(name, value)
         prepare_local_haproxy(config)
+        # Always a Ray of our own, never one found running on this machine, so its workers have the secrets
+        # exported above (a cluster's workers have their own, which are checked). Without the processes a
+        # one-machine stack does not use (operations/local_ray.py); the dashboard only with RAY_DASHBOARD=1.
+        _local = local_ray.start(
+            dashboard=config.ray_dashboard, dashboard_host="127.0.0.1", dashboard_port=config.ray_dashboard_port
+        )
+        address = _local.address
     ray.init(
-        # "local": always a Ray of our own, never one found running on this machine, so its workers have the
-        # secrets exported above; a cluster's workers have their own, which are checked.
-        address=address or "local",
+        address=address,
         namespace=config.ray_namespace,
         runtime_env=ray_runtime_env(public),
         logging_level="WARNING",
-        **kwargs,
     )
-    if address:
+    if config.ray_address:
         try:
             check_worker_secrets(secret)
         except ConfigError:
             ray.shutdown()
             raise
     echo(f"Ray: up ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)")
+
+
+_local: local_ray.LocalRay | None = None  # the Ray connect_ray started on this machine, if it did
+
+
+def disconnect_ray() -> None:
+    """Leave Ray; a local Ray that connect_ray started stops with it (a joined cluster keeps running)."""
+    global _local
+    if ray.is_initialized():
+        ray.shutdown()
+    if _local is not None:
+        _local.stop()
+        _local = None
+
+
+def local_ray_stopping() -> bool:
+    """Has a process of the local Ray connect_ray started (GCS, raylet, ...) exited already?"""
+    return _local is not None and _local.stopping()
 
 
 # Where Serve's HAProxy puts its stats page and Prometheus exporter (operations/haproxy_admin.py applies them).

@@ -113,12 +113,12 @@ class E2E:
 
 @pytest.fixture(scope="session")
 def e2e(django_db_setup, django_db_blocker):
-    import ray
     from django.db import connection
     from ray import serve
 
     from messaging.operations.launch import (
         connect_ray,
+        disconnect_ray,
         private_ingress_ports,
         start_stack,
         stop_stack,
@@ -161,7 +161,7 @@ def e2e(django_db_setup, django_db_blocker):
         finally:
             stop_stack(config)
             serve.shutdown()
-            ray.shutdown()
+            disconnect_ray()
             box.stop()
 
 

@@ -19,8 +19,10 @@ from messaging.operations.console import default_log_file, ray_logs_dir, route_d
 from messaging.operations.launch import (
     IngressNotAnswering,
     connect_ray,
+    disconnect_ray,
     ingress_failure,
     ingress_ports,
+    local_ray_stopping,
     port_is_taken,
     start_stack,
     stop_stack,
@@ -103,7 +105,7 @@ class Command(BaseCommand):
             self._logs = _serve_log_dir()
 
             def stop_everything() -> None:
-                if _local_ray_stopping():  # the signal reached Ray's own processes too (a process-group kill)
+                if local_ray_stopping():  # the signal reached Ray's own processes too (a process-group kill)
                     echo("Ray is stopping already: nothing left to drain.")
                 else:
                     if failure is None:
@@ -118,7 +120,7 @@ class Command(BaseCommand):
                         stop_stack(config, echo)
                     except Exception as exc:  # Ray itself still goes below
                         echo(f"  stop failed: {exc}")
-                ray.shutdown()
+                disconnect_ray()
 
             # A Ray that went away under us (its GCS stopped mid-drain) blocks its calls with no time limit of
             # their own: the stop is bounded here, and what would be left is ended with this process (reaper).
@@ -130,6 +132,8 @@ class Command(BaseCommand):
                 echo(f"Stopping did not finish in {STOP_DEADLINE:.0f}s (Ray not answering); exiting now.")
                 self.stdout.flush()
                 os._exit(1)
+        else:
+            disconnect_ray()  # a local Ray started, but the driver never joined it
         box.stop()
         echo("Stopped.")
 
@@ -203,15 +207,6 @@ class Command(BaseCommand):
 
 DEMO_IMEI = 300434063180550  # the sandbox's RockBLOCK (a made-up IMEI: 15 digits)
 STOP_DEADLINE = 90.0  # seconds for drain (30) and stop of a local stack before the driver gives up and exits
-
-
-def _local_ray_stopping() -> bool:
-    """Has a process of the local Ray we started (raylet, GCS, ...) exited already?"""
-    try:
-        node = ray._private.worker._global_node
-        return node is not None and bool(node.dead_processes())
-    except Exception:
-        return False
 
 
 def _interrupt(*_) -> None:
