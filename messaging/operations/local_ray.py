@@ -41,27 +41,26 @@ class LocalRay:
     def __init__(self, node, follower: _LogFollower):
         self._node = node
         self._follower = follower
-        self._stopped = False
-
-    @property
-    def address(self) -> str:
-        """The GCS address a driver joins (``ray.init(address=...)``)."""
-        return self._node.address
+        self.address = node.address  # the GCS address a driver joins (``ray.init(address=...)``)
 
     def stopping(self) -> bool:
         """Has one of its processes (GCS, raylet, ...) exited already, e.g. after a kill of the process group?"""
         try:
-            return bool(self._node.dead_processes())
+            return self._node is None or bool(self._node.dead_processes())
         except Exception:
             return False
 
     def stop(self) -> None:
-        """Stop following the logs, then every process of the node (idempotent). Disconnect the driver first."""
-        if self._stopped:
+        """Stop following the logs, then every process of the node (idempotent). Disconnect the driver first.
+
+        Then let go of the node: its GCS client, left alive in a process that goes on (a test session), keeps
+        trying to reach the stopped GCS and after a minute ends that process ("Failed to connect to GCS within
+        60 seconds"). ``ray.shutdown`` drops the node it started for the same reason."""
+        if self._node is None:
             return
-        self._stopped = True
         self._follower.stop()
         self._node.kill_all_processes(check_alive=False, allow_graceful=True)
+        self._node = None
 
 
 class _LogFollower:
@@ -104,8 +103,10 @@ class _LogFollower:
                 self._stop.wait(LOG_POLL_SECONDS)
 
     def stop(self) -> None:
+        """Stop the thread, then let go of its GCS client (see LocalRay.stop)."""
         self._stop.set()
         self._thread.join(timeout=5)
+        self._monitor = None
 
 
 def start(*, dashboard: bool, dashboard_host: str, dashboard_port: int) -> LocalRay:
@@ -139,7 +140,12 @@ def start(*, dashboard: bool, dashboard_host: str, dashboard_port: int) -> Local
     )
     # shutdown_at_exit=False and spawn_reaper=True as ray.init: the processes end with this one (the kernel's
     # parent-death signal), and a normal exit stops them through the atexit hook below.
+    from ray.experimental import internal_kv
+
+    joined = internal_kv.global_gcs_client  # a driver of this process joined another Ray already (tests do)
     node = HeadNode(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
+    if joined is not None:  # Node points the process's key-value calls at its own GCS: back to the joined one
+        internal_kv._initialize_internal_kv(joined)
     local = LocalRay(node, _LogFollower(node).start())
     atexit.register(_stop_at_exit, local)
     return local

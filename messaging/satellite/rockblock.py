@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import jwt
 import requests
 
 from messaging.core.codec import TRIM_MARKER, fit_packets
@@ -190,6 +189,8 @@ def _posted(value: Any) -> str:
 def verify_post(fields: dict[str, Any], public_key: str) -> MoPost:
     """The MO post, once its JWT is verified with ``public_key`` and its claims match the posted fields.
     :class:`ForgedPost` when not; :class:`BadPost` when a signed field cannot be read."""
+    import jwt  # here, not at the top: with its cryptography ~9 MB, in every process that only sends or parses
+
     token = fields.get("JWT")
     if not isinstance(token, str) or not token:
         raise ForgedPost("no JWT in the post")

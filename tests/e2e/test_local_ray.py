@@ -2,8 +2,8 @@
 only idles; stopping it leaves no process behind. (That the workers' warnings still reach the console through
 the driver's log follower: test_driver_console.py.)
 
-Each test starts a node of its own, next to the session's stack when that runs: the node's processes are the
-descendants of this process that were not there before.
+Each test starts a node of its own, next to the session's stack: the node's processes are the descendants of
+this process that were not there before.
 """
 
 from __future__ import annotations
@@ -28,10 +28,16 @@ def _descendants() -> dict[int, str]:
     return found
 
 
-def test_local_ray_runs_no_monitor_log_monitor_or_dashboard_and_stops_whole():
+def test_local_ray_runs_no_monitor_log_monitor_or_dashboard_and_stops_whole(e2e):
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    from messaging.operations.launch import CONFIG_KV_NAMESPACE, _config_key
+
     before = set(_descendants())
     local = local_ray.start(dashboard=False, dashboard_host="127.0.0.1", dashboard_port=free_port())
     try:
+        # this process's driver (joined to the session's stack) still reads that stack's key-value store
+        assert _internal_kv_get(_config_key(e2e.config.ray_namespace), namespace=CONFIG_KV_NAMESPACE)
         wait_until(
             lambda: any("dashboard/agent.py" in c for p, c in _descendants().items() if p not in before),
             timeout=60,
