@@ -351,15 +351,16 @@ def _start_kinds(stack: Stack, kinds: tuple[ActorKind, ...], echo: Callable[[str
 @ray.remote(num_cpus=0, max_calls=1)
 def _run_serve_app(config: Config, users: NamedPool, mount_admin: bool) -> None:
     """Start Serve and deploy the app. ``serve.start`` returns only once its ingress proxies are up (a process
-    each, ~2 s); the app is deployed as soon as the controller exists, so its replica starts meanwhile."""
+    each, ~2 s); the app is deployed as soon as the controller exists, so its replica starts meanwhile. The app's
+    module (Django, Starlette, the intake) is imported while the controller's process starts."""
     from ray import serve  # (see above)
-
-    from messaging.intake.webhooks import Webhooks  # imports Serve too
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-start") as background:
         starting = background.submit(
             serve.start, http_options={"host": config.serve_http_host, "port": config.serve_http_port}
         )
+        from messaging.intake.webhooks import Webhooks  # (see the docstring)
+
         named = Retrying(
             retry=retry_if_result(lambda found: not found),
             wait=wait_fixed(0.05),
