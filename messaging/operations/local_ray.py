@@ -59,6 +59,10 @@ class LocalRay:
         if self._node is None:
             return
         self._follower.stop()
+        try:  # as ray.shutdown for a head node: objects spilled to external storage go with the session
+            self._node.destroy_external_storage()
+        except Exception as exc:  # the processes still stop
+            log.warning("spilled objects not removed: %s", exc)
         self._node.kill_all_processes(check_alive=False, allow_graceful=True)
         self._node = None
 
