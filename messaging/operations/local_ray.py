@@ -51,11 +51,8 @@ class LocalRay:
             return False
 
     def stop(self) -> None:
-        """Stop following the logs, then every process of the node (idempotent). Disconnect the driver first.
-
-        Then let go of the node: its GCS client, left alive in a process that goes on (a test session), keeps
-        trying to reach the stopped GCS and after a minute ends that process ("Failed to connect to GCS within
-        60 seconds"). ``ray.shutdown`` drops the node it started for the same reason."""
+        """Stop following the logs, then every process of the node, then let go of the node and its GCS client,
+        as ``ray.shutdown`` does with the node it started (idempotent). Disconnect the driver first."""
         if self._node is None:
             return
         self._follower.stop()
@@ -107,7 +104,7 @@ class _LogFollower:
                 self._stop.wait(LOG_POLL_SECONDS)
 
     def stop(self) -> None:
-        """Stop the thread, then let go of its GCS client (see LocalRay.stop)."""
+        """Stop the thread, then let go of its GCS client."""
         self._stop.set()
         self._thread.join(timeout=5)
         self._monitor = None
@@ -124,6 +121,7 @@ def start(*, dashboard: bool, dashboard_host: str, dashboard_port: int) -> Local
     )
     from ray._private.node import Node
     from ray._private.parameter import RayParams
+    from ray.experimental import internal_kv
 
     class HeadNode(Node):
         def start_api_server(self, *, include_dashboard, raise_on_failure):
@@ -142,11 +140,9 @@ def start(*, dashboard: bool, dashboard_host: str, dashboard_port: int) -> Local
         no_monitor=True,
         include_log_monitor=False,
     )
+    joined = internal_kv.global_gcs_client  # a driver of this process joined another Ray already (tests do)
     # shutdown_at_exit=False and spawn_reaper=True as ray.init: the processes end with this one (the kernel's
     # parent-death signal), and a normal exit stops them through the atexit hook below.
-    from ray.experimental import internal_kv
-
-    joined = internal_kv.global_gcs_client  # a driver of this process joined another Ray already (tests do)
     node = HeadNode(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
     if joined is not None:  # Node points the process's key-value calls at its own GCS: back to the joined one
         internal_kv._initialize_internal_kv(joined)
