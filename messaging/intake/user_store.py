@@ -11,14 +11,11 @@ delivers whatever is due.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from messaging.runtime.batching import CallBatcher, NotifyGatherer
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
-
-log = logging.getLogger("messaging.intake.user_store")
 
 # Seconds a kick may wait for others to the same sender member: at most this much later than a kick per message
 # would have come (the sender then waits up to 0.2 s more, delivery/base.py LINGER, for its batch to grow);
@@ -63,5 +60,4 @@ class UserStore:
         pool = self._senders.get(kick.kind)
         if pool is None:
             pool = self._senders[kick.kind] = NamedPool(kick.kind, self.users.size, self.users.namespace)
-        if not pool.notify(kick.member, "deliver_many", *kick.arguments(message_ids)):
-            log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, kick.kind)
+        kick.send(pool, message_ids)

@@ -46,6 +46,12 @@ class Kick:
         """The arguments of the sender's ``deliver_many`` for these messages."""
         return (message_ids, self.channel) if self.channel else (message_ids,)
 
+    def send(self, pool: NamedPool, message_ids: list[int]) -> None:
+        """Ask the member of ``pool`` (the pool of kind ``kind``) to deliver these now. If it is not up, the
+        outbox sweep delivers them later."""
+        if not pool.notify(self.member, "deliver_many", *self.arguments(message_ids)):
+            log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, self.kind)
+
 
 @dataclass(frozen=True)
 class IntakeResult:
@@ -68,6 +74,7 @@ class UserBase:
         self.pools = pools or {}
         # Kinds that send several channels (outbound: email and SMS): their kicks say which channel.
         kinds = Counter(pool.kind for pool in self.pools.values())
+        self._pool_of_kind = {pool.kind: pool for pool in self.pools.values()}
         self._shared_kinds = {kind for kind, channels in kinds.items() if channels > 1}
         self.policy = Policy.from_config(config)
         self.directory = Directory(config.email_domain, ttl=config.user_cache_seconds, policy=self.policy)
@@ -212,9 +219,7 @@ class UserBase:
 
     def kick(self, to_kick: Kick, message_ids: list[int]) -> None:
         """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
-        pool = next(pool for pool in self.pools.values() if pool.kind == to_kick.kind)
-        if not pool.notify(to_kick.member, "deliver_many", *to_kick.arguments(message_ids)):
-            log.info("messages %s queued: %s not up, the sweep will deliver them", message_ids, to_kick.kind)
+        to_kick.send(self._pool_of_kind[to_kick.kind], message_ids)
 
     def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:
         """Store an input that can never be delivered, so that its source may be acknowledged."""
