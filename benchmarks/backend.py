@@ -47,7 +47,7 @@ class Backend:
     remotes: Remotes
     smtp_ready_s: float | None = None
     serve_ready_s: float | None = None
-    all_up_s: float | None = None  # runbackend printed "Ready in": every actor up (satellites and senders start last)
+    all_up_s: float | None = None  # runbackend printed "Ready in": every actor up (the senders start last)
     stats: dict = field(default_factory=dict)
 
     @property

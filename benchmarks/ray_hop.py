@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.ray_hop [--calls 2000]
 
 Two actors on a Ray of their own (no Serve, nothing of ours): a caller (async, like the mail server and the Serve
-replica) calls a callee that only returns its argument, as an async actor (satellite, outbound) and as a sync
+replica) calls a callee that only returns its argument, as an async actor (the sender actor) and as a sync
 one (user actor). Calls are awaited by 1 or 4 coroutines at once, or fired without waiting (a delivery kick), with
 1 or 16 items in each (the intake batches). Printed per call: the caller's and the callee's CPU (psutil, user +
 system, every thread of the process), so the per-message cost of a hop is this divided by the items it carries.

@@ -312,9 +312,9 @@ def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int)
 
 
 PROFILED = {
-    "smtp": ("UserActor", "MailServerActor", "SatelliteActor"),
-    "webhook": ("UserActor", "ServeReplica", "ProxyActor", "SatelliteActor"),
-    "hive": ("SatelliteActor", "UserActor", "OutboundActor"),
+    "smtp": ("UserActor", "MailServerActor", "SenderActor"),
+    "webhook": ("UserActor", "ServeReplica", "ProxyActor", "SenderActor"),
+    "hive": ("SenderActor", "UserActor"),
 }
 
 

@@ -1,15 +1,19 @@
-"""The outbound email and SMS senders: device -> relay (email) and device -> Twilio (SMS).
+"""The sender actor: every message that leaves us, in one process per pool member: to devices over their
+satellite network, and from devices as email (relay) and SMS (Twilio). It also polls the satellite networks for
+device packets (``intake/satellite_poll.py``), and its first member reconciles inbound SMS with Twilio
+(``intake/sms_reconcile.py``).
 
-Each is a ``SenderBase`` (logic, testable without Ray); one async Ray actor kind, ``OutboundActor``, holds both
-(one process per pool member instead of one per channel: they are idle most of the time). The first outbound
-actor also runs the reconciliation sweep (``intake/sms_reconcile.py``): inbound texts Twilio has that we never
-stored.
+Each channel is a ``SenderBase`` (logic, testable without Ray) with a queue and claims of its own; one sweep
+covers them all. One process instead of one per kind of sender: a Ray worker process is about 100 MB before any
+work, and these are idle most of the time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -17,12 +21,18 @@ from messaging.core.errors import PermanentDeliveryError
 from messaging.core.location import with_position
 from messaging.core.phones import parse_countries, sms_destination_refusal
 from messaging.core.types import Channel, Direction, Protocol
-from messaging.delivery.base import SEND_THREADS, SenderBase, SenderShell
+from messaging.delivery.base import RUNNERS, SEND_THREADS, SenderBase, SenderShell
 from messaging.delivery.email_relay import RelaySessions, build_outbound
+from messaging.delivery.satellite import SatelliteBase
+from messaging.intake.satellite_poll import DevicePoller
 from messaging.intake.sms_reconcile import Reconciler, pool_store
+from messaging.intake.user_store import UserStore
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
 from messaging.sms.twilio import TwilioSender
+
+if TYPE_CHECKING:
+    from messaging.routing.user_actor import Kick
 
 log = logging.getLogger("messaging.delivery.senders")
 
@@ -88,22 +98,49 @@ class SmsSender(SenderBase):
 
 
 def runs_reconcile(config: Config, index: int, has_users: bool) -> bool:
-    """One outbound actor (index 0) sweeps Twilio's message list, when it is on and the actor can store."""
+    """One sender actor (index 0) sweeps Twilio's message list, when it is on and the actor can store."""
     return has_users and index == 0 and config.twilio_reconcile_interval > 0
 
 
-class Outbound(SenderShell):
-    """Email and SMS from devices in one process: a kick names its channel (``deliver_many(ids, "mailout")``),
-    each channel has its queue and claims, one sweep covers both. The Ray actor is ``OutboundActor``."""
+class Senders(SenderShell):
+    """Every sender in one process: a kick names its channel (``deliver_many(ids, "mailout")``), each channel has
+    its queue and claims, one sweep covers all. With the user pool it also polls the satellite networks (this
+    member's share of the packets) and, as member 0, reconciles inbound SMS. The Ray actor is ``SenderActor``."""
 
     _reconciling = False
 
     def __init__(self, config: Config, users: NamedPool | None = None, index: int = 0):
-        self.senders = (MailOutSender(config), SmsSender(config))
+        satellite = SatelliteBase(config)
+        self.senders = (satellite, MailOutSender(config), SmsSender(config))
+        self.index = index
+        # The loop's threads: each lane's batches (RUNNERS), the sweep, a fetch per polled network, the reconcile
+        # sweep. Its default pool (CPUs + 4) would let one channel's slow remote hold up another channel.
+        polled = sum(1 for network in satellite.networks.values() if network.polled)
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=len(self.senders) * RUNNERS + 1 + polled + 1))
+        self.poller: DevicePoller | None = None
+        if users is not None:
+            # Kicks for stored packets: this member's own lanes take theirs without a Ray call.
+            self.store = UserStore(config, users, local=self._kick_here)
+            self.poller = DevicePoller(config, satellite.networks, users, self.store, index)
         self.autostart(config.outbox_sweep_interval)
         if runs_reconcile(config, index, users is not None):
             self.reconciler = Reconciler(config, pool_store(users, timeout=config.smtp_store_timeout))
-            asyncio.get_running_loop().create_task(self._reconcile_loop(config.twilio_reconcile_interval))
+            loop.create_task(self._reconcile_loop(config.twilio_reconcile_interval))
+
+    def _kick_here(self, kick: Kick, message_ids: list[int]) -> bool:
+        """Queue a kick meant for this member here (on the event loop); False when it is for another one."""
+        if kick.member != self.index or kick.channel not in self.lanes:
+            return False
+        if not self._stopping:  # draining: they stay due for the sweep of whoever runs next
+            self._enqueue(self.lanes[kick.channel], list(message_ids))
+        return True
+
+    async def start(self, sweep_interval: float = 5.0) -> str:
+        await SenderShell.start(self, sweep_interval)
+        if self.poller is not None:
+            self.poller.start()
+        return "started"
 
     async def _reconcile_loop(self, interval: float) -> None:
         while not self._stopping:
@@ -116,11 +153,22 @@ class Outbound(SenderShell):
                 self._reconciling = False
             await asyncio.sleep(interval)
 
+    async def drain(self) -> dict:
+        """Stop polling (after the batch under way) and sweeping; deliveries in flight finish (watch ``stats``)."""
+        if self.poller is not None:
+            self.poller.stop()
+        return await SenderShell.drain(self)
+
     async def stats(self) -> dict:
-        stats = await super().stats()
-        return stats | {"in_flight": stats["in_flight"] + int(self._reconciling)}
+        if self._stopping and self.poller is not None:  # the kicks still gathered go now: when a drain sees
+            self.store.flush()  # nothing in flight, none is left
+        stats = await SenderShell.stats(self)
+        stats["in_flight"] += int(self._reconciling)
+        if self.poller is not None:
+            stats.update(polling=self.poller.polling, polled=self.poller.polled)
+        return stats
 
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
-class OutboundActor(Outbound):
+class SenderActor(Senders):
     pass

@@ -2,13 +2,13 @@
 
 Twilio posts each incoming text to ``/sms`` once; it retries only as the URL's connection overrides
 (``#rc=..&rp=..``) allow, and gives up after 15 s in all. A text whose webhook met an outage or a
-``503`` would be lost. So every ``TWILIO_RECONCILE_INTERVAL`` seconds one outbound actor lists, for each of
+``503`` would be lost. So every ``TWILIO_RECONCILE_INTERVAL`` seconds one sender actor lists, for each of
 our users' numbers, the messages Twilio received in the last ``TWILIO_RECONCILE_WINDOW_HOURS``, and
 stores those whose ``twilio:<MessageSid>`` key is not in the database yet, through the user actors
 like any other intake (idempotent by key: a webhook that lands meanwhile stores nothing twice).
 
 :func:`missing_inbound` is the decision (pure); :class:`Reconciler` does the I/O (Twilio, the database,
-the store callable) and runs without Ray; the first outbound actor (``senders.py``) runs it periodically.
+the store callable) and runs without Ray; the first sender actor (``delivery/senders.py``) runs it periodically.
 """
 
 from __future__ import annotations

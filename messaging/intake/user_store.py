@@ -11,6 +11,7 @@ delivers whatever is due.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from messaging.runtime.batching import CallBatcher, NotifyGatherer
@@ -28,10 +29,19 @@ class UserStore:
     """``submit``/``submit_many`` as ``CallBatcher``'s: the results once stored; the deliveries kicked after."""
 
     def __init__(
-        self, config: Config, users: NamedPool, *, window: float = KICK_WINDOW, senders: dict[str, Any] | None = None
+        self,
+        config: Config,
+        users: NamedPool,
+        *,
+        window: float = KICK_WINDOW,
+        senders: dict[str, Any] | None = None,
+        local: Callable[[Any, list[int]], bool] | None = None,
     ):
-        """``senders``: the sender pools by kind (made from the user pool's size and namespace when first kicked)."""
+        """``senders``: the sender pools by kind (made from the user pool's size and namespace when first kicked).
+        ``local(kick, ids)``: takes the kicks meant for this very process (a sender actor storing device packets)
+        and says so; those cost no Ray call."""
         self.users = users
+        self._local = local
         # intake_many(messages, False): the user actor stores and answers whom to kick, without kicking.
         self.calls = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout, args=(False,))
         self.kicks = NotifyGatherer(self._kick, window)
@@ -57,6 +67,8 @@ class UserStore:
                 self.kicks.add(result.kick, [result.message_id])
 
     def _kick(self, kick: Any, message_ids: list[int]) -> None:
+        if self._local is not None and self._local(kick, message_ids):
+            return
         pool = self._senders.get(kick.kind)
         if pool is None:
             pool = self._senders[kick.kind] = NamedPool(kick.kind, self.users.size, self.users.namespace)

@@ -20,10 +20,10 @@ from messaging.runtime.pool import member_name
 # (kind, counter in its stats, words on the console)
 COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("user", "handled", "taken in"),
-    ("satellite", "polled", "device packets fetched"),
-    ("satellite", "delivered", "sent to devices"),
-    ("outbound", "mailout_delivered", "emails sent"),
-    ("outbound", "sms_delivered", "texts sent"),
+    ("sender", "polled", "device packets fetched"),
+    ("sender", "satellite_delivered", "sent to devices"),
+    ("sender", "mailout_delivered", "emails sent"),
+    ("sender", "sms_delivered", "texts sent"),
 )
 
 

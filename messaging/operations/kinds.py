@@ -76,20 +76,13 @@ KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first);
         sweeps=False,
         early=True,
     ),
-    ActorKind(
-        "satellite",
-        "messaging.delivery.satellite:SatelliteActor",
-        _with_users_and_index,
-        drain_rank=1,
-        busy_stats=("in_flight", "polling"),  # a Hive poll under way
-        channels=(Channel.SATELLITE,),
-    ),
-    ActorKind(  # email and SMS from devices: one process for both, idle most of the time
-        "outbound",
-        "messaging.delivery.senders:OutboundActor",
-        _with_users_and_index,  # member 0 also reconciles inbound SMS with Twilio, storing through the users
-        drain_rank=3,
-        channels=(Channel.MAILOUT, Channel.SMS),
+    ActorKind(  # every message out (to devices, email and SMS from devices) and the satellite poll
+        "sender",
+        "messaging.delivery.senders:SenderActor",
+        _with_users_and_index,  # member idx polls its share of the device packets; member 0 reconciles SMS
+        drain_rank=1,  # stops polling before the user actors drain: nothing new reaches them from here
+        busy_stats=("in_flight", "polling"),  # a satellite poll under way
+        channels=(Channel.SATELLITE, Channel.MAILOUT, Channel.SMS),
     ),
     ActorKind(
         "mailserver",
@@ -105,8 +98,9 @@ KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first);
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
 BY_NAME: dict[str, ActorKind] = {kind.name: kind for kind in KINDS}
 DRAIN_ORDER: tuple[ActorKind, ...] = tuple(sorted(KINDS, key=lambda kind: kind.drain_rank))
-RETIRED_KIND_NAMES: tuple[str, ...] = ("mailout", "sms")  # kinds earlier versions ran (now "outbound"): an
-# upgrade retires their members once the new kinds are up, and stop removes any left
+# Kinds earlier versions ran (their work is now the "sender" kind's): an upgrade retires their members once the
+# new kinds are up, and stop removes any left.
+RETIRED_KIND_NAMES: tuple[str, ...] = ("satellite", "outbound", "mailout", "sms")
 SENDER_KIND: dict[Channel, str] = {channel: kind.name for kind in KINDS for channel in kind.channels}
 
 

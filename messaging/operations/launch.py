@@ -298,7 +298,7 @@ def start_actors(
     """Start POOL_SIZE actors of each kind and wait until each is up (a line per kind as it is).
 
     In two waves, so that intake answers soonest (Ray starts a node's worker processes a few at a time): first
-    the mail servers and the user actors they call (``ActorKind.early``), then the satellites and senders, which
+    the mail servers and the user actors they call (``ActorKind.early``), then the senders, which
     sweep the outbox for whatever intake stored meanwhile."""
     stack = Stack(config=config, pools=pools or make_pools(config))
     publish_config(config)
@@ -310,7 +310,7 @@ def start_actors(
 
 def start_stack(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
     """The whole stack, intake first: the Serve app (with the admin) deploys while the mail servers and user
-    actors start; once those answer, the satellites and senders start. Returns once all are up."""
+    actors start; once those answer, the senders start. Returns once all are up."""
     stack = Stack(config=config, pools=make_pools(config))
     publish_config(config)
     started = time.monotonic()

@@ -36,9 +36,9 @@ Echo = Callable[[str], None]
 
 def busy(kind: str, stats: dict) -> int:
     """How much work an actor of kind ``kind`` (its name) still has, from its ``stats``: 0 means idle. A kind
-    this version no longer runs (an earlier version's sender) counts what it has in flight."""
+    this version no longer runs (an earlier version's sender) counts what it has in flight and a poll under way."""
     if kind not in BY_NAME:
-        return int(stats.get("in_flight") or 0)
+        return int(stats.get("in_flight") or 0) + int(stats.get("polling") or 0)
     return BY_NAME[kind].load(stats)
 
 
@@ -146,7 +146,7 @@ def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> 
 
 def retire_old_kinds(config: Config, echo: Echo = print, drain_timeout: float = 120.0) -> list[str]:
     """Drain and remove the members of kinds an earlier version ran and this one does not (``RETIRED_KIND_NAMES``:
-    the email and SMS senders that ``outbound`` replaced), after the work they have in hand. What they had not
+    the satellite and outbound actors that ``sender`` replaced), after the work they have in hand. What they had not
     claimed stays due for the senders that replace them. Returns the names removed."""
     members = []
     for kind in RETIRED_KIND_NAMES:

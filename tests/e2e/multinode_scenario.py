@@ -105,7 +105,7 @@ def main() -> None:
         where = placement()
         report["mailserver_nodes"] = len({where[f"mailserver_{i}"] for i in range(pool)})
         report["user_nodes"] = len({where[f"user_{i}"] for i in range(pool)})
-        report["satellite_nodes"] = len({where[f"satellite_{i}"] for i in range(pool)})
+        report["sender_nodes"] = len({where[f"sender_{i}"] for i in range(pool)})
 
         def send_mail(user, tag):
             mail = EmailMessage()

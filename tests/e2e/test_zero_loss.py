@@ -53,25 +53,24 @@ def test_upgrades_under_load_lose_nothing(e2e, people):
 def _alive_members(config) -> list:
     from ray.util.state import list_actors
 
-    names = {
-        member_name(k, i) for k in ("user", "satellite", "outbound", "mailserver") for i in range(config.pool_size)
-    }
+    names = {member_name(k, i) for k in ("user", "sender", "mailserver") for i in range(config.pool_size)}
     gcs = ray.get_runtime_context().gcs_address  # this session's cluster, even when another one runs
     return [a for a in list_actors(address=gcs, filters=[("state", "=", "ALIVE")], limit=1000) if a.name in names]
 
 
 def test_an_upgrade_retires_an_earlier_versions_sender_after_its_work_in_hand(e2e, new_user):
-    """A stack upgraded from the version with separate email and SMS senders still runs ``mailout_<n>`` and
-    ``sms_<n>``: once the new kinds are up they are drained and removed, and what they held is still sent once."""
+    """A stack upgraded from the version with satellite and outbound actors of their own still runs
+    ``satellite_<n>`` and ``outbound_<n>``: once the new kinds are up they are drained and removed, and what they
+    held is still sent once."""
     from messaging.core.types import CombinedMessage, Direction, Protocol
-    from messaging.delivery.senders import OutboundActor
+    from messaging.delivery.senders import SenderActor
     from messaging.operations.lifecycle import retire_old_kinds
     from messaging.outbox import store as outbox
 
     config = e2e.config
-    # the earlier version's email sender, as far as the stack can tell: a named sender of device email
-    old = OutboundActor.options(
-        name=member_name("mailout", 0), namespace=config.ray_namespace, lifetime="detached", num_cpus=0
+    # the earlier version's email and SMS sender, as far as the stack can tell: a named sender of device email
+    old = SenderActor.options(
+        name=member_name("outbound", 0), namespace=config.ray_namespace, lifetime="detached", num_cpus=0
     ).remote(config)
     ray.get(old.start.remote(config.outbox_sweep_interval), timeout=60)
     user = new_user()
@@ -86,9 +85,9 @@ def test_an_upgrade_retires_an_earlier_versions_sender_after_its_work_in_hand(e2
         for n, to in enumerate(recipients)
     ]
     old.deliver_many.remote(ids, "mailout")
-    assert retire_old_kinds(config, echo=print) == [member_name("mailout", 0)]
+    assert retire_old_kinds(config, echo=print) == [member_name("outbound", 0)]
     with pytest.raises(ValueError):
-        ray.get_actor(member_name("mailout", 0), namespace=config.ray_namespace)
+        ray.get_actor(member_name("outbound", 0), namespace=config.ray_namespace)
 
     def sent_once() -> bool:
         rcpts = [r for m in e2e.box.relay.messages for r in m["rcpt_tos"] if r in recipients]

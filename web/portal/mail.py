@@ -1,9 +1,9 @@
 """A Django email backend that sends through our outbound SMTP relay (messaging.delivery.email_relay).
 
-The relay is the one the outbound actors use: EMAIL_RELAY_HOST, EMAIL_RELAY_PORT, EMAIL_RELAY_USERNAME,
+The relay is the one the sender actors use: EMAIL_RELAY_HOST, EMAIL_RELAY_PORT, EMAIL_RELAY_USERNAME,
 EMAIL_RELAY_PASSWORD, EMAIL_RELAY_STARTTLS (``Config.from_env``). In the sandbox (no relay configured) it is the
 sandbox relay sink on 127.0.0.1:SANDBOX_RELAY_PORT, which records every message (``$DATA_DIR/sandbox/relay.jsonl``
-under ``make run``), as the outbound actors do. Outside the sandbox a missing EMAIL_RELAY_HOST is an error,
+under ``make run``), as the sender actors do. Outside the sandbox a missing EMAIL_RELAY_HOST is an error,
 never mail dropped quietly.
 
 Relay errors are messaging.core.errors.TemporaryDeliveryError / PermanentDeliveryError (raised unless
@@ -32,7 +32,7 @@ def relay_sessions(config: Config | None = None, *, sandbox: bool | None = None)
     """Sessions to the configured relay (the sandbox relay sink in the sandbox)."""
     config = config or Config.from_env()
     sandbox = settings.SANDBOX if sandbox is None else sandbox
-    if sandbox:  # all fakes (SANDBOX=1 even when a relay is configured): the relay sink, as the outbound actors use
+    if sandbox:  # all fakes (SANDBOX=1 even when a relay is configured): the relay sink, as the sender actors use
         return RelaySessions("127.0.0.1", config.sandbox_relay_port, timeout=20, keep=1)
     if not config.email_relay_host:
         raise ImproperlyConfigured(

@@ -1,5 +1,6 @@
 """The pauses of the retries outside the outbox's stored schedule, without Ray: the Hive poll's backoff and the
-SMTP listener's. The actors' own methods run on a stand-in ``self``; asyncio's sleep is recorded, not slept."""
+SMTP listener's. The poller's loop runs on a poll that fails as told; the mail server's methods run on a stand-in
+``self``; asyncio's sleep is recorded, not slept."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import types
 
 import pytest
 
-from messaging.delivery.satellite import SatelliteActor
+from messaging.intake.satellite_poll import DevicePoller
 from messaging.intake.smtp.server import MailServerActor
 from messaging.runtime.config import Config
 
@@ -28,9 +29,8 @@ def pauses(monkeypatch) -> list[float]:
 
 
 def test_hive_poll_backs_off_from_twice_the_last_pause_to_300s_and_resets_after_a_poll(pauses, caplog):
-    actor_class = SatelliteActor.__ray_actor_class__
     outcomes = [OSError("hive down")] * 3 + [5] + [OSError("hive down")] + [2] + [OSError("hive down")] * 9 + [1]
-    poller = types.SimpleNamespace(config=Config(swarm_poll_interval=10.0), _stopping=False, full_batch=False)
+    poller = DevicePoller(Config(swarm_poll_interval=10.0), {}, users=None, store=None, index=0)
 
     async def poll_once() -> int:
         outcome = outcomes.pop(0)
@@ -42,16 +42,14 @@ def test_hive_poll_backs_off_from_twice_the_last_pause_to_300s_and_resets_after_
         return outcome
 
     poller.poll_once = poll_once
-    poller._poll_unless_stopping = types.MethodType(actor_class._poll_unless_stopping, poller)
-    with caplog.at_level(logging.WARNING, logger="messaging.delivery.satellite"):
-        asyncio.run(actor_class._poll_loop(poller))
+    with caplog.at_level(logging.WARNING, logger="messaging.intake.satellite_poll"):
+        asyncio.run(poller._poll_loop())
     assert pauses == [20.0, 40.0, 80.0, 0, 1.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0, 300.0, 300.0, 10.0]
     assert [r.getMessage() for r in caplog.records].count("satellite poll failed: hive down") == 13
 
 
 def test_hive_poll_stops_after_its_pause_when_stopping_meanwhile(pauses):
-    actor_class = SatelliteActor.__ray_actor_class__
-    poller = types.SimpleNamespace(config=Config(swarm_poll_interval=10.0), _stopping=False, full_batch=False)
+    poller = DevicePoller(Config(swarm_poll_interval=10.0), {}, users=None, store=None, index=0)
     polls = []
 
     async def poll_once() -> int:
@@ -60,8 +58,7 @@ def test_hive_poll_stops_after_its_pause_when_stopping_meanwhile(pauses):
         raise OSError("hive down")
 
     poller.poll_once = poll_once
-    poller._poll_unless_stopping = types.MethodType(actor_class._poll_unless_stopping, poller)
-    asyncio.run(actor_class._poll_loop(poller))
+    asyncio.run(poller._poll_loop())
     assert polls == [1] and pauses == [20.0]
 
 

@@ -1,13 +1,12 @@
-"""The satellite poller's fetch -> store -> ack, without Ray: the actor's own methods run on a stand-in ``self``
-with an in-memory network and a store each test holds and releases."""
+"""The satellite poller's fetch -> store -> ack, without Ray: an in-memory network and a store each test holds and
+releases."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import types
 
-from messaging.delivery.satellite import SatelliteActor
+from messaging.intake.satellite_poll import DevicePoller
 from messaging.runtime.config import Config
 from messaging.satellite.transport import DevicePacket
 from tests.waiting import eventually
@@ -43,21 +42,11 @@ def _packet(device_id: int, packet_id: int) -> DevicePacket:
     return DevicePacket(key=f"test:{packet_id}", device_id=device_id, packet_id=packet_id, data="AA==")
 
 
-def _poller(network: _Network, store) -> types.SimpleNamespace:
-    actor_class = SatelliteActor.__ray_actor_class__
-    poller = types.SimpleNamespace(
-        config=Config(pool_size=1, swarm_poll_count=100),
-        base=types.SimpleNamespace(networks={network.name: network}),
-        users=None,
-        index=0,
-        _first_seen={},
-        polled=0,
-        _ack_threads=None,
-        _store=store,
+def _poller(network: _Network, store) -> DevicePoller:
+    poller = DevicePoller(
+        Config(pool_size=1, swarm_poll_count=100), {network.name: network}, users=None, store=None, index=0
     )
-    for name in ("_ack", "_poll_network"):
-        if hasattr(actor_class, name):
-            setattr(poller, name, types.MethodType(getattr(actor_class, name), poller))
+    poller._store = store
     return poller
 
 

@@ -290,9 +290,9 @@ def outbound_config(twilio, sink, **kw) -> Config:
     )
 
 
-def test_one_outbound_actor_sends_a_kicked_email_through_the_relay_and_a_text_through_twilio(twilio, make_user):
-    """Email and SMS kicks reach one outbound actor; each channel's kicks form one batch for its own sender."""
-    from messaging.delivery.senders import Outbound
+def test_one_sender_actor_sends_a_kicked_email_through_the_relay_and_a_text_through_twilio(twilio, make_user):
+    """Email and SMS kicks reach one sender actor; each channel's kicks form one batch for its own sender."""
+    from messaging.delivery.senders import Senders
     from messaging.sandbox.relay_sink import RelaySink
     from tests.waiting import eventually
 
@@ -301,12 +301,12 @@ def test_one_outbound_actor_sends_a_kicked_email_through_the_relay_and_a_text_th
     text = device_row(user, Protocol.SMS, "+14155550142", text="a text", key="t")
 
     async def scenario(config):
-        shell = Outbound(config)  # a sweep an hour apart: fresh rows are left to the kicks
+        shell = Senders(config)  # a sweep an hour apart: fresh rows are left to the kicks
         assert await shell.deliver_many(mails, "mailout") == "queued"
         assert await shell.deliver_many([text], "sms") == "queued"
         assert (await shell.stats())["in_flight"] == 3, "queued work counts for drain and upgrade"
-        with pytest.raises(ValueError, match="no satellite sender here"):
-            await shell.deliver_many([text], "satellite")
+        with pytest.raises(ValueError, match="no pigeon sender here"):
+            await shell.deliver_many([text], "pigeon")
 
         async def idle():
             stats = await shell.stats()
@@ -324,6 +324,7 @@ def test_one_outbound_actor_sends_a_kicked_email_through_the_relay_and_a_text_th
     assert stats | {"draining": False} == {
         "in_flight": 0,
         "delivered": 3,
+        "satellite_delivered": 0,
         "mailout_delivered": 2,
         "sms_delivered": 1,
         "draining": False,
@@ -331,8 +332,8 @@ def test_one_outbound_actor_sends_a_kicked_email_through_the_relay_and_a_text_th
     assert set(Message.objects.filter(id__in=[*mails, text]).values_list("status", flat=True)) == {"sent"}
 
 
-def test_the_outbound_actors_sweep_delivers_email_and_sms_left_without_a_kick(twilio, make_user):
-    from messaging.delivery.senders import Outbound
+def test_the_sender_actors_sweep_delivers_email_and_sms_left_without_a_kick(twilio, make_user):
+    from messaging.delivery.senders import Senders
     from messaging.sandbox.relay_sink import RelaySink
     from tests.waiting import eventually
 
@@ -341,7 +342,7 @@ def test_the_outbound_actors_sweep_delivers_email_and_sms_left_without_a_kick(tw
     text = device_row(user, Protocol.SMS, "+14155550142", key="swept-text")
 
     async def scenario(config):
-        shell = Outbound(config)
+        shell = Senders(config)
 
         def sent():
             return set(Message.objects.filter(id__in=[mail, text]).values_list("status", flat=True)) == {"sent"}
@@ -353,3 +354,35 @@ def test_the_outbound_actors_sweep_delivers_email_and_sms_left_without_a_kick(tw
         asyncio.run(scenario(outbound_config(twilio, sink, outbox_sweep_interval=0.05)))
         assert [m["rcpt_tos"] for m in sink.messages] == [["mum@example.org"]]
     assert [sms["to"] for sms in twilio.messages] == ["+14155550142"]
+
+
+def test_a_kick_for_this_sender_member_is_queued_here_and_one_for_another_member_is_left_to_the_pool(twilio, make_user):
+    """What the sender actor's own poll stored for this member's users is queued here without a Ray call
+    (``Senders._kick_here``); another member's kick, or an earlier version's kick naming no channel, is not."""
+    from messaging.core.types import Channel
+    from messaging.delivery.senders import Senders
+    from messaging.routing.user_actor import Kick
+    from messaging.sandbox.relay_sink import RelaySink
+    from tests.waiting import eventually
+
+    mail = device_row(make_user(), Protocol.EMAIL, "mum@example.org", key="kicked-here")
+
+    async def scenario(config):
+        shell = Senders(config, index=1)  # a sweep an hour apart: only a kick sends it
+        assert not shell._kick_here(Kick("sender", 0, Channel.MAILOUT), [mail]), "member 0's"
+        assert not shell._kick_here(Kick("outbound", 1), [mail]), "no channel named: not this version's kick"
+        assert (await shell.stats())["in_flight"] == 0
+        assert shell._kick_here(Kick("sender", 1, Channel.MAILOUT), [mail])
+        assert (await shell.stats())["in_flight"] == 1
+
+        def sent():
+            return Message.objects.get(id=mail).status == "sent"
+
+        await eventually(lambda: asyncio.to_thread(sent), what="the kicked mail to go out")
+        await shell.drain()
+        assert shell._kick_here(Kick("sender", 1, Channel.MAILOUT), [mail]), "draining: taken, and left due"
+        assert (await shell.stats())["in_flight"] == 0
+
+    with RelaySink() as sink:
+        asyncio.run(scenario(outbound_config(twilio, sink, outbox_sweep_interval=3600)))
+        assert [m["rcpt_tos"] for m in sink.messages] == [["mum@example.org"]]

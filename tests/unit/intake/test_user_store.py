@@ -89,3 +89,37 @@ def test_kicks_are_made_here_gathered_per_sender_member_and_the_user_actor_kicks
 
     asyncio.run(scenario())
     assert kicked_by_user_actor.kicks == [], "the user actor left the kicks to the caller"
+
+
+def test_a_kick_this_process_takes_itself_costs_no_call_to_the_sender_pool(make_user):
+    """The sender actor's poll stores device packets: kicks for its own member are queued in that process
+    (``local``), the others still go to their member through the pool."""
+    from messaging.operations.kinds import sender_pools
+
+    users_made = [make_user() for _ in range(6)]
+    senders = KickRecorder("sender")
+    users = ThreadedUsers(UserBase(CONFIG, pools=sender_pools({"sender": senders})))
+    here = 0
+    taken_here: list[tuple] = []
+
+    def local(kick, ids) -> bool:
+        if kick.member != here:
+            return False
+        taken_here.append((kick.channel, ids))
+        return True
+
+    async def scenario():
+        store = UserStore(CONFIG, users, window=0.0, senders={"sender": senders}, local=local)
+        results = [await store.submit(0, mail_to(u.username, f"l{n}")) for n, u in enumerate(users_made)]
+        store.flush()
+        return results
+
+    results = asyncio.run(scenario())
+    members = [stable_index(f"user:{u.id}", 2) for u in users_made]
+    assert set(members) == {0, 1}, "the users fall to both members (else pick more users)"
+    mine = sorted(r.message_id for r, m in zip(results, members, strict=True) if m == here)
+    theirs = sorted(r.message_id for r, m in zip(results, members, strict=True) if m != here)
+    assert sorted(i for _, ids in taken_here for i in ids) == mine
+    assert {channel for channel, _ in taken_here} == {"satellite"}
+    assert sorted(i for *_, ids, _channel in senders.kicks for i in ids) == theirs
+    assert all(idx != here for idx, *_ in senders.kicks), "no Ray call for a kick this process took"

@@ -10,8 +10,8 @@ from messaging.operations.lifecycle import busy
 
 
 def test_started_user_actors_first_and_intake_last_drained_intake_first():
-    assert KIND_NAMES == ("user", "satellite", "outbound", "mailserver")
-    assert tuple(kind.name for kind in DRAIN_ORDER) == ("mailserver", "satellite", "user", "outbound")
+    assert KIND_NAMES == ("user", "sender", "mailserver")
+    assert tuple(kind.name for kind in DRAIN_ORDER) == ("mailserver", "sender", "user")
 
 
 def test_every_kind_is_a_ray_actor_class_with_what_launch_and_lifecycle_call():
@@ -53,8 +53,7 @@ def test_up_means_the_listener_listens_the_sweep_runs_or_the_actor_answers():
         seen[kind.name] = member.calls
     assert seen["user"] == [("ping", (), {})]
     assert seen["mailserver"] == [("start", (), {})]
-    for name in ("satellite", "outbound"):
-        assert seen[name] == [("start", (7.5,), {})]
+    assert seen["sender"] == [("start", (7.5,), {})]
 
 
 def test_constructor_arguments_match_each_actor_class():
@@ -68,26 +67,27 @@ def test_constructor_arguments_match_each_actor_class():
         inspect.signature(init).bind(None, *kind.arguments(config, pools, 1))  # raises if they do not fit
     user_senders = BY_NAME["user"].arguments(config, pools, 0)[1]
     assert {channel: pool.kind for channel, pool in user_senders.items()} == {
-        Channel.SATELLITE: "satellite",
-        Channel.MAILOUT: "outbound",
-        Channel.SMS: "outbound",
-    }, "a user actor kicks one outbound pool for email and SMS alike"
+        Channel.SATELLITE: "sender",
+        Channel.MAILOUT: "sender",
+        Channel.SMS: "sender",
+    }, "a user actor kicks one sender pool for every channel"
 
 
 def test_busy_counts_what_each_kind_still_has_in_hand():
     assert busy("user", {"in_flight": 2, "handled": 40}) == 2
     assert busy("mailserver", {"in_flight": 1, "sessions": 3, "accepted": 9, "draining": True}) == 4
-    assert busy("satellite", {"in_flight": 0, "polling": True, "delivered": 5, "draining": False}) == 1
-    assert busy("satellite", {"in_flight": 0, "polling": False}) == 0
-    assert busy("outbound", {"in_flight": 0, "delivered": 3, "mailout_delivered": 3, "draining": True}) == 0
-    assert busy("outbound", {"in_flight": 2, "sms_delivered": 9}) == 2
-    assert busy("outbound", {}) == 0
+    assert busy("sender", {"in_flight": 0, "polling": True, "delivered": 5, "draining": False}) == 1
+    assert busy("sender", {"in_flight": 0, "polling": False}) == 0
+    assert busy("sender", {"in_flight": 0, "delivered": 3, "mailout_delivered": 3, "draining": True}) == 0
+    assert busy("sender", {"in_flight": 2, "sms_delivered": 9}) == 2
+    assert busy("sender", {}) == 0
 
 
 def test_an_earlier_versions_senders_are_retired_kinds_whose_work_in_hand_is_waited_for():
     from messaging.operations.kinds import RETIRED_KIND_NAMES
 
-    assert RETIRED_KIND_NAMES == ("mailout", "sms")
+    assert RETIRED_KIND_NAMES == ("satellite", "outbound", "mailout", "sms")
     assert not set(RETIRED_KIND_NAMES) & set(KIND_NAMES)
     assert busy("mailout", {"in_flight": 2, "delivered": 7, "draining": True}) == 2
     assert busy("sms", {"in_flight": 0, "delivered": 7}) == 0
+    assert busy("satellite", {"in_flight": 0, "polling": True}) == 1, "an old satellite actor's poll is waited for"

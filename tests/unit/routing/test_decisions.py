@@ -207,7 +207,7 @@ def test_routing_key_keeps_a_device_stream_together():
 
 
 def test_each_hive_packet_has_one_poller_until_it_waits_too_long():
-    from messaging.delivery.satellite import TAKEOVER_AFTER, takes_packet
+    from messaging.intake.satellite_poll import TAKEOVER_AFTER, takes_packet
 
     owners = [[i for i in range(3) if takes_packet(pid, i, 3, waited=0.0)] for pid in range(100, 130)]
     assert all(len(o) == 1 for o in owners), "exactly one owner while fresh"

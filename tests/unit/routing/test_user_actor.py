@@ -183,11 +183,11 @@ def test_a_batch_is_stored_in_order_and_kicked_once_per_sender(make_user):
     assert len(pool.kicks) <= 2, "one kick per sender member, not one per message"
 
 
-def test_a_devices_email_and_text_go_to_one_outbound_member_each_kick_naming_its_channel(make_user):
+def test_a_devices_email_and_text_go_to_one_sender_member_each_kick_naming_its_channel(make_user):
     from messaging.operations.kinds import sender_pools
 
-    satellite, outbound = KickRecorder("satellite"), KickRecorder("outbound")
-    users = UserBase(CONFIG, pools=sender_pools({"satellite": satellite, "outbound": outbound}))
+    senders = KickRecorder("sender")
+    users = UserBase(CONFIG, pools=sender_pools({"sender": senders}))
     device_id = make_user().devices.get().device_id
     results = users.intake_many(
         [
@@ -197,11 +197,10 @@ def test_a_devices_email_and_text_go_to_one_outbound_member_each_kick_naming_its
         ]
     )
     mail, text, mail2 = (r.message_id for r in results)
-    assert satellite.kicks == []
-    assert sorted(outbound.kicks) == sorted(
+    assert sorted(senders.kicks) == sorted(
         [
-            (outbound.kicks[0][0], "deliver_many", [mail, mail2], "mailout"),
-            (outbound.kicks[0][0], "deliver_many", [text], "sms"),
+            (senders.kicks[0][0], "deliver_many", [mail, mail2], "mailout"),
+            (senders.kicks[0][0], "deliver_many", [text], "sms"),
         ]
     ), "one member (the user's), one kick per channel, each channel's messages in order"
 
@@ -213,8 +212,8 @@ def test_a_caller_that_kicks_itself_is_told_whom_to_kick_and_nothing_is_kicked_h
     from messaging.operations.kinds import sender_pools
     from messaging.routing.user_actor import Kick
 
-    satellite, outbound = KickRecorder("satellite"), KickRecorder("outbound")
-    users = UserBase(CONFIG, pools=sender_pools({"satellite": satellite, "outbound": outbound}))
+    senders = KickRecorder("sender")
+    users = UserBase(CONFIG, pools=sender_pools({"sender": senders}))
     amy = make_user()
     device_id = amy.devices.get().device_id
     results = users.intake_many(
@@ -226,15 +225,15 @@ def test_a_caller_that_kicks_itself_is_told_whom_to_kick_and_nothing_is_kicked_h
         ],
         False,
     )
-    assert satellite.kicks == [] and outbound.kicks == []
+    assert senders.kicks == []
     member = stable_index(f"user:{amy.id}", 2)
     assert [r.kick for r in results] == [
-        Kick("satellite", member),
+        Kick("sender", member, "satellite"),
         None,  # refused
         None,  # a duplicate: kicked when it was new
-        Kick("outbound", member, "sms"),
+        Kick("sender", member, "sms"),
     ]
-    assert results[3].kick.arguments([5]) == ([5], "sms") and results[0].kick.arguments([4]) == ([4],)
+    assert results[3].kick.arguments([5]) == ([5], "sms") and results[0].kick.arguments([4]) == ([4], "satellite")
 
 
 def test_a_refusal_is_never_decided_on_cached_facts(make_user):
@@ -254,7 +253,7 @@ def test_a_refusal_is_never_decided_on_cached_facts(make_user):
 
 
 def sms_pool_and_users(**config):
-    pool = KickRecorder("outbound")
+    pool = KickRecorder("sender")
     return pool, UserBase(dataclasses.replace(CONFIG, **config), pools={"sms": pool})
 
 

@@ -353,10 +353,10 @@ def test_an_item_without_a_usable_id_gets_a_stable_digest_key() -> None:
 
 def test_calling_threads_each_reuse_one_kept_alive_connection(hive: FakeHive, client: HiveClient) -> None:
     from messaging.delivery.base import SEND_THREADS
-    from messaging.delivery.satellite import ACK_CONCURRENCY
+    from messaging.intake.satellite_poll import ACK_CONCURRENCY
     from tests.lockstep import in_lockstep
 
-    threads = SEND_THREADS + ACK_CONCURRENCY  # a satellite actor's sends and acks at once
+    threads = SEND_THREADS + ACK_CONCURRENCY  # a sender actor's satellite sends and acks at once
     packets = [hive.device_send(101, b64(b"up")) for _ in range(threads * 2)]
 
     def call(thread: int, round_: int) -> None:

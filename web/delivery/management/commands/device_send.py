@@ -60,5 +60,5 @@ class Command(BaseCommand):
         ).json()
         self.stdout.write(
             f"device {device} sent packet {packet['packetId']} ({protocol.name} to {to}); "
-            "the satellite actor picks it up on its next poll."
+            "a sender actor picks it up on its next poll."
         )
