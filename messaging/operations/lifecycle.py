@@ -1,8 +1,8 @@
 """Graceful drain and rolling upgrade of the named actor pools, with progress a person can follow.
 
-Drain: intake stops first (mail servers turn new sessions away and drop their ingress label; satellites
-stop polling after the current batch), then senders stop sweeping, and we wait - by polling each actor's
-``stats`` - until nothing is in flight, or the timeout passes. Never a fixed sleep.
+Drain: intake stops first (mail servers turn new sessions away and drop their ingress label), then the sender
+actors stop polling the satellite networks after the current batch and stop sweeping, and we wait - by polling
+each actor's ``stats`` - until nothing is in flight, or the timeout passes. Never a fixed sleep.
 
 Upgrade: one member at a time, for each kind: drain it, wait until idle, kill it, start its replacement
 under the same name and wait until it is up. Callers meanwhile wait (bounded) in the lazy pools, and

@@ -224,8 +224,8 @@ class HiveClient:
     """Session-based client for one Hive account. Safe to share between threads.
 
     It speaks HTTP through urllib3's connection pools (each calling thread reuses a kept-alive connection):
-    a call costs a fraction of the CPU a ``requests`` session spends per request, and the satellites make one
-    call per packet sent and per packet acked."""
+    a call costs a fraction of the CPU a ``requests`` session spends per request, and the sender actors make
+    one call per packet sent and per packet acked."""
 
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 15) -> None:
         self._base_url = base_url.rstrip("/")
