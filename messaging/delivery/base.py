@@ -288,7 +288,10 @@ class SenderShell:
     async def deliver_many(self, message_ids: list[int], channel: str | None = None) -> str:
         """Kick from a user actor: queue these messages of ``channel`` (``None``: this actor's only one) for
         delivery. While draining, refuse: they stay due."""
-        lane = self.lane(channel)
+        return self.queue(self.lane(channel), message_ids)
+
+    def queue(self, lane: Lane, message_ids: list[int]) -> str:
+        """Queue these messages on ``lane`` (on the event loop); ``skipped`` while draining: they stay due."""
         if self._stopping:
             return SKIPPED
         self._enqueue(lane, list(message_ids))

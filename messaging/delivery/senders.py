@@ -132,8 +132,7 @@ class Senders(SenderShell):
         """Queue a kick meant for this member here (on the event loop); False when it is for another one."""
         if kick.member != self.index or kick.channel not in self.lanes:
             return False
-        if not self._stopping:  # draining: they stay due for the sweep of whoever runs next
-            self._enqueue(self.lanes[kick.channel], list(message_ids))
+        self.queue(self.lanes[kick.channel], message_ids)
         return True
 
     async def start(self, sweep_interval: float = 5.0) -> str:

@@ -72,7 +72,7 @@ class UserBase:
         ensure_django()
         self.config = config
         self.pools = pools or {}
-        # Kinds that send several channels (outbound: email and SMS): their kicks say which channel.
+        # Kinds that send several channels (the sender actor: satellite, email, SMS): their kicks say which.
         kinds = Counter(pool.kind for pool in self.pools.values())
         self._pool_of_kind = {pool.kind: pool for pool in self.pools.values()}
         self._shared_kinds = {kind for kind, channels in kinds.items() if channels > 1}
