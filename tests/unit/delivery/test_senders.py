@@ -386,3 +386,62 @@ def test_a_kick_for_this_sender_member_is_queued_here_and_one_for_another_member
     with RelaySink() as sink:
         asyncio.run(scenario(outbound_config(twilio, sink, outbox_sweep_interval=3600)))
         assert [m["rcpt_tos"] for m in sink.messages] == [["mum@example.org"]]
+
+
+def test_a_device_message_the_sender_actor_stores_for_its_own_member_is_sent_on_its_own_kick(twilio, make_user):
+    """The wire from the poll's store to this member's own lanes: a device's email stored through the user pool
+    (a real ``UserBase``) is sent with the sweep an hour apart and no sender pool to call."""
+    from messaging.delivery.senders import Senders
+    from messaging.operations.kinds import sender_pools
+    from messaging.routing.user_actor import UserBase
+    from messaging.runtime.pool import stable_index
+    from messaging.sandbox.relay_sink import RelaySink
+    from tests.waiting import eventually
+
+    user = make_user()
+    device_id = user.devices.get().device_id
+    member = stable_index(f"user:{user.id}", 2)
+
+    class NoPool:  # the sender pool: any kick that reaches it is a Ray call the local wire should have spared
+        kind, size, namespace = "sender", 2, "test"
+        calls: list = []
+
+        def notify(self, idx, method, *args):
+            self.calls.append((idx, method, *args))
+            return True
+
+    class ThreadedUsers:  # the user pool: a real UserBase, called in a thread as the Ray actor would be
+        size, namespace = 2, "test"
+
+        def __init__(self, config):
+            self.base = UserBase(config, pools=sender_pools({"sender": NoPool()}))
+
+        async def acall(self, idx, method, *args, timeout=None):
+            return await asyncio.to_thread(getattr(self.base, method), *args)
+
+    async def scenario(config):
+        shell = Senders(config, ThreadedUsers(config), index=member)
+        shell.store._senders["sender"] = NoPool()
+        message = CombinedMessage(
+            direction=Direction.FROM_DEVICE,
+            protocol=Protocol.EMAIL,
+            sender=f"device:{device_id}",
+            recipient="mum@example.org",
+            text="stored by the poll",
+            idempotency_key="hive:77:0",
+            device_id=device_id,
+        )
+        result = await shell.store.submit(0, message)
+        assert result.kick is not None and result.kick.member == member
+
+        def sent():
+            return Message.objects.get(id=result.message_id).status == "sent"
+
+        await eventually(lambda: asyncio.to_thread(sent), what="the stored email to go out")
+        await shell.drain()
+
+    with RelaySink() as sink:
+        config = outbound_config(twilio, sink, outbox_sweep_interval=3600, twilio_reconcile_interval=0, pool_size=2)
+        asyncio.run(scenario(config))
+        assert [m["rcpt_tos"] for m in sink.messages] == [["mum@example.org"]]
+    assert NoPool.calls == [], "no Ray call for a kick this member took itself"
