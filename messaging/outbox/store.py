@@ -255,15 +255,16 @@ def record_dead_letter(
         idempotency_key=key,
     )
     try:
-        row = Message.objects.create(
-            idempotency_key=key,
-            device_id=device_id,
-            user_id=user_id,
-            status=Status.DEAD,
-            last_error=_ascii(reason, 2000),
-            error_history=[{"at": timezone.now().isoformat(), "error": _ascii(reason, 500)}],
-            **_row_fields(safe),
-        )
+        with transaction.atomic():  # a savepoint when called within a batch's transaction
+            row = Message.objects.create(
+                idempotency_key=key,
+                device_id=device_id,
+                user_id=user_id,
+                status=Status.DEAD,
+                last_error=_ascii(reason, 2000),
+                error_history=[{"at": timezone.now().isoformat(), "error": _ascii(reason, 500)}],
+                **_row_fields(safe),
+            )
     except IntegrityError:
         row = Message.objects.get(idempotency_key=key)
         return Recorded(row.id, row.status, created=False)
@@ -555,6 +556,15 @@ def due(
         due_filter(now, grace)
     )
     return list(query.order_by("next_attempt_at", "id").values_list("id", flat=True)[:limit])
+
+
+def lock_users(user_ids: Iterable[int]) -> None:
+    """Within a transaction: hold these users' rows until it ends, so that what is counted for them and then stored
+    is not raced by another process storing for them. PostgreSQL locks the rows (in id order: two batches never
+    wait on each other crosswise); on SQLite the transaction already holds the one write lock (IMMEDIATE)."""
+    from web.accounts.models import User
+
+    list(User.objects.select_for_update().filter(id__in=sorted(set(user_ids))).order_by("id").values_list("id"))
 
 
 def count_this_month(user_id: int, now: datetime | None = None, *, direction: Direction | None = None) -> int:

@@ -12,8 +12,11 @@ Counts work the same way. The month's counts (to the device, from the device: ea
 counted when the user's entry is loaded; the last hour's count of a message's rate-limit key (its sender
 to its user, or its device) is counted when first needed and kept for ``USER_CACHE_SECONDS``. Both are
 then advanced by what this actor stores (``accepted``), and what a batch accepted but has not stored yet is
-added by the caller (``pending``). Another actor's acceptances show when the count is next refreshed; a
-count too high can only cause a refusal, and refusals are decided on fresh counts.
+added by the caller (``pending``). Another process's acceptances show when the count is next refreshed; a
+count too high can only cause a refusal, and refusals are decided on fresh counts. A count too low could let an
+acceptance pass a limit, so an acceptance that a count may refuse is decided once more on exact counts
+(``exact``), in the transaction that stores it, with its user locked: limits hold however many processes take
+in for one user at once.
 """
 
 from __future__ import annotations
@@ -116,6 +119,48 @@ class Directory:
             if hour in self._hour_counts:
                 when, count = self._hour_counts[hour]
                 self._hour_counts[hour] = (when, count + 1)
+
+    def limits(self, msg: CombinedMessage, found: Found) -> bool:
+        """Does a count limit this message (its direction's monthly quota is set, or its hourly limit is on)?"""
+        user = found.user
+        if user is None:
+            return False
+        if msg.direction is Direction.FROM_DEVICE:
+            quota = user.monthly_outbound_quota
+            hourly = self.policy.hourly_limit(msg.direction) and found.device is not None
+        else:
+            quota, hourly = user.monthly_quota, self.policy.hourly_limit(msg.direction)
+        return quota is not None or bool(hourly)
+
+    def exact(self, msg: CombinedMessage, found: Found, counted: dict[tuple, int], pending: Counter) -> Found:
+        """``found`` with its counts taken from the database now (each key once per ``counted``, which the caller
+        keeps for one transaction) plus ``pending``. Called with the users locked, in the transaction that then
+        stores: what another process stored is counted, so no limit is passed however many processes take in.
+        The cache takes the exact counts too."""
+        from messaging.outbox.store import count_this_month  # Django models: loaded after ensure_django()
+
+        user, device = found.user, found.device
+        month_key, hour_key = count_keys(msg, user, device)
+        quota = user.monthly_outbound_quota if msg.direction is Direction.FROM_DEVICE else user.monthly_quota
+        now = self.clock()
+        if month_key not in counted:
+            counted[month_key] = count_this_month(user.id, direction=msg.direction) if quota is not None else 0
+            if quota is not None:
+                with self._lock:
+                    self._month_counts[month_key] = counted[month_key]
+        last_hour = 0
+        if self.policy.hourly_limit(msg.direction) and not (msg.direction is Direction.FROM_DEVICE and device is None):
+            if hour_key not in counted:
+                counted[hour_key] = self._count_last_hour(hour_key)
+                with self._lock:
+                    self._hour_counts[hour_key] = (now, counted[hour_key])
+            last_hour = counted[hour_key] + pending[hour_key]
+        month = counted[month_key] + pending[month_key]
+        if msg.direction is Direction.FROM_DEVICE:
+            user = replace(user, outbound_this_month=month)
+        else:
+            user = replace(user, inbound_this_month=month)
+        return Found(user, device, cached=False, last_hour=last_hour)
 
     def _with_counts(self, user: UserFacts, pending: Counter) -> UserFacts:
         inbound_key = ("month", user.id, Direction.TO_DEVICE.value)

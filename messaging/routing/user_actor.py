@@ -146,8 +146,10 @@ class UserBase:
                 self.handled += len(msgs)
 
     def _intake_many(self, msgs: list[CombinedMessage], kick: bool = True) -> list[IntakeResult]:
+        from django.db import transaction
+
         # Django models: loaded after ensure_django() in the worker
-        from messaging.outbox.store import ToRecord, record_many
+        from messaging.outbox.store import lock_users, record_many
 
         refresh_connections()
         decided: list[tuple[CombinedMessage, Verdict, Found]] = []
@@ -157,7 +159,41 @@ class UserBase:
             if verdict is Verdict.ACCEPT:
                 pending.update(count_keys(msg, found.user, found.device))
             decided.append((msg, verdict, found))
-        items = [
+        limited = {
+            found.user.id
+            for msg, verdict, found in decided
+            if verdict is Verdict.ACCEPT and self.directory.limits(msg, found)
+        }
+        if limited:  # an acceptance a count may still refuse: counted again and stored in one transaction
+            with transaction.atomic():
+                lock_users(limited)
+                decided = self._recounted(decided)
+                recs = iter(record_many(self._to_record(decided)))
+        else:
+            recs = iter(record_many(self._to_record(decided)))
+        return self._answer(decided, recs, kick)
+
+    def _recounted(
+        self, decided: list[tuple[CombinedMessage, Verdict, Found]]
+    ) -> list[tuple[CombinedMessage, Verdict, Found]]:
+        """Each count-limited acceptance decided again on counts from the database (the users locked): the
+        cached counts miss what other processes stored since, and an acceptance must not pass a limit."""
+        counted: dict[tuple, int] = {}
+        pending: Counter = Counter()
+        out = []
+        for msg, verdict, found in decided:
+            if verdict is Verdict.ACCEPT and self.directory.limits(msg, found):
+                found = self.directory.exact(msg, found, counted, pending)
+                verdict = decide(msg, found.user, found.device, policy=self.policy, last_hour=found.last_hour)
+            if verdict is Verdict.ACCEPT:
+                pending.update(count_keys(msg, found.user, found.device))
+            out.append((msg, verdict, found))
+        return out
+
+    def _to_record(self, decided: list[tuple[CombinedMessage, Verdict, Found]]) -> list:
+        from messaging.outbox.store import ToRecord  # Django models: loaded after ensure_django() in the worker
+
+        return [
             ToRecord(
                 msg,
                 user_id=found.user.id if found.user else None,
@@ -168,7 +204,9 @@ class UserBase:
             for msg, verdict, found in decided
             if verdict not in NOT_STORED
         ]
-        recs = iter(record_many(items))
+
+    def _answer(self, decided: list[tuple[CombinedMessage, Verdict, Found]], recs, kick: bool) -> list[IntakeResult]:
+        """One result per message, in order (``recs``: the stored rows of those not refused for now); kicks."""
         kicks: dict[Kick, list[int]] = {}
         results = []
         for msg, verdict, found in decided:

@@ -350,3 +350,67 @@ def test_the_hourly_limit_holds_within_one_batch(make_user):
     assert [r.verdict for r in results] == [Verdict.ACCEPT] * 3 + [Verdict.RATE_LIMITED] * 2
     assert [r.stored for r in results] == [True] * 3 + [False] * 2
     assert set(Message.objects.values_list("idempotency_key", flat=True)) == {"b0", "b1", "friend"}
+
+
+# -- several processes taking in for one user -----------------------------------------------------------------
+
+
+def test_two_intakes_with_their_own_caches_never_pass_an_hourly_limit_together(make_user):
+    config = dataclasses.replace(CONFIG, inbound_per_sender_per_hour=3, user_cache_seconds=60)
+    here, there = UserBase(config), UserBase(config)  # two processes: each caches what it counted
+    mailbox = f"{make_user().username}@beaver.test"
+    here.intake(to_device(mailbox, sender="pest@spam.test", key="warm-here"))
+    there.intake(to_device(mailbox, sender="pest@spam.test", key="warm-there"))  # both caches now hold a count
+    results = [
+        (here if i % 2 else there).intake(to_device(mailbox, sender="pest@spam.test", key=f"p{i}")) for i in range(4)
+    ]
+    assert [r.verdict for r in results] == [Verdict.ACCEPT] + [Verdict.RATE_LIMITED] * 3
+    assert Message.objects.filter(sender="pest@spam.test").count() == 3, "the limit holds across both"
+
+
+def test_two_intakes_with_their_own_caches_never_pass_a_monthly_quota_together(make_user):
+    config = dataclasses.replace(CONFIG, user_cache_seconds=60)
+    here, there = UserBase(config), UserBase(config)
+    user = make_user(quota=2)
+    mailbox = f"{user.username}@beaver.test"
+    verdicts = [
+        (here if i % 2 else there).intake(to_device(mailbox, sender=f"s{i}@example.org", key=f"m{i}")).verdict
+        for i in range(4)
+    ]
+    assert verdicts == [Verdict.ACCEPT] * 2 + [Verdict.QUOTA_EXCEEDED] * 2
+    assert Message.objects.filter(user=user).exclude(status="rejected").count() == 2
+
+
+def test_a_devices_hourly_limit_holds_across_two_intakes(make_user):
+    config = dataclasses.replace(CONFIG, device_outbound_per_hour=2, user_cache_seconds=60)
+    here, there = UserBase(config), UserBase(config)
+    device_id = make_user().devices.get().device_id
+    verdicts = [
+        (here if i % 2 else there).intake(from_device(device_id, "amy@example.org", key=f"hive:d:{i}")).verdict
+        for i in range(4)
+    ]
+    assert verdicts == [Verdict.ACCEPT] * 2 + [Verdict.DEVICE_RATE_LIMITED] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_intakes_storing_at_the_same_moment_never_pass_an_hourly_limit(make_user):
+    """Four intakes (each its own cache and database connection) take in one sender's flood at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    config = dataclasses.replace(CONFIG, inbound_per_sender_per_hour=5, user_cache_seconds=60)
+    intakes = [UserBase(config) for _ in range(4)]
+    mailbox = f"{make_user().username}@beaver.test"
+
+    def flood(n: int) -> list:
+        try:
+            batch = [to_device(mailbox, sender="pest@spam.test", key=f"t{n}:{i}") for i in range(3)]
+            return [r.verdict for r in intakes[n].intake_many(batch)]
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as threads:
+        verdicts = [v for batch in threads.map(flood, range(4)) for v in batch]
+    assert verdicts.count(Verdict.ACCEPT) == 5
+    assert Message.objects.filter(sender="pest@spam.test").count() == 5
