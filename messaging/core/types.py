@@ -114,7 +114,7 @@ class CombinedMessage:
                 object.__setattr__(self, name, clean)
 
     def routing_key(self) -> str:
-        """Key that keeps one user's stream on one user actor (sticky hashing)."""
+        """Key that keeps one user's stream in one lane, in order (sticky hashing)."""
         if self.direction is Direction.FROM_DEVICE:
             return f"device:{self.device_id}"
         return self.recipient.lower()

@@ -286,7 +286,7 @@ class SenderShell:
             lane.runners -= 1
 
     async def deliver_many(self, message_ids: list[int], channel: str | None = None) -> str:
-        """Kick from a user actor: queue these messages of ``channel`` (``None``: this actor's only one) for
+        """Kick from an intake's user desk: queue these messages of ``channel`` (``None``: this actor's only one) for
         delivery. While draining, refuse: they stay due."""
         return self.queue(self.lane(channel), message_ids)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -26,13 +26,13 @@ from messaging.delivery.email_relay import RelaySessions, build_outbound
 from messaging.delivery.satellite import SatelliteBase
 from messaging.intake.satellite_poll import DevicePoller
 from messaging.intake.sms_reconcile import Reconciler, pool_store
-from messaging.intake.user_store import UserStore
+from messaging.intake.user_store import LocalUsers, UserStore
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool
 from messaging.sms.twilio import TwilioSender
 
 if TYPE_CHECKING:
-    from messaging.routing.user_actor import Kick
+    from messaging.routing.user_desk import Kick
 
 log = logging.getLogger("messaging.delivery.senders")
 
@@ -104,12 +104,13 @@ def runs_reconcile(config: Config, index: int, has_users: bool) -> bool:
 
 class Senders(SenderShell):
     """Every sender in one process: a kick names its channel (``deliver_many(ids, "mailout")``), each channel has
-    its queue and claims, one sweep covers all. With the user pool it also polls the satellite networks (this
-    member's share of the packets) and, as member 0, reconciles inbound SMS. The Ray actor is ``SenderActor``."""
+    its queue and claims, one sweep covers all. With ``users`` (where messages are stored: ``LocalUsers``) it also
+    polls the satellite networks (this member's share of the packets) and, as member 0, reconciles inbound SMS.
+    The Ray actor is ``SenderActor``."""
 
     _reconciling = False
 
-    def __init__(self, config: Config, users: NamedPool | None = None, index: int = 0):
+    def __init__(self, config: Config, users: Any = None, index: int = 0):
         satellite = SatelliteBase(config)
         self.senders = (satellite, MailOutSender(config), SmsSender(config))
         self.index = index
@@ -170,4 +171,8 @@ class Senders(SenderShell):
 
 @ray.remote(max_restarts=-1, max_task_retries=3)
 class SenderActor(Senders):
-    pass
+    """``senders``: the sender pools by channel, whom this member's user desk names to kick (None: it only
+    sends, it neither polls nor reconciles)."""
+
+    def __init__(self, config: Config, senders: dict[Channel, NamedPool] | None = None, index: int = 0):
+        Senders.__init__(self, config, LocalUsers(config, senders) if senders is not None else None, index)

@@ -21,7 +21,7 @@ log = logging.getLogger("messaging.intake.device_packets")
 async def intake_device_packets(
     packets: list[DevicePacket], users: NamedPool, store: UserStore, *, timeout: float = 20.0
 ) -> list[bool]:
-    """Store the messages of one device's packets, in order, through its user actor (one call when the
+    """Store the messages of one device's packets, in order, through the user desk (one batch when the
     batcher can). Returns, per packet, whether it is safe to ack; raises when nothing could be stored."""
     if not packets:
         return []
@@ -52,7 +52,7 @@ async def intake_device_packets(
     safe = [True] * len(packets)
     for n, message, result in zip(owners, messages, results, strict=True):
         safe[n] = safe[n] and result.stored
-        log.debug(  # the user actor logs the stored message (its key names the packet)
+        log.debug(  # the user desk logs the stored message (its key names the packet)
             "packet %s message %s -> %s (%s)",
             packets[n].packet_id,
             result.message_id,

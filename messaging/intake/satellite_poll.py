@@ -1,4 +1,4 @@
-"""The satellite poll: fetch device packets from the polled networks, store them through the user actors, and
+"""The satellite poll: fetch device packets from the polled networks, store them with this process's user desk, and
 ack each packet only once every message in it is stored (e.g. Swarm's rxack).
 
 ``DevicePoller`` runs inside the sender actor (``delivery/senders.py``), on its event loop: the network clients

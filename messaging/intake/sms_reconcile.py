@@ -4,8 +4,8 @@ Twilio posts each incoming text to ``/sms`` once; it retries only as the URL's c
 (``#rc=..&rp=..``) allow, and gives up after 15 s in all. A text whose webhook met an outage or a
 ``503`` would be lost. So every ``TWILIO_RECONCILE_INTERVAL`` seconds one sender actor lists, for each of
 our users' numbers, the messages Twilio received in the last ``TWILIO_RECONCILE_WINDOW_HOURS``, and
-stores those whose ``twilio:<MessageSid>`` key is not in the database yet, through the user actors
-like any other intake (idempotent by key: a webhook that lands meanwhile stores nothing twice).
+stores those whose ``twilio:<MessageSid>`` key is not in the database yet, with the user desk like any
+other intake (idempotent by key: a webhook that lands meanwhile stores nothing twice).
 
 :func:`missing_inbound` is the decision (pure); :class:`Reconciler` does the I/O (Twilio, the database,
 the store callable) and runs without Ray; the first sender actor (``delivery/senders.py``) runs it periodically.
@@ -87,7 +87,7 @@ def user_numbers() -> set[str]:
 
 
 def pool_store(users: Any, timeout: float) -> Store:
-    """A :data:`Store` that hands messages to the user pool as every intake does (member by routing key)."""
+    """A :data:`Store` that stores messages with the user desk as every intake does (lane by routing key)."""
 
     def store(msgs: list[CombinedMessage]) -> list[Any]:
         results: list[Any] = [None] * len(msgs)
@@ -157,7 +157,7 @@ class Reconciler:
             batch = missing[i : i + STORE_BATCH]
             try:
                 results = self.store(batch)
-            except Exception as exc:  # user actors away, database trouble: Twilio keeps it, the next sweep
+            except Exception as exc:  # database trouble: Twilio keeps it, the next sweep
                 log.warning("sms reconcile: %d messages not stored yet: %s: %s", len(batch), type(exc).__name__, exc)
                 report.failed.append(f"store x{len(batch)}")
                 continue

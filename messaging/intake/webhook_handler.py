@@ -2,7 +2,7 @@
 gives the answer to send (:class:`Reply`). The Serve deployment (:mod:`messaging.intake.webhooks`) only adapts.
 
 * :meth:`WebhookHandler.sms` Twilio's inbound-SMS webhook: signature checked against TWILIO_WEBHOOK_PUBLIC_URL
-  (403 if wrong), stored through the user pool, then ``200`` with empty TwiML; ``503`` when it could not be
+  (403 if wrong), stored with the user desk, then ``200`` with empty TwiML; ``503`` when it could not be
   stored within SMS_WEBHOOK_TIMEOUT, well inside Twilio's 15 s, or was not stored because its sender is over
   INBOUND_PER_SENDER_PER_HOUR (Twilio retries as the URL's ``#rc=..&rp=..`` overrides allow; what it never
   delivers, the reconciliation sweep stores). A malformed webhook gets ``400``.
@@ -10,8 +10,8 @@ gives the answer to send (:class:`Reply`). The Serve deployment (:mod:`messaging
   must equal SWARM_WEBHOOK_SECRET; same intake path as the satellite poll; ``200`` once stored, ``503``
   otherwise.
 
-Its collaborators are given to it: the user pool (``index_for``, ``acall``) and the store (``submit``,
-``submit_many``; by default a :class:`UserStore` over the pool's ``intake_many``).
+Its collaborators are given to it: the user desk (``LocalUsers``: ``index_for``, ``acall``) and the store (``submit``,
+``submit_many``; by default a :class:`UserStore` over the desk's ``intake_many``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from messaging.core.types import Channel
+from messaging.intake.user_store import LocalUsers
 from messaging.intake.webhook_handler import Reply, WebhookHandler
 from messaging.runtime.config import Config
 from messaging.runtime.djangoenv import ensure_django
@@ -68,11 +70,12 @@ def django_admin() -> object:
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
 @serve.ingress()
 class Webhooks:
-    """One replica: the handler over the user pool, its routes built on the replica (Serve calls
-    ``__serve_build_asgi_app__`` after ``__init__``)."""
+    """One replica: the handler, storing with a user desk of its own (``LocalUsers``; ``senders``: the sender pools
+    by channel, whom it names to kick); its routes built on the replica (Serve calls ``__serve_build_asgi_app__``
+    after ``__init__``)."""
 
-    def __init__(self, config: Config, users: NamedPool, mount_admin: bool = True):
-        self.handler = WebhookHandler(config, users)
+    def __init__(self, config: Config, senders: dict[Channel, NamedPool], mount_admin: bool = True):
+        self.handler = WebhookHandler(config, LocalUsers(config, senders))
         self.mount_admin = mount_admin
 
     def __serve_build_asgi_app__(self) -> Starlette:

@@ -19,7 +19,7 @@ from messaging.runtime.pool import member_name
 
 # (kind, counter in its stats, words on the console)
 COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("user", "handled", "taken in"),
+    ("mailserver", "accepted", "emails taken in"),
     ("sender", "polled", "device packets fetched"),
     ("sender", "satellite_delivered", "sent to devices"),
     ("sender", "mailout_delivered", "emails sent"),

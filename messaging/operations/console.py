@@ -25,6 +25,7 @@ from pathlib import Path
 WORKER_SETUP_HOOK = "messaging.operations.console.worker_logging"
 
 SERVE_LOGGER = "ray.serve"  # Serve's controller, proxies, HAProxy manager and replicas all log here
+AIOSMTPD_LOGGER = "mail.log"  # aiosmtpd: a line per SMTP command at INFO
 OUR_LOGGERS = ("messaging", "web")
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -50,10 +51,13 @@ def serve_info_to_files(record: logging.LogRecord) -> bool:
 
 def worker_logging() -> None:
     """In a Ray worker: Serve's INFO lines to Serve's files only (a logger's filters survive Serve replacing
-    the logger's handlers when a Serve component starts); our own lines to a file of this process."""
+    the logger's handlers when a Serve component starts); our own lines to a file of this process; aiosmtpd's
+    lines from WARNING up (the mail server stores with Django, whose settings log INFO to stderr: its lines per
+    SMTP command would each reach the console, and cost CPU per message)."""
     logger = logging.getLogger(SERVE_LOGGER)
     if serve_info_to_files not in logger.filters:
         logger.addFilter(serve_info_to_files)
+    logging.getLogger(AIOSMTPD_LOGGER).setLevel(logging.WARNING)
     message_lines_to_file(Path(ray_logs_dir()))
 
 
@@ -115,7 +119,7 @@ def route_driver_logs(log_file: Path) -> Path:
         logger = logging.getLogger(name)
         if not any(h.get_name() == handler.get_name() for h in logger.handlers):
             logger.addHandler(handler)
-    _replace_filter(logging.getLogger("mail.log"), FileOnly(handler, _below_warning))
+    _replace_filter(logging.getLogger(AIOSMTPD_LOGGER), FileOnly(handler, _below_warning))
     for name, text in RAY_NOTICES.items():
         _replace_filter(logging.getLogger(name), FileOnly(handler, lambda r, text=text: text in r.getMessage()))
     return log_file

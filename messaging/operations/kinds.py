@@ -19,17 +19,14 @@ from messaging.runtime.pool import NamedPool
 Pools = dict[str, NamedPool]
 
 
+def _with_senders_and_index(config: Config, pools: Pools, idx: int) -> tuple:
+    """The config, the pools the member's user desk names to kick (by channel) and the member's index."""
+    return (config, sender_pools(pools), idx)
+
+
 def _with_senders(config: Config, pools: Pools, idx: int) -> tuple:
-    """The config and, for each channel a user actor kicks, the pool of the kind that sends it."""
+    """The config and the pools the intake's user desk names to kick (by channel)."""
     return (config, sender_pools(pools))
-
-
-def _with_users_and_index(config: Config, pools: Pools, idx: int) -> tuple:
-    return (config, pools["user"], idx)
-
-
-def _with_users(config: Config, pools: Pools, idx: int) -> tuple:
-    return (config, pools["user"])
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,7 @@ class ActorKind:
     busy_stats: tuple[str, ...] = ("in_flight",)  # stats that count work in hand (a True counts 1)
     sweeps: bool = True  # start(sweep_interval) starts its outbox sweep; else ping() shows it is up
     listens: bool = False  # owns a listening socket: start() waits for it, stop() closes it before a kill
-    early: bool = False  # started in the first wave: what intake needs to answer (mail servers, user actors)
+    early: bool = False  # started in the first wave: what intake needs to answer (the mail servers)
     channels: tuple[Channel, ...] = ()  # the outbox channels its members send (a kick names one of them)
 
     def actor_class(self) -> Any:
@@ -68,26 +65,18 @@ class ActorKind:
 
 
 KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first); started early ones first
-    ActorKind(
-        "user",
-        "messaging.routing.user_actor:UserActor",
-        _with_senders,
-        drain_rank=2,
-        sweeps=False,
-        early=True,
-    ),
     ActorKind(  # every message out (to devices, email and SMS from devices) and the satellite poll
         "sender",
         "messaging.delivery.senders:SenderActor",
-        _with_users_and_index,  # member idx polls its share of the device packets; member 0 reconciles SMS
-        drain_rank=1,  # stops polling before the user actors drain: nothing new reaches them from here
+        _with_senders_and_index,  # member idx polls its share of the device packets; member 0 reconciles SMS
+        drain_rank=1,  # after the mail servers: stops polling, and sends what it has in hand
         busy_stats=("in_flight", "polling"),  # a satellite poll under way
         channels=(Channel.SATELLITE, Channel.MAILOUT, Channel.SMS),
     ),
     ActorKind(
         "mailserver",
         "messaging.intake.smtp.server:MailServerActor",
-        _with_users,
+        _with_senders,
         drain_rank=0,
         busy_stats=("in_flight", "sessions"),  # SMTP sessions open
         sweeps=False,
@@ -98,9 +87,10 @@ KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first);
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
 BY_NAME: dict[str, ActorKind] = {kind.name: kind for kind in KINDS}
 DRAIN_ORDER: tuple[ActorKind, ...] = tuple(sorted(KINDS, key=lambda kind: kind.drain_rank))
-# Kinds earlier versions ran (their work is now the "sender" kind's): an upgrade retires their members once the
-# new kinds are up, and stop removes any left.
-RETIRED_KIND_NAMES: tuple[str, ...] = ("satellite", "outbound", "mailout", "sms")
+# Kinds earlier versions ran: an upgrade retires their members once the new kinds and Serve are up, and stop removes
+# any left. The "sender" kind took the satellite and outbound senders' work; every intake now stores with a user
+# desk of its own, in its own process, so the "user" actors' too.
+RETIRED_KIND_NAMES: tuple[str, ...] = ("user", "satellite", "outbound", "mailout", "sms")
 SENDER_KIND: dict[Channel, str] = {channel: kind.name for kind in KINDS for channel in kind.channels}
 
 

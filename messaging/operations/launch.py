@@ -21,10 +21,11 @@ from ray.util.placement_group import get_placement_group, placement_group, remov
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from messaging.core.types import Channel
 from messaging.operations import local_ray
 from messaging.operations.console import WORKER_SETUP_HOOK
 from messaging.operations.haproxy_admin import write_launcher
-from messaging.operations.kinds import KIND_NAMES, KINDS, RETIRED_KIND_NAMES, ActorKind
+from messaging.operations.kinds import KIND_NAMES, KINDS, RETIRED_KIND_NAMES, ActorKind, sender_pools
 from messaging.runtime.config import RAY_SERVE_DEFAULTS, SECRET_FIELDS, Config, ConfigError, ray_serve_haproxy
 from messaging.runtime.pool import NamedPool, member_name
 
@@ -298,7 +299,7 @@ def start_actors(
     """Start POOL_SIZE actors of each kind and wait until each is up (a line per kind as it is).
 
     In two waves, so that intake answers soonest (Ray starts a node's worker processes a few at a time): first
-    the mail servers and the user actors they call (``ActorKind.early``), then the senders, which
+    the mail servers (``ActorKind.early``), then the senders, which
     sweep the outbox for whatever intake stored meanwhile."""
     stack = Stack(config=config, pools=pools or make_pools(config))
     publish_config(config)
@@ -309,12 +310,12 @@ def start_actors(
 
 
 def start_stack(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
-    """The whole stack, intake first: the Serve app (with the admin) deploys while the mail servers and user
-    actors start; once those answer, the senders start. Returns once all are up."""
+    """The whole stack, intake first: the Serve app (with the admin) deploys while the mail servers start; once
+    those answer, the senders start. Returns once all are up."""
     stack = Stack(config=config, pools=make_pools(config))
     publish_config(config)
     started = time.monotonic()
-    deploying = Deploying(_run_serve_app.remote(config, stack.pools["user"], True), started)
+    deploying = Deploying(_run_serve_app.remote(config, sender_pools(stack.pools), True), started)
     _start_kinds(stack, EARLY, echo, started + timeout)
     start_serve(config, stack, echo, deploying=deploying)
     _start_kinds(stack, LATER, echo, started + timeout)
@@ -349,7 +350,7 @@ def _start_kinds(stack: Stack, kinds: tuple[ActorKind, ...], echo: Callable[[str
 # Serve's client library (``ray.serve``, ~50 MB resident) is used in a task, on a worker that exits
 # afterwards (max_calls=1), so that it never stays in the long-running driver (runbackend).
 @ray.remote(num_cpus=0, max_calls=1)
-def _run_serve_app(config: Config, users: NamedPool, mount_admin: bool) -> None:
+def _run_serve_app(config: Config, senders: dict[Channel, NamedPool], mount_admin: bool) -> None:
     """Start Serve and deploy the app. ``serve.start`` returns only once its ingress proxies are up (a process
     each, ~2 s); the app is deployed as soon as the controller exists, so its replica starts meanwhile. The app's
     module (Django, Starlette, the intake) is imported while the controller's process starts."""
@@ -371,7 +372,7 @@ def _run_serve_app(config: Config, users: NamedPool, mount_admin: bool) -> None:
             starting.result()  # raises what stopped Serve from starting (e.g. HAProxy could not bind its port)
         elif not named:  # never serve.run here: without a controller it would start Serve on its default port
             raise RuntimeError(f"Serve's controller not created in {config.serve_start_timeout:.0f} s")
-        serve.run(Webhooks.bind(config, users, mount_admin), name=SERVE_APP, route_prefix="/")
+        serve.run(Webhooks.bind(config, senders, mount_admin), name=SERVE_APP, route_prefix="/")
         starting.result()
 
 
@@ -460,7 +461,7 @@ def start_serve(
     the driver is on the node and asks itself; in a cluster a task on one of its nodes asks."""
     timeout = config.serve_start_timeout if timeout is None else timeout
     if deploying is None:
-        deploying = Deploying(_run_serve_app.remote(config, stack.pools["user"], mount_admin), time.monotonic())
+        deploying = Deploying(_run_serve_app.remote(config, sender_pools(stack.pools), mount_admin), time.monotonic())
     started, ref = deploying.started, deploying.ref
     host, port = probe_address(config)
     address = f"{host}:{port}"

@@ -137,16 +137,19 @@ def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> 
     for kind in KINDS:
         for idx in range(config.pool_size):
             gaps[member_name(kind.name, idx)] = replace_member(config, kind.name, idx, echo)
-    retire_old_kinds(config, echo)
     if redeploy_serve:
         start_serve(config, Stack(config=config, pools=make_pools(config)), echo)
+    # Only now: until Serve's replicas are this version's too, the earlier version's still store through the
+    # earlier version's user actors.
+    retire_old_kinds(config, echo)
     echo(f"Upgrade complete in {time.monotonic() - started:.1f}s")
     return gaps
 
 
 def retire_old_kinds(config: Config, echo: Echo = print, drain_timeout: float = 120.0) -> list[str]:
     """Drain and remove the members of kinds an earlier version ran and this one does not (``RETIRED_KIND_NAMES``:
-    the satellite and outbound actors that ``sender`` replaced), after the work they have in hand. What they had not
+    the user actors whose work every intake now does itself, the satellite and outbound actors that ``sender``
+    replaced), after the work they have in hand. What they had not
     claimed stays due for the senders that replace them. Returns the names removed."""
     members = []
     for kind in RETIRED_KIND_NAMES:

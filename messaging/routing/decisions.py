@@ -1,6 +1,6 @@
 """Who is a message for, and may it pass? Pure decisions over plain data, no I/O.
 
-The user actor looks the facts up (user, device, blocked senders, contacts, the month's and the last hour's counts)
+The user desk looks the facts up (user, device, blocked senders, contacts, the month's and the last hour's counts)
 and asks these functions; the mail server maps the verdicts onto SMTP replies.
 """
 

@@ -1,8 +1,8 @@
 """Who is a message for: the user and device facts behind each routing decision, from the database (the user's
 facts include their contacts and contacts-only mode, so a device's short names resolve without a query).
 
-A user actor keeps what it looked up for a few seconds (``USER_CACHE_SECONDS``), so a busy mailbox or
-device costs no queries per message. The cache only ever speeds up an acceptance: the user actor decides
+A user desk keeps what it looked up for a few seconds (``USER_CACHE_SECONDS``), so a busy mailbox or
+device costs no queries per message. The cache only ever speeds up an acceptance: the desk decides
 again on fresh facts before it refuses anything, so a mailbox created or a sender unblocked a moment ago
 is never refused from a stale entry. What a stale entry can do is accept for at most that long after an
 operator blocked a sender or disabled a user or device (the satellite sender checks the device again
@@ -11,7 +11,7 @@ when it sends).
 Counts work the same way. The month's counts (to the device, from the device: each has its own quota) are
 counted when the user's entry is loaded; the last hour's count of a message's rate-limit key (its sender
 to its user, or its device) is counted when first needed and kept for ``USER_CACHE_SECONDS``. Both are
-then advanced by what this actor stores (``accepted``), and what a batch accepted but has not stored yet is
+then advanced by what this desk stores (``accepted``), and what a batch accepted but has not stored yet is
 added by the caller (``pending``). Another process's acceptances show when the count is next refreshed; a
 count too high can only cause a refusal, and refusals are decided on fresh counts. A count too low could let an
 acceptance pass a limit, so an acceptance that a count may refuse is decided once more on exact counts
@@ -76,7 +76,7 @@ class Directory:
         self._entries: dict[tuple[str, object], tuple[float, UserFacts | None, DeviceFacts | None]] = {}
         self._month_counts: dict[tuple, int] = {}  # ("month", user id, direction) -> as last counted + since
         self._hour_counts: dict[tuple, tuple[float, int]] = {}  # hourly key -> (when counted, count + since)
-        self._lock = threading.Lock()  # the user actor calls from several threads
+        self._lock = threading.Lock()  # the desk is called from several threads
         self.hits = 0
         self.misses = 0
 

@@ -230,7 +230,7 @@ class Config:
     smtp_idle_timeout: float = 60.0  # seconds a session may wait between commands (aiosmtpd's default is 300)
     smtp_command_limit: int = 100  # times one command may be sent per session (0: no limit); past it 421
     smtp_max_mime_parts: int = 500  # a message declaring more MIME parts is refused (554 5.6.0) before parsing
-    user_cache_seconds: float = 5.0  # how long a user actor may accept on looked-up user/device facts
+    user_cache_seconds: float = 5.0  # how long a user desk may accept on looked-up user/device facts
     dns_nameservers: str = ""  # "ip[:port],...": the resolver for SPF/DKIM/DMARC checks; empty: the system's
     # STARTTLS (both or neither): PEM certificate chain and private key; a renewed file is used by the next session
     smtp_tls_cert_file: str = ""

@@ -104,7 +104,6 @@ def main() -> None:
 
         where = placement()
         report["mailserver_nodes"] = len({where[f"mailserver_{i}"] for i in range(pool)})
-        report["user_nodes"] = len({where[f"user_{i}"] for i in range(pool)})
         report["sender_nodes"] = len({where[f"sender_{i}"] for i in range(pool)})
 
         def send_mail(user, tag):
@@ -147,7 +146,7 @@ def main() -> None:
             for i in range(pool)
             if accepted[i]
             for u in users
-            if where[f"user_{stable_index(f'{u.username}@beaver.test', pool)}"] != where[f"mailserver_{i}"]
+            if where[f"sender_{stable_index(f'user:{u.id}', pool)}"] != where[f"mailserver_{i}"]
         )
         report["cross_node_pairs"] = crossings
 

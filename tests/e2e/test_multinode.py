@@ -37,7 +37,7 @@ def test_multinode_cluster_spreads_actors_and_survives_a_lost_node(django_db_set
     print(f"\nmulti-node report: {report}")
     assert report["nodes"] == 3
     assert report["mailserver_nodes"] == 3, "one mail server per node"
-    assert report["user_nodes"] >= 2 and report["sender_nodes"] >= 2
-    assert report["cross_node_pairs"] >= 1, "SMTP on one node, user actor on another"
+    assert report["sender_nodes"] >= 2
+    assert report["cross_node_pairs"] >= 1, "SMTP on one node, the sender it kicks on another"
     assert report["actors_on_removed_node"] >= 1
     assert report["lost"] == []

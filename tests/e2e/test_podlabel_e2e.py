@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import ray
 
+from messaging.operations.kinds import sender_pools
 from messaging.runtime.podlabel import LABEL_KEY, LABEL_VALUE
 from messaging.runtime.pool import NamedPool
 from tests.fakes.fake_kube_api import FakeKubeApi
@@ -64,7 +65,7 @@ def mail_server(e2e, kube: FakeKubeApi, tmp_path: Path):
         namespace=namespace,
         num_cpus=0,
         runtime_env={"env_vars": kube.pod_env(POD, NAMESPACE)},
-    ).remote(config, NamedPool("user", 1, namespace), service_account_dir=str(account))
+    ).remote(config, sender_pools({"sender": NamedPool("sender", 1, namespace)}), service_account_dir=str(account))
     try:
         yield actor, config
     finally:

@@ -1,9 +1,9 @@
 """The mail server actor: SMTP intake for ``@EMAIL_DOMAIN`` on a real socket (aiosmtpd).
 
-``MailHandler`` holds the SMTP decisions and talks to the user pool; it runs without Ray in unit
-tests. ``MailServerActor`` is the async Ray shell owning the listening socket. The reply to DATA is
-``250`` only after every recipient's user actor has stored the message; if none answers in time the
-reply is ``451`` so the sending server retries (the idempotency key makes the retry harmless).
+``MailHandler`` holds the SMTP decisions and stores through the user desk (in this process, ``LocalUsers``); it
+runs without Ray in unit tests. ``MailServerActor`` is the async Ray shell owning the listening socket. The reply
+to DATA is ``250`` only after the message is stored for every recipient; if that fails or takes too long the reply
+is ``451`` so the sending server retries (the idempotency key makes the retry harmless).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import ray
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
@@ -22,7 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from messaging.core.addresses import MAILBOX_NAME, mailbox_username
 from messaging.core.redact import mask_email
-from messaging.core.types import CombinedMessage, Direction, Protocol
+from messaging.core.types import Channel, CombinedMessage, Direction, Protocol
 from messaging.intake.smtp.authentication import (
     REJECT_REPLY,
     AuthResult,
@@ -39,7 +40,7 @@ from messaging.intake.smtp.parse import (
     parse_inbound,
 )
 from messaging.intake.smtp.tls import ReloadingContext
-from messaging.intake.user_store import UserStore
+from messaging.intake.user_store import LocalUsers, UserStore
 from messaging.routing.decisions import SMTP_REPLIES, Verdict
 from messaging.runtime.config import Config
 from messaging.runtime.podlabel import PodLabeler
@@ -114,14 +115,14 @@ def read_mail(raw: bytes, limit: int) -> tuple[InboundMail, str]:
 
 
 class MailHandler:
-    """aiosmtpd handler: RCPT and DATA decisions; storing goes through the user pool."""
+    """aiosmtpd handler: RCPT and DATA decisions; ``users`` decides and stores (``LocalUsers``)."""
 
-    def __init__(self, config: Config, users: NamedPool, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: Config, users: Any, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.users = users
         self.store = UserStore(config, users)
         self.clock = clock
-        self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when a user actor said yes
+        self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when the user desk said yes
         self.resolver = Resolver.from_config(config.dns_nameservers)  # a bad DNS_NAMESERVERS refuses to start
         # Parsing and the sender checks, one worker thread per message: CPU work off the event loop, and DNS
         # waits (each bounded) in threads of their own, so a slow resolver never holds up other sessions.
@@ -186,7 +187,7 @@ class MailHandler:
         return "451 4.3.0 Temporary error; please try again later"
 
     def _known_good(self, address: str, sender: str) -> bool:
-        """Did a user actor accept this recipient for this sender within USER_CACHE_SECONDS? (RCPT is
+        """Did the user desk accept this recipient for this sender within USER_CACHE_SECONDS? (RCPT is
         advisory: DATA decides again, so a recent yes spares a Ray call per message.)"""
         said_yes = self._recipients_ok.get((address, sender))
         return said_yes is not None and self.clock() - said_yes < self.config.user_cache_seconds
@@ -346,11 +347,12 @@ def smtp_protocol(handler: MailHandler, config: Config, tls: ReloadingContext | 
 class MailServerActor:
     """Owns the SMTP listening socket (SO_REUSEPORT, so several actors on one node share the port)."""
 
-    def __init__(self, config: Config, users: NamedPool, service_account_dir: str | None = None):
-        """``service_account_dir``: where the pod's ServiceAccount token and CA are (default: where
-        the kubelet mounts them); the end-to-end test points it at a local fake API server's."""
+    def __init__(self, config: Config, senders: dict[Channel, NamedPool], service_account_dir: str | None = None):
+        """``senders``: the sender pools by channel, whom the user desk names to kick. ``service_account_dir``:
+        where the pod's ServiceAccount token and CA are (default: where the kubelet mounts them); the end-to-end
+        test points it at a local fake API server's."""
         self.config = config
-        self.handler = MailHandler(config, users)
+        self.handler = MailHandler(config, LocalUsers(config, senders))
         self.tls = ReloadingContext.from_config(config)  # certificate files that do not load refuse to start
         self.server: asyncio.base_events.Server | None = None
         self.labeler = PodLabeler.from_env(service_account_dir=service_account_dir)

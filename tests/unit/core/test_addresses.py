@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from messaging.core.addresses import InvalidAddress, email_address, header_address
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.delivery.email_relay import InvalidRecipient, build_outbound
-from messaging.routing.user_actor import UserBase
+from messaging.routing.user_desk import UserDesk
 from web.accounts.models import User
 
 GOOD = {
@@ -95,7 +95,7 @@ def decisions(addr: str) -> dict[str, bool]:
         contact = False
     return {
         "relay": relay,
-        "device recipient": UserBase._normalise_destination(device_email(addr))[1],
+        "device recipient": UserDesk._normalise_destination(device_email(addr))[1],
         "contact": contact,
     }
 

@@ -14,6 +14,7 @@ from messaging.core.pb import MessageDataPB_pb2 as pb
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.delivery.satellite import SatelliteBase
 from messaging.delivery.senders import MailOutSender, SmsSender
+from messaging.intake.user_store import LocalUsers
 from messaging.outbox import store as outbox
 from messaging.runtime.config import Config
 from web.delivery.models import Message
@@ -361,7 +362,7 @@ def test_a_kick_for_this_sender_member_is_queued_here_and_one_for_another_member
     (``Senders._kick_here``); another member's kick, or an earlier version's kick naming no channel, is not."""
     from messaging.core.types import Channel
     from messaging.delivery.senders import Senders
-    from messaging.routing.user_actor import Kick
+    from messaging.routing.user_desk import Kick
     from messaging.sandbox.relay_sink import RelaySink
     from tests.waiting import eventually
 
@@ -390,10 +391,9 @@ def test_a_kick_for_this_sender_member_is_queued_here_and_one_for_another_member
 
 def test_a_device_message_the_sender_actor_stores_for_its_own_member_is_sent_on_its_own_kick(twilio, make_user):
     """The wire from the poll's store to this member's own lanes: a device's email stored through the user pool
-    (a real ``UserBase``) is sent with the sweep an hour apart and no sender pool to call."""
+    (a real ``UserDesk``) is sent with the sweep an hour apart and no sender pool to call."""
     from messaging.delivery.senders import Senders
     from messaging.operations.kinds import sender_pools
-    from messaging.routing.user_actor import UserBase
     from messaging.runtime.pool import stable_index
     from messaging.sandbox.relay_sink import RelaySink
     from tests.waiting import eventually
@@ -410,17 +410,8 @@ def test_a_device_message_the_sender_actor_stores_for_its_own_member_is_sent_on_
             self.calls.append((idx, method, *args))
             return True
 
-    class ThreadedUsers:  # the user pool: a real UserBase, called in a thread as the Ray actor would be
-        size, namespace = 2, "test"
-
-        def __init__(self, config):
-            self.base = UserBase(config, pools=sender_pools({"sender": NoPool()}))
-
-        async def acall(self, idx, method, *args, timeout=None):
-            return await asyncio.to_thread(getattr(self.base, method), *args)
-
     async def scenario(config):
-        shell = Senders(config, ThreadedUsers(config), index=member)
+        shell = Senders(config, LocalUsers(config, sender_pools({"sender": NoPool()})), index=member)
         shell.store._senders["sender"] = NoPool()
         message = CombinedMessage(
             direction=Direction.FROM_DEVICE,

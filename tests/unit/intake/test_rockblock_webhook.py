@@ -12,11 +12,10 @@ from starlette.testclient import TestClient
 from messaging.core.codec import encode_from_device
 from messaging.core.types import Protocol
 from messaging.intake import rockblock_webhook
+from messaging.intake.user_store import LocalUsers
 from messaging.intake.webhook_handler import WebhookHandler
 from messaging.intake.webhooks import make_app
-from messaging.routing.user_actor import UserBase
 from messaging.runtime.config import Config
-from tests.unit.intake.test_webhooks import ThreadPool
 from tests.unit.satellite.test_rockblock import OTHER_PRIVATE, PUBLIC, signed
 from web.accounts.models import Device
 from web.delivery.models import Message
@@ -38,7 +37,7 @@ def client_for(config, pool) -> TestClient:
 
 @pytest.fixture
 def webhooks(config):
-    return client_for(config, ThreadPool(UserBase(config)))
+    return client_for(config, LocalUsers(config, {}))
 
 
 @pytest.fixture
@@ -128,11 +127,11 @@ def test_a_body_that_is_not_a_post_is_a_bad_request(webhooks, device):
 
 
 def test_trouble_storing_is_503_so_ground_control_posts_again(config, device):
-    class DownPool(ThreadPool):
+    class SlowUsers(LocalUsers):
         async def acall(self, idx, method, *args, timeout=None):
-            raise TimeoutError("user actor did not answer")
+            raise TimeoutError("the store did not finish in time")
 
-    webhooks = client_for(config, DownPool(UserBase(config)))
+    webhooks = client_for(config, SlowUsers(config, {}))
     assert post(webhooks, signed(mo()))[0] == 503
     assert post(webhooks, signed(mo(data="zz")))[0] == 503, "a dead letter too is stored before the 200"
     assert not Message.objects.exists()

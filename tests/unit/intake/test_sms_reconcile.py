@@ -1,5 +1,5 @@
 """Reconciliation without Ray: the decision (pure), and a sweep with the real twilio client against the
-local FakeTwilio over loopback, storing through a real UserBase into the test database."""
+local FakeTwilio over loopback, storing through a real UserDesk into the test database."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from messaging.core.redact import mask_phone
 from messaging.delivery.senders import runs_reconcile
 from messaging.intake.sms_reconcile import GIVE_UP_AFTER, Reconciler, missing_inbound, pool_store
-from messaging.routing.user_actor import UserBase
+from messaging.routing.user_desk import UserDesk
 from messaging.runtime.config import Config
 from messaging.sandbox.fake_twilio import FakeTwilio
 from messaging.sms.twilio import ListedMessage, TwilioInbox
@@ -85,9 +85,9 @@ def test_only_the_first_sms_actor_reconciles_and_only_when_on():
 
 
 @pytest.fixture
-def users() -> UserBase:
+def users() -> UserDesk:
     """Made before the test runs: Django's logging set-up then does not drop the log capture of the test."""
-    return UserBase(Config(email_domain="beaver.test"))
+    return UserDesk(Config(email_domain="beaver.test"))
 
 
 @pytest.fixture

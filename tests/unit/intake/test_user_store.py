@@ -1,5 +1,5 @@
-"""Intake's UserStore: messages stored through the user actors (a real ``UserBase`` on the real database, called in
-a thread as a Ray actor would be), and the delivery kicks made here, gathered per sender member, not one per call."""
+"""Intake's UserStore: messages stored with the user desk in this process (``LocalUsers``: a real ``UserDesk`` on the
+real database, in its threads), and the delivery kicks made here, gathered per sender member, not one per call."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import asyncio
 import pytest
 
 from messaging.core.types import CombinedMessage, Direction, Protocol
-from messaging.intake.user_store import UserStore
-from messaging.routing.user_actor import UserBase
+from messaging.intake.user_store import LocalUsers, UserStore
 from messaging.runtime.config import Config
 from messaging.runtime.pool import stable_index
 from tests.waiting import eventually
@@ -17,21 +16,6 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CONFIG = Config(email_domain="beaver.test", pool_size=2)
-
-
-class ThreadedUsers:
-    """The user pool: one member, a real UserBase, called in a worker thread."""
-
-    size = 1
-    namespace = "test"
-
-    def __init__(self, base: UserBase):
-        self.base = base
-        self.calls = 0
-
-    async def acall(self, idx, method, *args, timeout=None):
-        self.calls += 1
-        return await asyncio.to_thread(getattr(self.base, method), *args)
 
 
 class KickRecorder:
@@ -57,11 +41,11 @@ def mail_to(username: str, key: str) -> CombinedMessage:
     )
 
 
-def test_kicks_are_made_here_gathered_per_sender_member_and_the_user_actor_kicks_nothing(make_user):
+def test_kicks_are_made_here_gathered_per_sender_member_and_the_desk_kicks_nothing_itself(make_user):
     amy, bob = make_user(), make_user()
-    kicked_by_user_actor = KickRecorder("satellite")
+    kicked_by_desk = KickRecorder("satellite")
     satellites = KickRecorder("satellite")
-    users = ThreadedUsers(UserBase(CONFIG, pools={"satellite": kicked_by_user_actor}))
+    users = LocalUsers(CONFIG, {"satellite": kicked_by_desk})
 
     async def scenario():
         store = UserStore(CONFIG, users, window=0.3, senders={"satellite": satellites})
@@ -88,7 +72,7 @@ def test_kicks_are_made_here_gathered_per_sender_member_and_the_user_actor_kicks
         await eventually(lambda: sum(len(k[2]) for k in satellites.kicks) == 5)
 
     asyncio.run(scenario())
-    assert kicked_by_user_actor.kicks == [], "the user actor left the kicks to the caller"
+    assert kicked_by_desk.kicks == [], "the desk left the kicks to the caller"
 
 
 def test_a_kick_this_process_takes_itself_costs_no_call_to_the_sender_pool(make_user):
@@ -98,7 +82,7 @@ def test_a_kick_this_process_takes_itself_costs_no_call_to_the_sender_pool(make_
 
     users_made = [make_user() for _ in range(6)]
     senders = KickRecorder("sender")
-    users = ThreadedUsers(UserBase(CONFIG, pools=sender_pools({"sender": senders})))
+    users = LocalUsers(CONFIG, sender_pools({"sender": senders}))
     here = 0
     taken_here: list[tuple] = []
 

@@ -2,7 +2,7 @@
 (:func:`make_app`), driven with Starlette's TestClient.
 
 Its collaborators are given: a small store and user pool standing in for the batcher and the user actors,
-or (one test) a ``UserBase`` on the real database called in a worker thread, as a Ray call would.
+or (one test) a ``UserDesk`` on the real database called in a worker thread, as a Ray call would.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from starlette.testclient import TestClient
 
 from messaging.core.codec import encode_from_device
 from messaging.core.types import Protocol
+from messaging.intake.user_store import LocalUsers
 from messaging.intake.webhook_handler import WebhookHandler
 from messaging.intake.webhooks import make_app
 from messaging.routing.decisions import Verdict
-from messaging.routing.user_actor import IntakeResult, UserBase
+from messaging.routing.user_desk import IntakeResult
 from messaging.runtime.config import Config
 from messaging.runtime.pool import PoolUnavailable
 from messaging.sms.twilio import EMPTY_TWIML, sign
@@ -92,21 +93,6 @@ class SlowPool:
 class StoringPool(SlowPool):
     async def acall(self, idx: int, method: str, msgs, *args, timeout: float | None = None):
         return [IntakeResult(verdict=Verdict.ACCEPT, message_id=1, created=True) for _ in msgs]
-
-
-class ThreadPool:
-    """Stands in for the user pool: one member, a ``UserBase`` called in a worker thread."""
-
-    size = 1
-
-    def __init__(self, base: UserBase):
-        self.base = base
-
-    def index_for(self, key: str) -> int:
-        return 0
-
-    async def acall(self, idx: int, method: str, *args, timeout: float | None = None):
-        return await asyncio.to_thread(getattr(self.base, method), *args)
 
 
 def config(**fields) -> Config:
@@ -288,7 +274,7 @@ def test_a_number_over_its_hourly_limit_gets_503_and_nothing_is_stored(make_user
         params = {"MessageSid": "SM" + sid * 32, "From": sender, "To": user.twilio_number, "Body": "hi"}
         return post_sms(http, dict(params, NumMedia="0"), signed(dict(params, NumMedia="0"))).status_code
 
-    with client(WebhookHandler(cfg, ThreadPool(UserBase(cfg)))) as http:
+    with client(WebhookHandler(cfg, LocalUsers(cfg, {}))) as http:
         assert [text(http, sid) for sid in "abc"] == [200, 200, 503]
         assert not Message.objects.filter(idempotency_key="twilio:SM" + "c" * 32).exists(), "Twilio may retry it"
         assert text(http, "d", sender="+15550009999") == 200, "another number still gets through"

@@ -7,18 +7,18 @@ from messaging.operations.activity import activity_line
 
 def test_the_line_says_what_each_kind_did_since_the_last_reading():
     before = {
-        "user_0.handled": 10,
-        "user_1.handled": 5,
+        "mailserver_0.accepted": 10,
+        "mailserver_1.accepted": 5,
         "sender_0.satellite_delivered": 3,
         "sender_0.mailout_delivered": 0,
     }
     after = {
-        "user_0.handled": 70,
-        "user_1.handled": 65,
+        "mailserver_0.accepted": 70,
+        "mailserver_1.accepted": 65,
         "sender_0.satellite_delivered": 118,
         "sender_0.mailout_delivered": 2,
     }
-    assert activity_line(before, after, 10) == "Last 10s: 120 taken in, 115 sent to devices, 2 emails sent"
+    assert activity_line(before, after, 10) == "Last 10s: 120 emails taken in, 115 sent to devices, 2 emails sent"
 
 
 def test_the_sender_actors_emails_and_texts_are_counted_apart():
@@ -28,7 +28,7 @@ def test_the_sender_actors_emails_and_texts_are_counted_apart():
 
 
 def test_nothing_happened_is_no_line():
-    reading = {"user_0.handled": 4, "sender_1.sms_delivered": 2, "user_0.in_flight": 1}
+    reading = {"mailserver_0.accepted": 4, "sender_1.sms_delivered": 2, "mailserver_0.in_flight": 1}
     assert activity_line(reading, dict(reading), 10) is None
 
 

@@ -115,7 +115,7 @@ def test_in_a_worker_each_message_line_goes_to_its_file_and_only_warnings_to_the
     logging.getLogger("messaging.outbox.store").info("message 7 received key=smtp:x")
     logging.getLogger("web.portal.mail").info("web mail sent to=h***@example.org")
     logging.getLogger("messaging.outbox.store").warning("message 8 dead error=permanent: 550")
-    logging.getLogger("messaging.routing.user_actor").debug("not at INFO")
+    logging.getLogger("messaging.routing.user_desk").debug("not at INFO")
 
     kept = path.read_text()
     assert path.name.startswith("messages-") and kept.count("message 7 received") == 1

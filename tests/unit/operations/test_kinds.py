@@ -9,9 +9,10 @@ from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KIND_NAMES, KINDS
 from messaging.operations.lifecycle import busy
 
 
-def test_started_user_actors_first_and_intake_last_drained_intake_first():
-    assert KIND_NAMES == ("user", "sender", "mailserver")
-    assert tuple(kind.name for kind in DRAIN_ORDER) == ("mailserver", "sender", "user")
+def test_intake_drained_first_and_started_early():
+    assert KIND_NAMES == ("sender", "mailserver")
+    assert tuple(kind.name for kind in DRAIN_ORDER) == ("mailserver", "sender")
+    assert [kind.name for kind in KINDS if kind.early] == ["mailserver"]
 
 
 def test_every_kind_is_a_ray_actor_class_with_what_launch_and_lifecycle_call():
@@ -51,7 +52,6 @@ def test_up_means_the_listener_listens_the_sweep_runs_or_the_actor_answers():
         member = _Member()
         kind.start(member, config)
         seen[kind.name] = member.calls
-    assert seen["user"] == [("ping", (), {})]
     assert seen["mailserver"] == [("start", (), {})]
     assert seen["sender"] == [("start", (7.5,), {})]
 
@@ -65,16 +65,16 @@ def test_constructor_arguments_match_each_actor_class():
     for kind in KINDS:
         init = kind.actor_class().__ray_metadata__.modified_class.__init__
         inspect.signature(init).bind(None, *kind.arguments(config, pools, 1))  # raises if they do not fit
-    user_senders = BY_NAME["user"].arguments(config, pools, 0)[1]
-    assert {channel: pool.kind for channel, pool in user_senders.items()} == {
-        Channel.SATELLITE: "sender",
-        Channel.MAILOUT: "sender",
-        Channel.SMS: "sender",
-    }, "a user actor kicks one sender pool for every channel"
+    for name in ("mailserver", "sender"):
+        desk_senders = BY_NAME[name].arguments(config, pools, 0)[1]
+        assert {channel: pool.kind for channel, pool in desk_senders.items()} == {
+            Channel.SATELLITE: "sender",
+            Channel.MAILOUT: "sender",
+            Channel.SMS: "sender",
+        }, f"the {name}'s user desk kicks one sender pool for every channel"
 
 
 def test_busy_counts_what_each_kind_still_has_in_hand():
-    assert busy("user", {"in_flight": 2, "handled": 40}) == 2
     assert busy("mailserver", {"in_flight": 1, "sessions": 3, "accepted": 9, "draining": True}) == 4
     assert busy("sender", {"in_flight": 0, "polling": True, "delivered": 5, "draining": False}) == 1
     assert busy("sender", {"in_flight": 0, "polling": False}) == 0
@@ -83,10 +83,11 @@ def test_busy_counts_what_each_kind_still_has_in_hand():
     assert busy("sender", {}) == 0
 
 
-def test_an_earlier_versions_senders_are_retired_kinds_whose_work_in_hand_is_waited_for():
+def test_an_earlier_versions_user_actors_and_senders_are_retired_kinds_whose_work_in_hand_is_waited_for():
     from messaging.operations.kinds import RETIRED_KIND_NAMES
 
-    assert RETIRED_KIND_NAMES == ("satellite", "outbound", "mailout", "sms")
+    assert RETIRED_KIND_NAMES == ("user", "satellite", "outbound", "mailout", "sms")
+    assert busy("user", {"in_flight": 2, "handled": 40}) == 2, "an old user actor's stores are waited for"
     assert not set(RETIRED_KIND_NAMES) & set(KIND_NAMES)
     assert busy("mailout", {"in_flight": 2, "delivered": 7, "draining": True}) == 2
     assert busy("sms", {"in_flight": 0, "delivered": 7}) == 0

@@ -8,7 +8,7 @@ import pytest
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.routing.decisions import ContactFacts, Verdict
 from messaging.routing.directory import Directory
-from messaging.routing.user_actor import UserBase
+from messaging.routing.user_desk import UserDesk
 from messaging.runtime.config import Config
 from web.accounts.models import Contact
 from web.delivery.models import Message
@@ -54,7 +54,7 @@ def test_directory_facts_carry_the_contacts_and_the_mode(family, make_user):
 
 
 def test_the_device_writes_to_a_short_name_and_it_goes_to_the_contact(family):
-    users = UserBase(CONFIG)
+    users = UserDesk(CONFIG)
     device_id = family.devices.get().device_id
     mail = users.intake(from_device(device_id, "MOM", Protocol.SMS))
     text = users.intake(from_device(device_id, "dad", key="hive:2:0"))
@@ -65,14 +65,14 @@ def test_the_device_writes_to_a_short_name_and_it_goes_to_the_contact(family):
 
 
 def test_an_unknown_name_is_stored_rejected_saying_so(family):
-    result = UserBase(CONFIG).intake(from_device(family.devices.get().device_id, "xyz"))
+    result = UserDesk(CONFIG).intake(from_device(family.devices.get().device_id, "xyz"))
     assert result.verdict is Verdict.BAD_DESTINATION
     row = Message.objects.get(id=result.message_id)
     assert (row.status, row.last_error) == ("rejected", "bad_destination: not sent, no contact or address 'xyz'")
 
 
 def test_a_contact_added_a_moment_ago_resolves_despite_the_cache(family):
-    users = UserBase(Config(email_domain="beaver.test", user_cache_seconds=60))
+    users = UserDesk(Config(email_domain="beaver.test", user_cache_seconds=60))
     device_id = family.devices.get().device_id
     assert users.intake(from_device(device_id, "mom")).verdict is Verdict.ACCEPT  # the user's facts are cached
     Contact.objects.create(owner=family, name="sis", address="sis@family.example.org")
@@ -84,7 +84,7 @@ def test_a_contact_added_a_moment_ago_resolves_despite_the_cache(family):
 def test_contacts_only_refuses_strangers_as_blocked_senders_and_lets_contacts_in(family):
     family.contacts_only = True
     family.save()
-    users = UserBase(CONFIG)
+    users = UserDesk(CONFIG)
     assert users.intake(to_device(family, "stranger@example.org", "smtp:1")).verdict is Verdict.BLOCKED_SENDER
     assert users.check_recipient(f"{family.username}@beaver.test", "stranger@example.org") is Verdict.BLOCKED_SENDER
     assert users.intake(to_device(family, "+14155550999", "twilio:1", Protocol.SMS)).verdict is Verdict.BLOCKED_SENDER

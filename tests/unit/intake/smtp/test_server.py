@@ -1,7 +1,7 @@
 """The mail server's SMTP decisions over a real socket, without Ray.
 
-The user pool is a stand-in that calls a real ``UserBase`` (real database) in a thread, so this test is
-about the mail server alone; the end-to-end tests run the real pools.
+The mail server stores with the real user desk (``LocalUsers``, the real database) as in production; the sender
+pools it kicks are recorders, so this test is about the mail server alone. The end-to-end tests run the senders.
 """
 
 from __future__ import annotations
@@ -13,34 +13,27 @@ import time
 from email.message import EmailMessage
 
 import pytest
+from django.db import OperationalError
 
 from messaging.intake.smtp.server import MailHandler, idempotency_key, mailbox_of, smtp_protocol
-from messaging.intake.user_store import UserStore
-from messaging.routing.user_actor import UserBase
+from messaging.intake.user_store import LocalUsers, UserStore
 from messaging.runtime.config import Config
-from messaging.runtime.pool import PoolUnavailable, stable_index
+from messaging.runtime.pool import stable_index
 from messaging.sandbox.fake_dns import FakeDNS
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class LocalPool:
-    """One member, called in a worker thread like a Ray actor would be; can be switched off."""
+class SwitchableUsers(LocalUsers):
+    """The real user desk; ``down`` makes every store fail as a database gone away would."""
 
-    size = 1
-
-    def __init__(self, base):
-        self.base = base
-        self.down = False
-
-    def index_for(self, key: str) -> int:
-        return 0
+    down = False
 
     async def acall(self, idx, method, *args, timeout=None):
         if self.down:
-            raise PoolUnavailable("user_0 did not come up")
-        return await asyncio.to_thread(getattr(self.base, method), *args)
+            raise OperationalError("could not connect to server")
+        return await super().acall(idx, method, *args, timeout=timeout)
 
 
 @pytest.fixture
@@ -58,7 +51,7 @@ def serve(dns):
     def start(user_pools=None, **overrides):
         overrides.setdefault("dns_nameservers", dns.nameservers)
         config = Config(email_domain="beaver.test", smtp_max_message_size=20_000, **overrides)
-        pool = LocalPool(UserBase(config, pools=user_pools))
+        pool = SwitchableUsers(config, user_pools or {})
         handler = MailHandler(config, pool)
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -114,11 +107,10 @@ class KickRecorder:
 
 
 def test_the_mail_server_kicks_the_users_satellite_once_the_mail_is_stored(serve, make_user):
-    """The user actor names the sender; the mail server, not the user actor, kicks it (gathered kicks)."""
-    kicked_by_user_actor, satellites = KickRecorder(), KickRecorder()
-    port, handler, pool = serve(user_pools={"satellite": kicked_by_user_actor})
-    assert isinstance(handler.store, UserStore)  # as built; here with the sender pool given instead of found in Ray
-    handler.store = UserStore(handler.config, pool, senders={"satellite": satellites})
+    """The user desk names the sender; the mail server kicks it once the mail is stored (gathered kicks)."""
+    satellites = KickRecorder()
+    port, handler, pool = serve(user_pools={"satellite": satellites})
+    assert isinstance(handler.store, UserStore)
     user = make_user()
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         s.send_message(mail(f"{user.username}@beaver.test"))
@@ -127,7 +119,6 @@ def test_the_mail_server_kicks_the_users_satellite_once_the_mail_is_stored(serve
     while not satellites.kicks and time.monotonic() < deadline:  # made on the server's loop after the 250
         time.sleep(0.01)
     assert satellites.kicks == [(stable_index(f"user:{user.id}", 2), "deliver_many", [row.id])]
-    assert kicked_by_user_actor.kicks == []
 
 
 def test_a_retried_mail_is_stored_once(server, make_user):
@@ -174,7 +165,7 @@ def test_too_large_is_552(server, make_user):
     assert not Message.objects.filter(user=user).exists()
 
 
-def test_no_user_actor_means_451_not_250(server, make_user):
+def test_a_store_that_fails_means_451_not_250(server, make_user):
     port, _, pool = server
     user = make_user()
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:

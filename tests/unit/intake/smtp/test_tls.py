@@ -21,12 +21,11 @@ from cryptography.hazmat.primitives import hashes
 
 from messaging.intake.smtp.server import MailHandler, smtp_protocol
 from messaging.intake.smtp.tls import ReloadingContext, check_local_files, server_context
-from messaging.routing.user_actor import UserBase
+from messaging.intake.user_store import LocalUsers
 from messaging.runtime.config import Config, ConfigError
 from messaging.sandbox import selfsigned
 from messaging.sandbox.fake_dns import FakeDNS
 from messaging.sandbox.stack import start_sandbox
-from tests.unit.intake.smtp.test_server import LocalPool
 from web.delivery.models import Message
 
 
@@ -214,7 +213,7 @@ def tls_server(tmp_path):
     config = Config(
         email_domain="beaver.test", dns_nameservers=dns.nameservers, smtp_tls_cert_file=cert, smtp_tls_key_file=key
     )
-    handler = MailHandler(config, LocalPool(UserBase(config)))
+    handler = MailHandler(config, LocalUsers(config, {}))
     tls = ReloadingContext.from_config(config, recheck_seconds=0.0)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -273,7 +272,7 @@ def test_starttls_is_optional_for_the_sender(tls_server, make_user):
 def test_no_starttls_without_a_certificate():
     with FakeDNS() as dns:
         config = Config(email_domain="beaver.test", dns_nameservers=dns.nameservers)
-        protocol = smtp_protocol(MailHandler(config, LocalPool(None)), config)
+        protocol = smtp_protocol(MailHandler(config, LocalUsers(config, {})), config)
     assert protocol.tls_context is None
 
 

@@ -1,7 +1,9 @@
-"""User actors: find the user and device of each message, decide, store, and hand it to a sender.
+"""The user desk: find the user and device of each message, decide, store, and say which sender delivers it.
 
-``UserBase`` holds the logic and runs without Ray (unit tests call it directly); ``UserActor`` is the
-thin Ray shell. Sync on purpose: the Django ORM is sync.
+Every intake process runs its own (``intake/user_store.py`` ``LocalUsers``, in threads): a message is durable
+without a Ray hop. Limits hold across those processes: an acceptance a count may refuse is decided again on
+counts from the database, in the transaction that stores it, with its user locked (``_recounted``). Sync on
+purpose: the Django ORM is sync. Unit tests call it directly.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import logging
 import threading
 from collections import Counter
 from dataclasses import dataclass
-
-import ray
 
 from messaging.core.redact import mask_address, mask_key
 from messaging.core.types import Channel, CombinedMessage, Direction, Protocol, Status
@@ -30,7 +30,7 @@ from messaging.runtime.config import Config
 from messaging.runtime.djangoenv import ensure_django, refresh_connections
 from messaging.runtime.pool import NamedPool, stable_index
 
-log = logging.getLogger("messaging.routing.user_actor")
+log = logging.getLogger("messaging.routing.user_desk")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class IntakeResult:
         return self.message_id is not None
 
 
-class UserBase:
+class UserDesk:
     def __init__(self, config: Config, pools: dict[Channel, NamedPool] | None = None):
         ensure_django()
         self.config = config
@@ -112,7 +112,7 @@ class UserBase:
             resolved, verdict = verdict_on(found)
         return resolved, verdict, found
 
-    # -- the actor's methods ---------------------------------------------------------------------
+    # -- what intake calls (by name, through LocalUsers) ---------------------------------------------
     def check_recipient(self, address: str, sender: str) -> Verdict:
         """For SMTP RCPT: would mail from ``sender`` to ``address`` be accepted (quota aside)? A sender over
         its hourly limit for this mailbox hears ``RATE_LIMITED`` (a 4xx: try again later) already here."""
@@ -284,10 +284,5 @@ class UserBase:
         }
 
     def drain(self) -> dict:
-        """User actors have no intake of their own: drained when their callers are and in_flight is 0."""
+        """The desk has no intake of its own: drained when its process's intake is and in_flight is 0."""
         return self.stats()
-
-
-@ray.remote(max_restarts=-1, max_task_retries=3, max_concurrency=4)
-class UserActor(UserBase):
-    """Ray shell: intake is idempotent by key, so retried tasks store nothing twice."""

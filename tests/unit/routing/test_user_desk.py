@@ -1,4 +1,4 @@
-"""UserBase without Ray: who a message is for, what is stored, and why a message is refused."""
+"""UserDesk without Ray: who a message is for, what is stored, and why a message is refused."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.routing.decisions import Verdict
-from messaging.routing.user_actor import UserBase
+from messaging.routing.user_desk import UserDesk
 from messaging.runtime.config import Config
 from messaging.runtime.pool import stable_index
 from web.delivery.models import Message
@@ -44,7 +44,7 @@ def from_device(device_id, recipient, protocol=Protocol.EMAIL, key="hive:1:0"):
 
 @pytest.fixture
 def users():
-    return UserBase(CONFIG)
+    return UserDesk(CONFIG)
 
 
 def test_mail_to_mailbox_is_stored_for_the_user_and_device(users, make_user):
@@ -122,7 +122,7 @@ def test_each_direction_has_its_own_quota(users, make_user):
     assert users.intake(to_device(f"{user.username}@beaver.test", key="d")).verdict is Verdict.QUOTA_EXCEEDED
     user.monthly_outbound_quota = 2
     user.save()
-    fresh = UserBase(CONFIG)
+    fresh = UserDesk(CONFIG)
     assert fresh.intake(from_device(device_id, "x@example.org", key="e")).verdict is Verdict.ACCEPT
     result = fresh.intake(from_device(device_id, "x@example.org", key="f"))
     assert result.verdict is Verdict.OUTBOUND_QUOTA_EXCEEDED
@@ -162,7 +162,7 @@ class KickRecorder:
 
 def test_a_batch_is_stored_in_order_and_kicked_once_per_sender(make_user):
     pool = KickRecorder("satellite")
-    users = UserBase(CONFIG, pools={"satellite": pool})
+    users = UserDesk(CONFIG, pools={"satellite": pool})
     amy, bob = make_user(), make_user()
     batch = [
         to_device(f"{amy.username}@beaver.test", key="m1"),
@@ -187,7 +187,7 @@ def test_a_devices_email_and_text_go_to_one_sender_member_each_kick_naming_its_c
     from messaging.operations.kinds import sender_pools
 
     senders = KickRecorder("sender")
-    users = UserBase(CONFIG, pools=sender_pools({"sender": senders}))
+    users = UserDesk(CONFIG, pools=sender_pools({"sender": senders}))
     device_id = make_user().devices.get().device_id
     results = users.intake_many(
         [
@@ -210,10 +210,10 @@ def test_a_caller_that_kicks_itself_is_told_whom_to_kick_and_nothing_is_kicked_h
     message's result names the sender member (the user's, so their messages stay in order) and, for a kind that
     sends several channels, the channel."""
     from messaging.operations.kinds import sender_pools
-    from messaging.routing.user_actor import Kick
+    from messaging.routing.user_desk import Kick
 
     senders = KickRecorder("sender")
-    users = UserBase(CONFIG, pools=sender_pools({"sender": senders}))
+    users = UserDesk(CONFIG, pools=sender_pools({"sender": senders}))
     amy = make_user()
     device_id = amy.devices.get().device_id
     results = users.intake_many(
@@ -239,7 +239,7 @@ def test_a_caller_that_kicks_itself_is_told_whom_to_kick_and_nothing_is_kicked_h
 def test_a_refusal_is_never_decided_on_cached_facts(make_user):
     from web.accounts.models import BlockedSender
 
-    users = UserBase(Config(email_domain="beaver.test", user_cache_seconds=60))
+    users = UserDesk(Config(email_domain="beaver.test", user_cache_seconds=60))
     user = make_user(blocked=["amy@example.org"])
     assert users.intake(to_device(f"{user.username}@beaver.test", key="x1")).verdict is Verdict.BLOCKED_SENDER
     BlockedSender.objects.filter(user=user).delete()
@@ -254,7 +254,7 @@ def test_a_refusal_is_never_decided_on_cached_facts(make_user):
 
 def sms_pool_and_users(**config):
     pool = KickRecorder("sender")
-    return pool, UserBase(dataclasses.replace(CONFIG, **config), pools={"sms": pool})
+    return pool, UserDesk(dataclasses.replace(CONFIG, **config), pools={"sms": pool})
 
 
 @pytest.mark.parametrize(
@@ -306,7 +306,7 @@ def test_a_runaway_device_is_capped_per_hour_and_the_rest_is_stored_not_sent(mak
 
 
 def test_a_thousand_inbound_messages_never_refuse_the_devices_sos(make_user):
-    users = UserBase(dataclasses.replace(CONFIG, user_cache_seconds=60))
+    users = UserDesk(dataclasses.replace(CONFIG, user_cache_seconds=60))
     user = make_user(quota=1000)
     mailbox = f"{user.username}@beaver.test"
     spam = [to_device(mailbox, sender=f"stranger{i}@spam.test", key=f"spam:{i}") for i in range(1000)]
@@ -321,7 +321,7 @@ def test_a_thousand_inbound_messages_never_refuse_the_devices_sos(make_user):
 
 
 def test_a_sender_over_its_hourly_limit_is_refused_for_now_and_nothing_is_stored(make_user):
-    users = UserBase(dataclasses.replace(CONFIG, inbound_per_sender_per_hour=3, user_cache_seconds=60))
+    users = UserDesk(dataclasses.replace(CONFIG, inbound_per_sender_per_hour=3, user_cache_seconds=60))
     user, other = make_user(), make_user()
     mailbox = f"{user.username}@beaver.test"
     results = [users.intake(to_device(mailbox, sender="pest@spam.test", key=f"p{i}")) for i in range(4)]
@@ -342,7 +342,7 @@ def test_a_sender_over_its_hourly_limit_is_refused_for_now_and_nothing_is_stored
 
 
 def test_the_hourly_limit_holds_within_one_batch(make_user):
-    users = UserBase(dataclasses.replace(CONFIG, inbound_per_sender_per_hour=2, user_cache_seconds=0))
+    users = UserDesk(dataclasses.replace(CONFIG, inbound_per_sender_per_hour=2, user_cache_seconds=0))
     mailbox = f"{make_user().username}@beaver.test"
     batch = [to_device(mailbox, sender="pest@spam.test", key=f"b{i}") for i in range(4)]
     batch.insert(2, to_device(mailbox, sender="friend@example.org", key="friend"))
@@ -357,7 +357,7 @@ def test_the_hourly_limit_holds_within_one_batch(make_user):
 
 def test_two_intakes_with_their_own_caches_never_pass_an_hourly_limit_together(make_user):
     config = dataclasses.replace(CONFIG, inbound_per_sender_per_hour=3, user_cache_seconds=60)
-    here, there = UserBase(config), UserBase(config)  # two processes: each caches what it counted
+    here, there = UserDesk(config), UserDesk(config)  # two processes: each caches what it counted
     mailbox = f"{make_user().username}@beaver.test"
     here.intake(to_device(mailbox, sender="pest@spam.test", key="warm-here"))
     there.intake(to_device(mailbox, sender="pest@spam.test", key="warm-there"))  # both caches now hold a count
@@ -370,7 +370,7 @@ def test_two_intakes_with_their_own_caches_never_pass_an_hourly_limit_together(m
 
 def test_two_intakes_with_their_own_caches_never_pass_a_monthly_quota_together(make_user):
     config = dataclasses.replace(CONFIG, user_cache_seconds=60)
-    here, there = UserBase(config), UserBase(config)
+    here, there = UserDesk(config), UserDesk(config)
     user = make_user(quota=2)
     mailbox = f"{user.username}@beaver.test"
     verdicts = [
@@ -383,7 +383,7 @@ def test_two_intakes_with_their_own_caches_never_pass_a_monthly_quota_together(m
 
 def test_a_devices_hourly_limit_holds_across_two_intakes(make_user):
     config = dataclasses.replace(CONFIG, device_outbound_per_hour=2, user_cache_seconds=60)
-    here, there = UserBase(config), UserBase(config)
+    here, there = UserDesk(config), UserDesk(config)
     device_id = make_user().devices.get().device_id
     verdicts = [
         (here if i % 2 else there).intake(from_device(device_id, "amy@example.org", key=f"hive:d:{i}")).verdict
@@ -400,7 +400,7 @@ def test_intakes_storing_at_the_same_moment_never_pass_an_hourly_limit(make_user
     from django.db import connection
 
     config = dataclasses.replace(CONFIG, inbound_per_sender_per_hour=5, user_cache_seconds=60)
-    intakes = [UserBase(config) for _ in range(4)]
+    intakes = [UserDesk(config) for _ in range(4)]
     mailbox = f"{make_user().username}@beaver.test"
 
     def flood(n: int) -> list:
