@@ -74,9 +74,11 @@ def backend_env(
     poll_interval: float,
     endpoints: Endpoints,
     environ: dict[str, str] | None = None,
+    abuse_limits: int = 0,
 ) -> dict[str, str]:
     """The backend's environment: the harness's own minus any stack configuration, plus the production
-    configuration of the remote services at ``endpoints`` and the benchmark's settings."""
+    configuration of the remote services at ``endpoints`` and the benchmark's settings. ``abuse_limits``: both
+    hourly limits at this (0: off)."""
     env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in DROPPED_ENV}
     env.update(remote_env(endpoints))
     env.update(
@@ -91,8 +93,10 @@ def backend_env(
         SERVE_HAPROXY_STATS_PORT=str(free_port()),  # not the fixed defaults: another stack may run here
         SERVE_HAPROXY_METRICS_PORT=str(free_port()),
         POOL_SIZE=str(pool_size),
-        DEVICE_OUTBOUND_PER_HOUR="0",  # load from few devices and senders: the abuse limits would refuse it
-        INBOUND_PER_SENDER_PER_HOUR="0",
+        # Load from few devices and senders: production's limits (60, 20) would refuse it. Off by default; set
+        # high (--abuse-limits), every message is counted again in its storing transaction, as in production.
+        DEVICE_OUTBOUND_PER_HOUR=str(abuse_limits),
+        INBOUND_PER_SENDER_PER_HOUR=str(abuse_limits),
         SWARM_POLL_INTERVAL=str(poll_interval),
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
@@ -100,7 +104,9 @@ def backend_env(
     return env
 
 
-def start_backend(log_path: Path, *, pool_size: int = 2, poll_interval: float = 0.2, timeout: float = 240) -> Backend:
+def start_backend(
+    log_path: Path, *, pool_size: int = 2, poll_interval: float = 0.2, timeout: float = 240, abuse_limits: int = 0
+) -> Backend:
     """Start the fakes here, then runbackend against them; return once SMTP answers EHLO, Serve answers /healthz and
     runbackend says every actor is up (each timed from the run command, the fakes already up, as remote services
     are)."""
@@ -108,7 +114,7 @@ def start_backend(log_path: Path, *, pool_size: int = 2, poll_interval: float = 
     (workdir / "ray").mkdir()
     ports = {name: free_port() for name in ("smtp", "serve")}
     remotes = start_remotes(workdir, ports["serve"], EMAIL_DOMAIN)
-    env = backend_env(workdir, ports, pool_size, poll_interval, remotes.endpoints)
+    env = backend_env(workdir, ports, pool_size, poll_interval, remotes.endpoints, abuse_limits=abuse_limits)
     out = log_path.open("ab")
     started = time.monotonic()
     try:

@@ -41,6 +41,7 @@ class Plan:
     warmup: int = 20
     pool_size: int = 2
     poll_interval: float = 0.2
+    abuse_limits: int = 0  # both hourly limits (DEVICE_OUTBOUND_PER_HOUR, INBOUND_PER_SENDER_PER_HOUR); 0: off
     profile: bool = False
     keep_workdirs: bool = False
 
@@ -194,7 +195,10 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
     echo("  starting the backend (manage.py runbackend) ...")
     try:
         backend = start_backend(
-            out_dir / f"backend-r{number}.log", pool_size=plan.pool_size, poll_interval=plan.poll_interval
+            out_dir / f"backend-r{number}.log",
+            pool_size=plan.pool_size,
+            poll_interval=plan.poll_interval,
+            abuse_limits=plan.abuse_limits,
         )
     except Exception as exc:
         echo(f"  backend did not start: {exc}")
@@ -305,6 +309,11 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument("--webhook-concurrency", type=int)
     parser.add_argument("--hive-packets", type=int)
     parser.add_argument("--max-seconds", type=float, help="cap on each load run's sending time")
+    parser.add_argument(
+        "--abuse-limits",
+        type=int,
+        help="both hourly abuse limits at N (default 0: off); on, each message is counted again as it is stored",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the actors under an extra SMTP, webhook and Hive load"
     )

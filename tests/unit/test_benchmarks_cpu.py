@@ -160,3 +160,11 @@ def test_the_backend_runs_unsandboxed_against_the_harness_fakes(tmp_path):
     assert env["PATH"] == "/usr/bin"
     assert WebSettings.from_env(env).django_secret_key == "k" * 50  # production refuses the built-in key
     assert (config.smtp_listen_port, config.serve_http_port, config.pool_size) == (2600, 8600, 2)
+
+
+def test_the_abuse_limits_are_off_unless_asked_for(tmp_path):
+    off = Config.from_env(backend_env(tmp_path, {"smtp": 2600, "serve": 8600}, 2, 0.2, endpoints(tmp_path)))
+    assert (off.device_outbound_per_hour, off.inbound_per_sender_per_hour) == (0, 0)
+    env = backend_env(tmp_path, {"smtp": 2600, "serve": 8600}, 2, 0.2, endpoints(tmp_path), abuse_limits=10**6)
+    on = Config.from_env(env)
+    assert (on.device_outbound_per_hour, on.inbound_per_sender_per_hour) == (10**6, 10**6)
