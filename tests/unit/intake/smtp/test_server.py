@@ -495,3 +495,19 @@ def test_mailbox_of():
     assert mailbox_of("<DEMO@beaver.test>", "beaver.test") == "demo@beaver.test"
     assert mailbox_of("demo@elsewhere.test", "beaver.test") is None
     assert mailbox_of("not an address", "beaver.test") is None
+
+
+def test_a_monthly_quota_holds_across_two_mail_servers_each_with_its_own_cache(serve, make_user):
+    """Two mail servers (each its own user desk and cache) take mail for one mailbox through real SMTP sessions:
+    the quota is counted again where the mail is stored, so the second server's stale count does not pass it."""
+    here, _, _ = serve(user_cache_seconds=60)
+    there, _, _ = serve(user_cache_seconds=60)
+    user = make_user(quota=2)
+    to = f"{user.username}@beaver.test"
+    for port, n in ((here, 1), (there, 2)):  # each server has counted the mailbox once and accepted once
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+            assert s.send_message(mail(to, message_id=f"<q{n}@example.org>")) == {}
+    with smtplib.SMTP("127.0.0.1", here, timeout=10) as s, pytest.raises(smtplib.SMTPDataError) as err:
+        s.send_message(mail(to, message_id="<q3@example.org>"))  # here's cache still says 1 this month
+    assert err.value.smtp_code == 552
+    assert Message.objects.filter(user=user).exclude(status="rejected").count() == 2
