@@ -50,7 +50,6 @@ class LocalUsers:
     def __init__(self, config: Config, senders: dict[Channel, NamedPool]):
         """``senders``: for each channel, the pool of the kind that sends it (whom the desk names to kick)."""
         self.desk = UserDesk(config, senders)
-        self.senders_by_kind = {pool.kind: pool for pool in senders.values()}
         self._threads = ThreadPoolExecutor(max_workers=DESK_THREADS, thread_name_prefix="userdesk")
 
     def index_for(self, key: str) -> int:
@@ -66,8 +65,10 @@ class LocalUsers:
         """Synchronous twin of ``acall``, in the caller's thread (the SMS reconcile)."""
         return getattr(self.desk, method)(*args)
 
-    def stats(self) -> dict:
-        return self.desk.stats()
+    @property
+    def senders_by_kind(self) -> dict[str, NamedPool]:
+        """The sender pools the desk names in its kicks, by kind."""
+        return self.desk.pools_by_kind
 
 
 class UserStore:

@@ -74,7 +74,7 @@ class UserDesk:
         self.pools = pools or {}
         # Kinds that send several channels (the sender actor: satellite, email, SMS): their kicks say which.
         kinds = Counter(pool.kind for pool in self.pools.values())
-        self._pool_of_kind = {pool.kind: pool for pool in self.pools.values()}
+        self.pools_by_kind = {pool.kind: pool for pool in self.pools.values()}  # whom a Kick names, by kind
         self._shared_kinds = {kind for kind, channels in kinds.items() if channels > 1}
         self.policy = Policy.from_config(config)
         self.directory = Directory(config.email_domain, ttl=config.user_cache_seconds, policy=self.policy)
@@ -257,7 +257,7 @@ class UserDesk:
 
     def kick(self, to_kick: Kick, message_ids: list[int]) -> None:
         """Ask the right sender to deliver now. If none is up, the outbox sweep delivers later."""
-        to_kick.send(self._pool_of_kind[to_kick.kind], message_ids)
+        to_kick.send(self.pools_by_kind[to_kick.kind], message_ids)
 
     def dead_letter(self, key: str, sender: str, raw: str, reason: str, device_id: int | None = None) -> int:
         """Store an input that can never be delivered, so that its source may be acknowledged."""
