@@ -136,7 +136,8 @@ class RelaySessions:
     A sender sends many messages: a kept session spares a connect, EHLO, STARTTLS and login per message.
     At most ``keep`` idle sessions stay open, none longer than ``idle_seconds``; a kept session that the
     relay closed meanwhile fails at MAIL FROM, before anything was accepted, so the message simply goes
-    on a fresh session. ``send`` returns the relay's final reply to DATA (e.g. "2.0.0 Ok: queued as 4Xy7").
+    on a fresh session. ``send`` returns the relay's final reply to DATA (e.g. "2.0.0 Ok: queued as 4Xy7"), any
+    address in it masked (a relay often echoes the recipient; the reply is stored and logged as the remote id).
     """
 
     def __init__(
@@ -180,7 +181,10 @@ class RelaySessions:
             kind = "temporarily" if isinstance(exc, TemporaryDeliveryError) else "permanently"
             log.warning("relay send failed %s message_id=%s error=%s", kind, msg_id, _masked(exc))
             raise
-        log.info("relay accepted message_id=%s relay=%s:%s reply=%s", msg_id, self.host, self.port, _masked(reply))
+        # The reply is the message's remote id, which its own line (outbox/store.py) logs as sent: the addresses a
+        # relay may echo in it are masked there too. The Message-ID comes from the message's key (message_id).
+        reply = _masked(reply)
+        log.debug("relay accepted message_id=%s relay=%s:%s reply=%s", msg_id, self.host, self.port, reply)
         return reply
 
     def close(self) -> None:

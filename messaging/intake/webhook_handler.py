@@ -115,7 +115,8 @@ class WebhookHandler:
         if not result.stored:  # a temporary refusal (this number's hourly limit to the user): Twilio retries
             log.info("sms %s not stored (%s): answering 503", msg.idempotency_key, result.verdict.value)
             return Reply(503, "too many messages, try again later")
-        log.info("sms %s -> message %s (%s)", msg.idempotency_key, result.message_id, result.verdict.value)
+        # The message's own line (outbox/store.py) says it was stored; this one only ties the SID to its id.
+        log.debug("sms %s -> message %s (%s)", msg.idempotency_key, result.message_id, result.verdict.value)
         return Reply(200, EMPTY_TWIML, "text/xml")
 
     async def swarm(self, body: bytes, secret: str) -> Reply:

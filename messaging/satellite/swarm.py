@@ -284,7 +284,7 @@ class HiveClient:
     def ack(self, packet_id: int) -> None:
         """Acknowledge a fetched packet so the Hive stops returning it."""
         self._call("ack", "POST", f"/api/v1/messages/rxack/{int(packet_id)}")
-        logger.info("hive packet acked packet_id=%d", packet_id)
+        logger.debug("hive packet acked packet_id=%d", packet_id)  # its message's line said it was stored
 
     def send(self, *, device_type: int, device_id: int, user_application_id: int, data_b64: str) -> int:
         """Queue a cloud->device packet; returns the Hive packetId."""

@@ -347,7 +347,8 @@ class TwilioSender(_TwilioApi):
         sid = message.sid
         if not sid:
             raise TemporaryDeliveryError("Twilio accepted the message but returned no SID")
-        log.info("sms accepted by twilio sid=%s to=%s status=%s", sid, mask_phone(to), message.status)
+        # The message's own line (outbox/store.py) says it was sent, with this SID as its remote id.
+        log.debug("sms accepted by twilio sid=%s to=%s status=%s", sid, mask_phone(to), message.status)
         return sid
 
 

@@ -324,7 +324,7 @@ class _EchoingRelay:
         return f"250 2.0.0 Ok: queued as Q1 for <{envelope.rcpt_tos[0]}>"
 
 
-def test_log_lines_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(caplog):
+def test_log_lines_and_remote_id_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(caplog):
     from aiosmtpd.controller import Controller
 
     with socket.socket() as probe:
@@ -333,9 +333,9 @@ def test_log_lines_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(cap
     controller = Controller(_EchoingRelay(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        with caplog.at_level("INFO", logger="messaging.delivery.email_relay"):
+        with caplog.at_level("DEBUG", logger="messaging.delivery.email_relay"):
             ok = outbound(to="margaret.hill@example.org")
-            send_once(ok, host="127.0.0.1", port=port, timeout=10)
+            remote_id = send_once(ok, host="127.0.0.1", port=port, timeout=10)
             refused = outbound(to="nobody.here@example.org")
             with pytest.raises(PermanentDeliveryError):
                 send_once(refused, host="127.0.0.1", port=port, timeout=10)
@@ -347,3 +347,5 @@ def test_log_lines_mask_the_addresses_a_relay_echoes_and_keep_the_message_id(cap
     assert "margaret.hill@example.org" not in text and "nobody.here@example.org" not in text
     assert "m***@example.org" in text and "n***@example.org" in text
     assert str(ok["Message-ID"]).strip() in lines[0] and str(refused["Message-ID"]).strip() in lines[1]
+    # The reply is the message's remote id, stored and logged by the outbox as sent: masked too.
+    assert remote_id == "2.0.0 Ok: queued as Q1 for <m***@example.org>"

@@ -405,7 +405,7 @@ def test_inbox_failures_are_twilio_unavailable_without_the_full_number(fake: Fak
 
 
 def test_sender_logs_mask_the_number(fake: FakeTwilio, sender: TwilioSender, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="messaging.sms.twilio"):
+    with caplog.at_level(logging.DEBUG, logger="messaging.sms.twilio"):
         sender.send(from_=USER_NUMBER, to=FRIEND, body="z" * 2000)
     assert FRIEND not in caplog.text and "3456" in caplog.text
 
