@@ -127,7 +127,7 @@ class DevicePoller:
             except Exception as exc:  # stored already: the next poll sees it again and acks it then
                 log.warning("packet %s stored but not acked (%s); acking it next poll", packet_id, exc)
                 return False
-            return True  # (the network's client logs the ack)
+            return True  # (the network's client logs the ack, at DEBUG: the message's line said it was stored)
 
         return sum(await asyncio.gather(*(ack(packet_id) for packet_id in packet_ids)))
 
