@@ -214,6 +214,28 @@ def native_share(collapsed: str, leaves: tuple[str, ...] = NATIVE_LEAVES) -> flo
     return native / total if total else 0.0
 
 
+def package_of(frame: str) -> str:
+    """The package or module a py-spy frame's code is in: ``f (django/db/models/base.py:584)`` -> django,
+    ``f (threading.py:982)`` -> threading, ``f (<frozen abc>:106)`` -> abc; ours are messaging and web."""
+    where = frame.rpartition(" (")[2].rstrip(")").rpartition(":")[0]
+    if where.startswith("<frozen "):
+        return where[len("<frozen ") :].rstrip(">").split(".")[0]
+    return where.split("/")[0].removesuffix(".py") or "?"
+
+
+def package_shares(
+    collapsed: str, n: int = 10, skip_leaves: tuple[str, ...] = NATIVE_LEAVES
+) -> list[tuple[str, float]]:
+    """Self time by package (``package_of`` the innermost frame), as (package, share 0..1), biggest first; stacks
+    whose innermost frame starts with one of ``skip_leaves`` are left out, as in ``top_frames``."""
+    counts: Counter[str] = Counter()
+    for frames, samples in _stacks(collapsed):
+        if not frames[-1].startswith(skip_leaves):
+            counts[package_of(frames[-1])] += samples
+    total = sum(counts.values())
+    return [(name, count / total) for name, count in counts.most_common(n)] if total else []
+
+
 def top_frames(
     collapsed: str,
     n: int = 15,

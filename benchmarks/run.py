@@ -43,6 +43,7 @@ class Plan:
     poll_interval: float = 0.2
     abuse_limits: int = 0  # both hourly limits (DEVICE_OUTBOUND_PER_HOUR, INBOUND_PER_SENDER_PER_HOUR); 0: off
     profile: bool = False
+    profile_gil: bool = False  # the profile samples only the thread holding the GIL (--profile-gil)
     keep_workdirs: bool = False
 
     @classmethod
@@ -255,15 +256,16 @@ def run_round(plan: Plan, number: int, stamp: str, out_dir: Path) -> dict:
             lambda: scenarios.hive_poll(backend, groups["hive"], plan.hive_packets, f"{tag}h", min(plan.warmup, 10)),
         )
         describe("hive poll", add_net_of_idle(sc["hive_poll"], quiet))
-        if plan.profile and number == 1:
-            echo("  profiling extra loads with py-spy (not in the figures) ...")
+        if (plan.profile or plan.profile_gil) and number == 1:
+            what = "the threads holding the GIL" if plan.profile_gil else "every thread"
+            echo(f"  profiling extra loads with py-spy, {what} (not in the figures) ...")
             hive = scenarios.Load(plan.hive_packets, 1)
             extra = (("smtp", groups["smtp"], plan.smtp), ("webhook", groups["sms"], plan.webhook))
             for kind, group, load in (*extra, ("hive", groups["hive"], hive)):
                 sc[f"profile_{kind}"] = attempt(
                     f"profile {kind}",
                     lambda k=kind, g=group, spec=load: scenarios.profile_load(
-                        backend, k, g, spec, f"{tag}{k[0]}p", out_dir
+                        backend, k, g, spec, f"{tag}{k[0]}p", out_dir, gil=plan.profile_gil
                     ),
                 )
         info["messages"] = django_call(backend, "count")
@@ -292,6 +294,8 @@ def print_profile(profile: dict) -> None:
             continue
         echo(f"  {name}  (raw stacks: {prof['file']})")
         echo(f"    {prof['native_share'] * 100:.0f}% of samples in Ray's native loop; of the rest, self time:")
+        if prof.get("packages"):
+            echo("      by package: " + ", ".join(f"{name} {share * 100:.0f}%" for name, share in prof["packages"]))
         for frame, share in prof["self"][:8]:
             echo(f"      {share * 100:5.1f}%  {frame}")
         echo("    inclusive, our code:")
@@ -317,12 +321,19 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the actors under an extra SMTP, webhook and Hive load"
     )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="as --profile, sampling only the thread holding the GIL: where the actors' Python CPU goes",
+    )
     parser.add_argument("--keep-workdirs", action="store_true", help="keep each backend's data and Ray logs")
     args = parser.parse_args(argv)
     overrides = {
-        k: v for k, v in vars(args).items() if k not in ("quick", "profile", "keep_workdirs") and v is not None
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("quick", "profile", "profile_gil", "keep_workdirs") and v is not None
     }
-    overrides.update(profile=args.profile, keep_workdirs=args.keep_workdirs)
+    overrides.update(profile=args.profile, profile_gil=args.profile_gil, keep_workdirs=args.keep_workdirs)
     return Plan.quick(**overrides) if args.quick else Plan(**overrides)
 
 

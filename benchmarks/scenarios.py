@@ -26,7 +26,7 @@ from benchmarks import smtp_load, webhook_load
 from benchmarks.backend import PUBLIC_SMS_URL, Backend, StackMeter, actor_pids
 from benchmarks.bare_servers import free_port, start_bare, stop_process
 from benchmarks.cpu import cpu_figures
-from benchmarks.report import native_share, top_frames
+from benchmarks.report import native_share, package_shares, top_frames
 from messaging.core.codec import encode_from_device
 from messaging.core.pb import MessageDataPB_pb2 as pb
 from messaging.core.types import Protocol
@@ -318,13 +318,17 @@ PROFILED = {  # the actors each path runs through (every intake stores itself: n
 }
 
 
-def _start_spies(backend: Backend, classes: tuple[str, ...], out_dir: Path, label: str) -> dict:
+def _start_spies(backend: Backend, classes: tuple[str, ...], out_dir: Path, label: str, gil: bool = False) -> dict:
+    """py-spy on every actor of ``classes``: every thread's stack (waits included), or with ``gil`` only the thread
+    holding the GIL (where the Python CPU goes; native work with the GIL released, e.g. a SQLite commit, is not
+    seen)."""
     py_spy = Path(sys.executable).parent / "py-spy"
     spies = {}
     for cls in classes:
         for pid in actor_pids(backend, cls):
-            path = out_dir / f"profile-{label}-{cls}-{pid}.txt"
+            path = out_dir / f"profile{'-gil' if gil else ''}-{label}-{cls}-{pid}.txt"
             cmd = [str(py_spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--nonblocking"]
+            cmd += ["--gil"] if gil else []
             cmd += ["--output", str(path)]
             spies[f"{cls}-{pid}"] = (path, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     return spies
@@ -346,6 +350,7 @@ def _stop_spies(spies: dict) -> dict:
         profiles[name] = {
             "file": str(path),
             "native_share": native_share(collapsed),
+            "packages": package_shares(collapsed),
             "self": top_frames(collapsed, 12, leaf=True),
             "inclusive": top_frames(collapsed, 40, leaf=False),
             "ours": top_frames(collapsed, 12, leaf=False, focus="messaging/"),
@@ -353,11 +358,14 @@ def _stop_spies(spies: dict) -> dict:
     return profiles
 
 
-def profile_load(backend: Backend, kind: str, group: Group, load: Load, tag: str, out_dir: Path) -> dict:
-    """An extra load (not in the figures) with py-spy on the actors that serve it: where their time goes.
-    ``kind`` smtp or webhook: ``load`` to the devices; hive: ``load.count`` device packets out as email/SMS."""
+def profile_load(
+    backend: Backend, kind: str, group: Group, load: Load, tag: str, out_dir: Path, gil: bool = False
+) -> dict:
+    """An extra load (not in the figures) with py-spy on the actors that serve it: where their time goes (with
+    ``gil``: their Python CPU, see _start_spies). ``kind`` smtp or webhook: ``load`` to the devices; hive:
+    ``load.count`` device packets out as email/SMS."""
     fakes = Fakes(backend)
-    spies = _start_spies(backend, PROFILED[kind], out_dir, kind)
+    spies = _start_spies(backend, PROFILED[kind], out_dir, kind, gil)
     try:
         if kind == "hive":
             base = fakes.routed()

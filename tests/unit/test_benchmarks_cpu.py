@@ -11,7 +11,7 @@ import pytest
 from benchmarks.backend import backend_env
 from benchmarks.cpu import EXITED, ProcSample, cpu_by_title, cpu_figures, net_of_idle_ms, shares_text
 from benchmarks.remotes import Endpoints
-from benchmarks.report import TARGETS, path_table, summarise
+from benchmarks.report import TARGETS, package_of, package_shares, path_table, summarise
 from benchmarks.run import flatten, process_lines
 from messaging.runtime.config import Config, WebSettings
 from messaging.sandbox.stack import sandboxed
@@ -168,3 +168,20 @@ def test_the_abuse_limits_are_off_unless_asked_for(tmp_path):
     env = backend_env(tmp_path, {"smtp": 2600, "serve": 8600}, 2, 0.2, endpoints(tmp_path), abuse_limits=10**6)
     on = Config.from_env(env)
     assert (on.device_outbound_per_hour, on.inbound_per_sender_per_hour) == (10**6, 10**6)
+
+
+def test_profile_self_time_by_package_leaves_rays_native_loop_out():
+    assert package_of("BaseDatabaseWrapper._commit (django/db/backends/base/base.py:303)") == "django"
+    assert package_of("Thread.run (threading.py:982)") == "threading"
+    assert package_of("ABCMeta.__new__ (<frozen abc>:106)") == "abc"
+    assert package_of("record_many (messaging/outbox/store.py:135)") == "messaging"
+    collapsed = "\n".join(
+        [
+            "main (x.py:1);Worker.main_loop (ray/_private/worker.py:1069) 50",
+            "run (x.py:1);record_many (messaging/outbox/store.py:135) 30",
+            "run (x.py:1);_commit (django/db/backends/base/base.py:303) 10",
+            "run (x.py:1);execute (django/db/backends/sqlite3/base.py:360) 50",
+            "run (x.py:1);write (asyncio/streams.py:343) 10",
+        ]
+    )
+    assert package_shares(collapsed) == [("django", 0.6), ("messaging", 0.3), ("asyncio", 0.1)]
