@@ -161,6 +161,48 @@ def test_record_many_stores_a_batch_in_order_and_each_key_once(make_user):
     assert outbox.record_many([]) == []
 
 
+def test_insert_rows_stores_what_bulk_create_stores(make_user):
+    """The store's own INSERT writes every column as Django's bulk_create would (defaults, auto_now, each
+    field's conversion), so no column is forgotten or written in another form."""
+    user = make_user()
+    msg = CombinedMessage(
+        direction=Direction.FROM_DEVICE,
+        protocol=Protocol.SMS,
+        sender="device 7",
+        recipient="+15005550006",
+        text="at the hut",
+        idempotency_key="unused",
+        subject="re: plans",
+        external_id="ext-1",
+        authentication="spf=pass",
+        latitude=46.5,
+        longitude=-121.25,
+        location_cep_km=2.5,
+    )
+    ours, django_s = (
+        outbox._new_row(outbox.ToRecord(msg, user_id=user.id, device_id=user.devices.get().id, accepted=accepted))
+        for accepted in (True, True)
+    )
+    ours.idempotency_key, django_s.idempotency_key = "ours", "django"
+    outbox.insert_rows([ours])
+    Message.objects.bulk_create([django_s])
+    assert ours.id and Message.objects.get(id=ours.id).idempotency_key == "ours"
+    a, b = (Message.objects.filter(idempotency_key=key).values().get() for key in ("ours", "django"))
+    for stamp in ("created_at", "updated_at", "next_attempt_at"):
+        assert abs(a.pop(stamp) - b.pop(stamp)) < timedelta(seconds=5), stamp
+    for column in ("id", "idempotency_key"):
+        a.pop(column), b.pop(column)
+    assert a == b
+
+
+def test_insert_rows_gives_each_row_its_own_id_past_the_databases_parameter_limit(make_user):
+    user = make_user()
+    rows = [outbox._new_row(to_record(user, f"many{n}")) for n in range(150)]  # SQLite: 999 parameters a statement
+    outbox.insert_rows(rows)
+    stored = dict(Message.objects.filter(idempotency_key__startswith="many").values_list("idempotency_key", "id"))
+    assert len(stored) == 150 and {row.idempotency_key: row.id for row in rows} == stored
+
+
 def test_claim_many_returns_exactly_what_it_won(make_user):
     user = make_user()
     ids = [r.message_id for r in outbox.record_many([to_record(user, f"c{n}") for n in range(4)])]
