@@ -293,7 +293,7 @@ def create_member(kind: ActorKind, idx: int, config: Config, pools: dict[str, Na
 def start_actors(
     config: Config,
     echo: Callable[[str], None] = print,
-    timeout: float = 120.0,
+    timeout: float | None = None,
     pools: dict[str, NamedPool] | None = None,
 ) -> Stack:
     """Start POOL_SIZE actors of each kind and wait until each is up (a line per kind as it is).
@@ -303,17 +303,20 @@ def start_actors(
     sweep the outbox for whatever intake stored meanwhile."""
     stack = Stack(config=config, pools=pools or make_pools(config))
     publish_config(config)
+    timeout = config.actor_start_timeout if timeout is None else timeout
     started = time.monotonic()
     for wave in EARLY, LATER:
         _start_kinds(stack, wave, echo, started + timeout)
     return stack
 
 
-def start_stack(config: Config, echo: Callable[[str], None] = print, timeout: float = 120.0) -> Stack:
+def start_stack(config: Config, echo: Callable[[str], None] = print, timeout: float | None = None) -> Stack:
     """The whole stack, intake first: the Serve app (with the admin) deploys while the mail servers start; once
-    those answer, the senders start. Returns once all are up."""
+    those answer, the senders start. Returns once all are up, else :class:`ActorsNotUp` after ``timeout`` (default
+    ACTOR_START_TIMEOUT)."""
     stack = Stack(config=config, pools=make_pools(config))
     publish_config(config)
+    timeout = config.actor_start_timeout if timeout is None else timeout
     started = time.monotonic()
     deploying = Deploying(_run_serve_app.remote(config, sender_pools(stack.pools), True), started)
     _start_kinds(stack, EARLY, echo, started + timeout)
@@ -337,7 +340,7 @@ def _start_kinds(stack: Stack, kinds: tuple[ActorKind, ...], echo: Callable[[str
     while starting:
         ready, _ = ray.wait(list(starting), num_returns=1, timeout=max(deadline - time.monotonic(), 0))
         if not ready:
-            raise ray.exceptions.GetTimeoutError(f"actors not up in time: {', '.join(sorted(set(starting.values())))}")
+            raise ActorsNotUp(sorted(set(starting.values())), time.monotonic() - started)
         for ref in ready:
             ray.get(ref)  # a constructor or start() that failed raises here
             name = starting.pop(ref)
@@ -397,6 +400,26 @@ def _shutdown_serve() -> None:
     from ray import serve  # Serve's client library only in this short-lived task (see _run_serve_app)
 
     serve.shutdown()
+
+
+class ActorsNotUp(RuntimeError):
+    """Members of these kinds (names) were not up before the start-up's deadline (e.g. a mail server that cannot
+    bind its port retries, and says why in its log)."""
+
+    def __init__(self, kinds: list[str], waited: float) -> None:
+        super().__init__(f"{', '.join(kinds)} not up after {waited:.0f} s")
+        self.kinds, self.waited = kinds, waited
+
+
+def actors_failure(exc: ActorsNotUp, smtp: str, smtp_taken: bool | None, logs: str) -> str:
+    """The one line runbackend ends with when actors did not come up: which, and the likely cause. ``smtp``: the
+    mail servers' address; ``smtp_taken``: whether another process holds it (None: not checked, a cluster)."""
+    head = f"{' and '.join(exc.kinds)} not up after {exc.waited:.0f} s"
+    if "mailserver" in exc.kinds and smtp_taken:
+        return f"{head}: SMTP port {smtp} is taken by another process (SMTP_LISTEN_PORT); see {logs}"
+    if "mailserver" in exc.kinds and smtp_taken is None:
+        return f"{head}: is SMTP port {smtp} taken on the Ray nodes? see {logs}"
+    return f"{head}; see {logs}"
 
 
 class IngressNotAnswering(RuntimeError):

@@ -273,6 +273,9 @@ class Config:
     serve_haproxy_metrics_port: int = 9101
     # runbackend: seconds for Serve to deploy and its HTTP ingress to answer GET /healthz, else it stops and exits 1.
     serve_start_timeout: float = 60.0
+    # runbackend: seconds from the start for every actor (the mail servers first, then the senders) to be up, else it
+    # stops and exits 1 (a mail server that cannot bind its port retries every 30 s meanwhile).
+    actor_start_timeout: float = 120.0
     # Sandbox: local fakes for the remote services that have no credentials ("auto"), all ("1") or none ("0").
     sandbox: str = "auto"
     sandbox_hive_port: int = 8790

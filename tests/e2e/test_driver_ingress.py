@@ -1,5 +1,6 @@
-"""runbackend with a local Ray: Serve's HTTP ingress not coming up is one clear line and a clean exit; a driver
-stopped with SIGTERM or killed with SIGKILL leaves no process and no port behind, so a fresh start works.
+"""runbackend with a local Ray: Serve's HTTP ingress or the mail servers not coming up is one clear line and a clean
+exit; a driver stopped with SIGTERM or killed with SIGKILL leaves no process and no port behind, so a fresh start
+works.
 
 Each test runs ``manage.py runbackend`` as a subprocess with a Ray of its own (the file's name sorts before the
 tests that start the shared session Ray, so the two do not run at once).
@@ -39,6 +40,28 @@ def test_a_taken_haproxy_port_is_one_line_and_an_exit_that_leaves_nothing(tmp_pa
         assert f"port {stats} (HAProxy stats) is taken" in last, last
         assert "Stopping what was started" in out
         assert_nothing_left(backend, [p for p in stack_ports(env) if p != stats])
+    finally:
+        squatter.close()
+        backend.kill_all()
+
+
+def test_a_taken_smtp_port_is_one_line_and_an_exit_that_leaves_nothing(tmp_path):
+    env = backend_env(tmp_path / "data", ACTOR_START_TIMEOUT="15")
+    smtp = int(env["SMTP_LISTEN_PORT"])
+    squatter = socket.socket()  # "another mail server" on the SMTP port, on every address
+    squatter.bind(("", smtp))
+    squatter.listen()
+    backend = Backend(env, tmp_path / "runbackend.log")
+    try:
+        code = backend.wait(timeout=240)
+        out = backend.output
+        assert code != 0, out[-3000:]
+        last = out.strip().splitlines()[-1]
+        assert "mailserver not up after" in last, out[-3000:]
+        assert f":{smtp} is taken by another process (SMTP_LISTEN_PORT)" in last, last
+        assert "Traceback" not in out, out[-3000:]
+        assert "Stopping what was started" in out
+        assert_nothing_left(backend, [p for p in stack_ports(env) if p != smtp])
     finally:
         squatter.close()
         backend.kill_all()

@@ -8,7 +8,13 @@ import subprocess
 import sys
 
 from messaging.operations.haproxy_admin import bind_admin_listeners, config_path, launcher_text
-from messaging.operations.launch import IngressNotAnswering, ingress_failure, serve_failure_detail
+from messaging.operations.launch import (
+    ActorsNotUp,
+    IngressNotAnswering,
+    actors_failure,
+    ingress_failure,
+    serve_failure_detail,
+)
 from messaging.operations.reaper import descendants, still_running
 from tests.paths import REPO_ROOT
 
@@ -81,6 +87,19 @@ def test_the_failure_line_names_the_taken_port_else_the_candidates():
     assert line.startswith("HTTP ingress not answering on 127.0.0.1:8000 after 60 s (ConnectionRefusedError")
     assert "is port 8000 (HTTP) or 9101 (HAProxy metrics) taken? see the Serve logs" in line
     assert "\n" not in line
+
+
+def test_the_actors_failure_line_names_a_taken_smtp_port():
+    late = ActorsNotUp(["mailserver"], 120.4)
+    assert actors_failure(late, "0.0.0.0:25", True, "the actors' output in /tmp/ray/logs/") == (
+        "mailserver not up after 120 s: SMTP port 0.0.0.0:25 is taken by another process (SMTP_LISTEN_PORT); "
+        "see the actors' output in /tmp/ray/logs/"
+    )
+    assert actors_failure(late, "0.0.0.0:25", None, "their logs") == (
+        "mailserver not up after 120 s: is SMTP port 0.0.0.0:25 taken on the Ray nodes? see their logs"
+    )
+    assert actors_failure(late, "0.0.0.0:25", False, "their logs") == "mailserver not up after 120 s; see their logs"
+    assert actors_failure(ActorsNotUp(["sender"], 9.0), "0.0.0.0:25", True, "x") == "sender not up after 9 s; see x"
 
 
 def test_serve_failure_detail_picks_haproxys_bind_error():

@@ -17,7 +17,9 @@ from messaging.operations import reaper
 from messaging.operations.activity import activity_line, read_counters
 from messaging.operations.console import default_log_file, ray_logs_dir, route_driver_logs
 from messaging.operations.launch import (
+    ActorsNotUp,
     IngressNotAnswering,
+    actors_failure,
     connect_ray,
     disconnect_ray,
     ingress_failure,
@@ -68,10 +70,11 @@ class Command(BaseCommand):
         try:
             connect_ray(config, worker_env(), echo)
             signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init puts a handler of its own that aborts
-            where = "on the Ray nodes in " if joined else ""
+            where = "on the Ray nodes " if joined else ""
+            self._ray_logs = f"{where}in {ray_logs_dir()}/"
             echo(
                 f"Logs: this driver's in {log_file}; each message's state changes (messages-*.log), Ray's, "
-                f"Serve's and HAProxy's {where}{ray_logs_dir()}/"
+                f"Serve's and HAProxy's {self._ray_logs}"
             )
             echo("Actors:")
             start_stack(config, echo)
@@ -79,7 +82,7 @@ class Command(BaseCommand):
             self._report_activity(config)
         except KeyboardInterrupt:
             pass
-        except (IngressNotAnswering, ConfigError) as exc:  # e.g. a Ray node lacks the driver's secrets
+        except (IngressNotAnswering, ActorsNotUp, ConfigError) as exc:  # e.g. a Ray node lacks the driver's secrets
             failure = exc
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -138,6 +141,10 @@ class Command(BaseCommand):
         echo("Stopped.")
 
     def _failure_line(self, config, failure, joined: bool) -> str:
+        if isinstance(failure, ActorsNotUp):  # checked once what was started has stopped: another process's port
+            smtp = f"{config.smtp_listen_host or '0.0.0.0'}:{config.smtp_listen_port}"
+            taken = None if joined else port_is_taken(config.smtp_listen_host, config.smtp_listen_port)
+            return actors_failure(failure, smtp, taken, f"the actors' output {getattr(self, '_ray_logs', '')}".rstrip())
         ports = ingress_ports(config)
         if joined:  # the ports are on the cluster's nodes: name the likely ones
             logs = "the Serve logs (/tmp/ray/session_latest/logs/serve/ on the Ray nodes)"
