@@ -70,11 +70,11 @@ class Command(BaseCommand):
         try:
             connect_ray(config, worker_env(), echo)
             signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init puts a handler of its own that aborts
-            where = "on the Ray nodes " if joined else ""
-            self._ray_logs = f"{where}in {ray_logs_dir()}/"
+            where = "on the Ray nodes in " if joined else ""
+            self._ray_logs = f"{'on the Ray nodes ' if joined else ''}in {ray_logs_dir()}/"
             echo(
                 f"Logs: this driver's in {log_file}; each message's state changes (messages-*.log), Ray's, "
-                f"Serve's and HAProxy's {self._ray_logs}"
+                f"Serve's and HAProxy's {where}{ray_logs_dir()}/"
             )
             echo("Actors:")
             start_stack(config, echo)
