@@ -415,9 +415,10 @@ def actors_failure(exc: ActorsNotUp, smtp: str, smtp_taken: bool | None, logs: s
     """The one line runbackend ends with when actors did not come up: which, and the likely cause. ``smtp``: the
     mail servers' address; ``smtp_taken``: whether another process holds it (None: not checked, a cluster)."""
     head = f"{' and '.join(exc.kinds)} not up after {exc.waited:.0f} s"
-    if "mailserver" in exc.kinds and smtp_taken:
+    listening = any(kind.listens for kind in KINDS if kind.name in exc.kinds)  # the mail servers
+    if listening and smtp_taken:
         return f"{head}: SMTP port {smtp} is taken by another process (SMTP_LISTEN_PORT); see {logs}"
-    if "mailserver" in exc.kinds and smtp_taken is None:
+    if listening and smtp_taken is None:
         return f"{head}: is SMTP port {smtp} taken on the Ray nodes? see {logs}"
     return f"{head}; see {logs}"
 

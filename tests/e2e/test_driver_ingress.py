@@ -24,47 +24,40 @@ def assert_nothing_left(backend: Backend, ports: list[int]) -> None:
     wait_until(lambda: all(port_free(p) for p in ports), timeout=30, interval=0.5, what="the stack's ports to free")
 
 
-def test_a_taken_haproxy_port_is_one_line_and_an_exit_that_leaves_nothing(tmp_path):
-    env = backend_env(tmp_path / "data", SERVE_START_TIMEOUT="25")
-    stats = int(env["SERVE_HAPROXY_STATS_PORT"])
-    squatter = socket.socket()  # "another service" on HAProxy's stats port
-    squatter.bind(("127.0.0.1", stats))
+def last_line_with_a_port_taken(tmp_path, env: dict[str, str], port: int, host: str) -> tuple[str, str]:
+    """runbackend with another process on ``port`` (bound on ``host``): it must exit non-zero after stopping what it
+    started, leaving no process and none of its other ports. Returns its last line and its whole output."""
+    squatter = socket.socket()  # "another service" on the port
+    squatter.bind((host, port))
     squatter.listen()
     backend = Backend(env, tmp_path / "runbackend.log")
     try:
         code = backend.wait(timeout=240)
         out = backend.output
         assert code != 0, out[-3000:]
-        last = out.strip().splitlines()[-1]
-        assert "HTTP ingress not answering on 127.0.0.1:" in last, out[-3000:]
-        assert f"port {stats} (HAProxy stats) is taken" in last, last
         assert "Stopping what was started" in out
-        assert_nothing_left(backend, [p for p in stack_ports(env) if p != stats])
+        assert_nothing_left(backend, [p for p in stack_ports(env) if p != port])
+        return out.strip().splitlines()[-1], out
     finally:
         squatter.close()
         backend.kill_all()
+
+
+def test_a_taken_haproxy_port_is_one_line_and_an_exit_that_leaves_nothing(tmp_path):
+    env = backend_env(tmp_path / "data", SERVE_START_TIMEOUT="25")
+    stats = int(env["SERVE_HAPROXY_STATS_PORT"])
+    last, out = last_line_with_a_port_taken(tmp_path, env, stats, "127.0.0.1")
+    assert "HTTP ingress not answering on 127.0.0.1:" in last, out[-3000:]
+    assert f"port {stats} (HAProxy stats) is taken" in last, last
 
 
 def test_a_taken_smtp_port_is_one_line_and_an_exit_that_leaves_nothing(tmp_path):
     env = backend_env(tmp_path / "data", ACTOR_START_TIMEOUT="15")
     smtp = int(env["SMTP_LISTEN_PORT"])
-    squatter = socket.socket()  # "another mail server" on the SMTP port, on every address
-    squatter.bind(("", smtp))
-    squatter.listen()
-    backend = Backend(env, tmp_path / "runbackend.log")
-    try:
-        code = backend.wait(timeout=240)
-        out = backend.output
-        assert code != 0, out[-3000:]
-        last = out.strip().splitlines()[-1]
-        assert "mailserver not up after" in last, out[-3000:]
-        assert f":{smtp} is taken by another process (SMTP_LISTEN_PORT)" in last, last
-        assert "Traceback" not in out, out[-3000:]
-        assert "Stopping what was started" in out
-        assert_nothing_left(backend, [p for p in stack_ports(env) if p != smtp])
-    finally:
-        squatter.close()
-        backend.kill_all()
+    last, out = last_line_with_a_port_taken(tmp_path, env, smtp, "")  # on every address
+    assert "mailserver not up after" in last, out[-3000:]
+    assert f":{smtp} is taken by another process (SMTP_LISTEN_PORT)" in last, last
+    assert "Traceback" not in out, out[-3000:]
 
 
 def test_sigkill_then_sigterm_of_the_driver_leave_nothing_and_a_fresh_start_works(tmp_path):

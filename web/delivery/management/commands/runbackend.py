@@ -70,11 +70,10 @@ class Command(BaseCommand):
         try:
             connect_ray(config, worker_env(), echo)
             signal.signal(signal.SIGTERM, _interrupt)  # again: ray.init puts a handler of its own that aborts
-            where = "on the Ray nodes in " if joined else ""
-            self._ray_logs = f"{'on the Ray nodes ' if joined else ''}in {ray_logs_dir()}/"
+            self._ray_logs = f"{'on the Ray nodes in ' if joined else ''}{ray_logs_dir()}/"
             echo(
                 f"Logs: this driver's in {log_file}; each message's state changes (messages-*.log), Ray's, "
-                f"Serve's and HAProxy's {where}{ray_logs_dir()}/"
+                f"Serve's and HAProxy's {self._ray_logs}"
             )
             echo("Actors:")
             start_stack(config, echo)
@@ -144,7 +143,8 @@ class Command(BaseCommand):
         if isinstance(failure, ActorsNotUp):  # checked once what was started has stopped: another process's port
             smtp = f"{config.smtp_listen_host or '0.0.0.0'}:{config.smtp_listen_port}"
             taken = None if joined else port_is_taken(config.smtp_listen_host, config.smtp_listen_port)
-            return actors_failure(failure, smtp, taken, f"the actors' output {getattr(self, '_ray_logs', '')}".rstrip())
+            where = getattr(self, "_ray_logs", "")
+            return actors_failure(failure, smtp, taken, f"the actors' output{'' if joined else ' in'} {where}".rstrip())
         ports = ingress_ports(config)
         if joined:  # the ports are on the cluster's nodes: name the likely ones
             logs = "the Serve logs (/tmp/ray/session_latest/logs/serve/ on the Ray nodes)"
