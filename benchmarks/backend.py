@@ -165,7 +165,7 @@ def stack_processes(backend: Backend) -> list[psutil.Process]:
 
 
 def process_title(p: psutil.Process) -> str:
-    """A short name: ``ray::SenderActor`` for Ray workers, else the program (and script) name."""
+    """A short name: ``ray::CourierActor`` for Ray workers, else the program (and script) name."""
     try:
         cmd = p.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):

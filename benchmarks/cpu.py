@@ -2,7 +2,7 @@
 
 A sample of a process is its own user+system CPU seconds and its ``children`` CPU seconds (the user+system time of
 its terminated children that it waited for, and of theirs: psutil's ``children_user + children_system``), with
-its parent pid and a title (``ray::SenderActor``, ``raylet``, ...). Processes are keyed by (pid, start time), so a
+its parent pid and a title (``ray::CourierActor``, ``raylet``, ...). Processes are keyed by (pid, start time), so a
 reused pid is another process.
 
 Over a window from a snapshot ``before`` to a snapshot ``after`` (every stack process alive at each moment), with
@@ -96,6 +96,6 @@ def net_of_idle_ms(figures: Mapping, idle_cores: float | None) -> float | None:
 
 
 def shares_text(by_title_ms: Mapping[str, float | None], n: int = 6) -> str:
-    """``ray::MailServerActor 3.1, ray::SenderActor 1.5, ...``: the ``n`` biggest shares (ms per message)."""
+    """``ray::CourierActor 3.1, ray::ServeReplica 1.5, ...``: the ``n`` biggest shares (ms per message)."""
     items = [(t, v) for t, v in by_title_ms.items() if v is not None and abs(v) >= 0.05][:n]
     return ", ".join(f"{title} {value:.1f}" for title, value in items)

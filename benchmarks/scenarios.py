@@ -312,9 +312,9 @@ def hive_poll(backend: Backend, group: Group, count: int, tag: str, warmup: int)
 
 
 PROFILED = {  # the actors each path runs through (every intake stores itself: no user actors since 2026-11-25)
-    "smtp": ("MailServerActor", "SenderActor"),
-    "webhook": ("ServeReplica", "ProxyActor", "SenderActor"),
-    "hive": ("SenderActor",),
+    "smtp": ("CourierActor",),
+    "webhook": ("ServeReplica", "ProxyActor", "CourierActor"),
+    "hive": ("CourierActor",),
 }
 
 

@@ -1,11 +1,10 @@
-"""The sender actor: every message that leaves us, in one process per pool member: to devices over their
-satellite network, and from devices as email (relay) and SMS (Twilio). It also polls the satellite networks for
-device packets (``intake/satellite_poll.py``), and its first member reconciles inbound SMS with Twilio
-(``intake/sms_reconcile.py``).
+"""The senders: every message that leaves us: to devices over their satellite network, and from devices as email
+(relay) and SMS (Twilio). ``Senders`` also polls the satellite networks for device packets
+(``intake/satellite_poll.py``), and on member 0 reconciles inbound SMS with Twilio (``intake/sms_reconcile.py``).
 
 Each channel is a ``SenderBase`` (logic, testable without Ray) with a queue and claims of its own; one sweep
-covers them all. One process instead of one per kind of sender: a Ray worker process is about 100 MB before any
-work, and these are idle most of the time.
+covers them all. They run in the process of each pool member, the courier (``operations/courier.py``), beside its
+mail server: a Ray worker process is about 115 MB before any work, and these are idle most of the time.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
-
-import ray
 
 from messaging.core.errors import PermanentDeliveryError
 from messaging.core.location import with_position
@@ -26,9 +23,8 @@ from messaging.delivery.email_relay import RelaySessions, build_outbound
 from messaging.delivery.satellite import SatelliteBase
 from messaging.intake.satellite_poll import DevicePoller
 from messaging.intake.sms_reconcile import Reconciler, pool_store
-from messaging.intake.user_store import LocalUsers, UserStore
+from messaging.intake.user_store import UserStore
 from messaging.runtime.config import Config
-from messaging.runtime.pool import NamedPool
 from messaging.sms.twilio import TwilioSender
 
 if TYPE_CHECKING:
@@ -106,11 +102,12 @@ class Senders(SenderShell):
     """Every sender in one process: a kick names its channel (``deliver_many(ids, "mailout")``), each channel has
     its queue and claims, one sweep covers all. With ``users`` (where messages are stored: ``LocalUsers``) it also
     polls the satellite networks (this member's share of the packets) and, as member 0, reconciles inbound SMS.
-    The Ray actor is ``SenderActor``."""
+    ``more_threads``: threads the event loop's default pool keeps for others of the process (``asyncio.to_thread``).
+    The Ray actor is the courier's (``operations/courier.py``)."""
 
     _reconciling = False
 
-    def __init__(self, config: Config, users: Any = None, index: int = 0):
+    def __init__(self, config: Config, users: Any = None, index: int = 0, more_threads: int = 0):
         satellite = SatelliteBase(config)
         self.senders = (satellite, MailOutSender(config), SmsSender(config))
         self.index = index
@@ -118,7 +115,8 @@ class Senders(SenderShell):
         # sweep. Its default pool (CPUs + 4) would let one channel's slow remote hold up another channel.
         polled = sum(1 for network in satellite.networks.values() if network.polled)
         loop = asyncio.get_running_loop()
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=len(self.senders) * RUNNERS + 1 + polled + 1))
+        threads = len(self.senders) * RUNNERS + 1 + polled + 1 + more_threads
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=threads))
         self.poller: DevicePoller | None = None
         if users is not None:
             # Kicks for stored packets: this member's own lanes take theirs without a Ray call.
@@ -167,12 +165,3 @@ class Senders(SenderShell):
         if self.poller is not None:
             stats.update(polling=self.poller.polling, polled=self.poller.polled)
         return stats
-
-
-@ray.remote(max_restarts=-1, max_task_retries=3)
-class SenderActor(Senders):
-    """``senders``: the sender pools by channel, whom this member's user desk names to kick (None: it only
-    sends, it neither polls nor reconciles)."""
-
-    def __init__(self, config: Config, senders: dict[Channel, NamedPool] | None = None, index: int = 0):
-        Senders.__init__(self, config, LocalUsers(config, senders) if senders is not None else None, index)

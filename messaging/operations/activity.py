@@ -19,11 +19,11 @@ from messaging.runtime.pool import member_name
 
 # (kind, counter in its stats, words on the console)
 COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("mailserver", "accepted", "emails taken in"),
-    ("sender", "polled", "device packets fetched"),
-    ("sender", "satellite_delivered", "sent to devices"),
-    ("sender", "mailout_delivered", "emails sent"),
-    ("sender", "sms_delivered", "texts sent"),
+    ("courier", "accepted", "emails taken in"),
+    ("courier", "polled", "device packets fetched"),
+    ("courier", "satellite_delivered", "sent to devices"),
+    ("courier", "mailout_delivered", "emails sent"),
+    ("courier", "sms_delivered", "texts sent"),
 )
 
 

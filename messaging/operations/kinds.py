@@ -20,13 +20,8 @@ Pools = dict[str, NamedPool]
 
 
 def _with_senders_and_index(config: Config, pools: Pools, idx: int) -> tuple:
-    """The config, the pools the member's user desk names to kick (by channel) and the member's index."""
+    """The config, the pools the member's user desks name to kick (by channel) and the member's index."""
     return (config, sender_pools(pools), idx)
-
-
-def _with_senders(config: Config, pools: Pools, idx: int) -> tuple:
-    """The config and the pools the intake's user desk names to kick (by channel)."""
-    return (config, sender_pools(pools))
 
 
 @dataclass(frozen=True)
@@ -38,7 +33,7 @@ class ActorKind:
     busy_stats: tuple[str, ...] = ("in_flight",)  # stats that count work in hand (a True counts 1)
     sweeps: bool = True  # start(sweep_interval) starts its outbox sweep; else ping() shows it is up
     listens: bool = False  # owns a listening socket: start() waits for it, stop() closes it before a kill
-    early: bool = False  # started in the first wave: what intake needs to answer (the mail servers)
+    early: bool = False  # started in the first wave: what intake needs to answer (the couriers' mail servers)
     channels: tuple[Channel, ...] = ()  # the outbox channels its members send (a kick names one of them)
 
     def actor_class(self) -> Any:
@@ -53,10 +48,10 @@ class ActorKind:
 
     def start(self, handle: Any, config: Config) -> Any:
         """The call whose answer means the member is up (an ObjectRef)."""
+        if self.sweeps:  # one that listens too answers once its socket listens as well
+            return handle.start.remote(config.outbox_sweep_interval)
         if self.listens:
             return handle.start.remote()
-        if self.sweeps:
-            return handle.start.remote(config.outbox_sweep_interval)
         return handle.ping.remote()
 
     def load(self, stats: dict) -> int:
@@ -65,32 +60,28 @@ class ActorKind:
 
 
 KINDS: tuple[ActorKind, ...] = (  # stopped in the reverse order (intake first); started early ones first
-    ActorKind(  # every message out (to devices, email and SMS from devices) and the satellite poll
-        "sender",
-        "messaging.delivery.senders:SenderActor",
+    ActorKind(  # SMTP intake, and every message out (to devices, email and SMS from devices), and the satellite poll
+        "courier",
+        "messaging.operations.courier:CourierActor",
         _with_senders_and_index,  # member idx polls its share of the device packets; member 0 reconciles SMS
-        drain_rank=1,  # after the mail servers: stops polling, and sends what it has in hand
-        busy_stats=("in_flight", "polling"),  # a satellite poll under way
-        channels=(Channel.SATELLITE, Channel.MAILOUT, Channel.SMS),
-    ),
-    ActorKind(
-        "mailserver",
-        "messaging.intake.smtp.server:MailServerActor",
-        _with_senders,
-        drain_rank=0,
-        busy_stats=("in_flight", "sessions"),  # SMTP sessions open
-        sweeps=False,
+        drain_rank=0,  # its mail server stops taking sessions, then its senders stop polling and sweeping
+        busy_stats=("in_flight", "sessions", "polling"),  # stored or sent now, SMTP sessions open, a poll under way
         listens=True,
-        early=True,
+        early=True,  # up as soon as SMTP answers; Serve deploys meanwhile
+        channels=(Channel.SATELLITE, Channel.MAILOUT, Channel.SMS),
     ),
 )
 KIND_NAMES: tuple[str, ...] = tuple(kind.name for kind in KINDS)
 BY_NAME: dict[str, ActorKind] = {kind.name: kind for kind in KINDS}
 DRAIN_ORDER: tuple[ActorKind, ...] = tuple(sorted(KINDS, key=lambda kind: kind.drain_rank))
 # Kinds earlier versions ran: an upgrade retires their members once the new kinds and Serve are up, and stop removes
-# any left. The "sender" kind took the satellite and outbound senders' work; every intake now stores with a user
-# desk of its own, in its own process, so the "user" actors' too.
-RETIRED_KIND_NAMES: tuple[str, ...] = ("user", "satellite", "outbound", "mailout", "sms")
+# any left. The courier runs a mail server and the senders in one process (it took the "mailserver" and "sender"
+# kinds' work; "sender" had taken the satellite and outbound senders'); every intake now stores with a user desk of
+# its own, in its own process, so the "user" actors' too.
+RETIRED_KIND_NAMES: tuple[str, ...] = ("user", "satellite", "outbound", "mailout", "sms", "sender", "mailserver")
+# Of those, the ones that listen on the SMTP port (beside the couriers, SO_REUSEPORT): retired with their listening
+# socket closed first, so the kernel hands new connections to the couriers instead of to a mail server saying 421.
+RETIRED_LISTENING: frozenset[str] = frozenset({"mailserver"})
 SENDER_KIND: dict[Channel, str] = {channel: kind.name for kind in KINDS for channel in kind.channels}
 
 

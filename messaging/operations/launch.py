@@ -247,7 +247,7 @@ def placement_name(config: Config, kind: str) -> str:
 def pool_placement(config: Config, kind: str):
     """The pool's placement group: one bundle per member, SPREAD over the nodes.
 
-    So members land on different nodes where there are several (a mail server per node: the SMTP Service
+    So members land on different nodes where there are several (a courier per node: the SMTP Service
     forwards port 25 to one port per pod), and when a node dies Ray moves its bundles - and the members
     restarting in them - to the nodes that are left (a soft spread, so fewer nodes than members is fine).
     """
@@ -299,8 +299,8 @@ def start_actors(
     """Start POOL_SIZE actors of each kind and wait until each is up (a line per kind as it is).
 
     In two waves, so that intake answers soonest (Ray starts a node's worker processes a few at a time): first
-    the mail servers (``ActorKind.early``), then the senders, which
-    sweep the outbox for whatever intake stored meanwhile."""
+    the kinds that take intake (``ActorKind.early``: the couriers), then any other, which sweep the outbox for
+    whatever intake stored meanwhile."""
     stack = Stack(config=config, pools=pools or make_pools(config))
     publish_config(config)
     timeout = config.actor_start_timeout if timeout is None else timeout
@@ -311,9 +311,9 @@ def start_actors(
 
 
 def start_stack(config: Config, echo: Callable[[str], None] = print, timeout: float | None = None) -> Stack:
-    """The whole stack, intake first: the Serve app (with the admin) deploys while the mail servers start; once
-    those answer, the senders start. Returns once all are up, else :class:`ActorsNotUp` after ``timeout`` (default
-    ACTOR_START_TIMEOUT)."""
+    """The whole stack, intake first: the Serve app (with the admin) deploys while the couriers start (each up once
+    its SMTP socket listens and its outbox sweep runs); any kind not ``early`` starts after Serve answers. Returns
+    once all are up, else :class:`ActorsNotUp` after ``timeout`` (default ACTOR_START_TIMEOUT)."""
     stack = Stack(config=config, pools=make_pools(config))
     publish_config(config)
     timeout = config.actor_start_timeout if timeout is None else timeout
@@ -415,7 +415,7 @@ def actors_failure(exc: ActorsNotUp, smtp: str, smtp_taken: bool | None, logs: s
     """The one line runbackend ends with when actors did not come up: which, and the likely cause. ``smtp``: the
     mail servers' address; ``smtp_taken``: whether another process holds it (None: not checked, a cluster)."""
     head = f"{' and '.join(exc.kinds)} not up after {exc.waited:.0f} s"
-    listening = any(kind.listens for kind in KINDS if kind.name in exc.kinds)  # the mail servers
+    listening = any(kind.listens for kind in KINDS if kind.name in exc.kinds)  # the couriers' mail servers
     if listening and smtp_taken:
         return f"{head}: SMTP port {smtp} is taken by another process (SMTP_LISTEN_PORT); see {logs}"
     if listening and smtp_taken is None:
@@ -578,23 +578,24 @@ def _kill_retired(config: Config, echo: Callable[[str], None]) -> None:
 
 
 def stop_stack(config: Config, echo: Callable[[str], None] = print) -> None:
-    """Stop intake first (mail servers, Serve), then kill every named actor."""
+    """Stop intake first (the couriers' listening sockets, then Serve), then kill every named actor."""
+    members = {kind.name: running_members(config, kind.name) for kind in reversed(KINDS)}
     for kind in reversed(KINDS):
-        for name, handle in running_members(config, kind.name):
-            if kind.listens:
+        if kind.listens:
+            for name, handle in members[kind.name]:
                 try:
                     ray.get(handle.stop.remote(), timeout=10)
                 except Exception as exc:  # stopping anyway
                     echo(f"  {name}: stop failed: {exc}")
+    try:
+        ray.get(_shutdown_serve.remote(), timeout=120)
+        echo("  serve      stopped")
+    except Exception as exc:
+        echo(f"  serve: {exc}")
+    for kind in reversed(KINDS):
+        for _, handle in members[kind.name]:
             ray.kill(handle, no_restart=True)
         echo(f"  {kind.name:<10} stopped")
-        if kind is KINDS[0]:  # the last kind: the stack is gone, with any member of a kind an earlier version ran
-            _kill_retired(config, echo)
-            remove_placements(config)
-            forget_config(config.ray_namespace)
-        if kind is KINDS[-1]:  # the last kind is the intake (stopped first): Serve, the other intake, goes with it
-            try:
-                ray.get(_shutdown_serve.remote(), timeout=120)
-                echo("  serve      stopped")
-            except Exception as exc:
-                echo(f"  serve: {exc}")
+    _kill_retired(config, echo)  # and any member of a kind an earlier version ran
+    remove_placements(config)
+    forget_config(config.ray_namespace)

@@ -1,14 +1,15 @@
 """Graceful drain and rolling upgrade of the named actor pools, with progress a person can follow.
 
-Drain: intake stops first (mail servers turn new sessions away and drop their ingress label), then the sender
-actors stop polling the satellite networks after the current batch and stop sweeping, and we wait - by polling
-each actor's ``stats`` - until nothing is in flight, or the timeout passes. Never a fixed sleep.
+Drain: in each courier, intake stops first (its mail server turns new sessions away and drops its ingress label),
+then its senders stop polling the satellite networks after the current batch and stop sweeping, and we wait - by
+polling each actor's ``stats`` - until nothing is in flight, or the timeout passes. Never a fixed sleep.
 
 Upgrade: one member at a time, for each kind: drain it, wait until idle, kill it, start its replacement
 under the same name and wait until it is up. Callers meanwhile wait (bounded) in the lazy pools, and
-every intake call is idempotent, so a retried call stores nothing twice. Mail servers share their port
+every intake call is idempotent, so a retried call stores nothing twice. Couriers share the SMTP port
 with ``SO_REUSEPORT``: while one is replaced the others keep accepting (with ``POOL_SIZE`` 1 there is a
-short window in which senders get ``421`` or a refused connection: a temporary failure they retry).
+short window in which senders get ``421`` or a refused connection: a temporary failure they retry). Messages
+stored for the member being replaced meanwhile stay due; its replacement's first sweep sends them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import ray
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_before_delay, wait_exponential
 
-from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, RETIRED_KIND_NAMES
+from messaging.operations.kinds import BY_NAME, DRAIN_ORDER, KINDS, RETIRED_KIND_NAMES, RETIRED_LISTENING
 from messaging.operations.launch import (
     Stack,
     create_member,
@@ -36,9 +37,10 @@ Echo = Callable[[str], None]
 
 def busy(kind: str, stats: dict) -> int:
     """How much work an actor of kind ``kind`` (its name) still has, from its ``stats``: 0 means idle. A kind
-    this version no longer runs (an earlier version's sender) counts what it has in flight and a poll under way."""
+    this version no longer runs (an earlier version's mail server or sender) counts what it has in flight, its SMTP
+    sessions open and a poll under way."""
     if kind not in BY_NAME:
-        return int(stats.get("in_flight") or 0) + int(stats.get("polling") or 0)
+        return sum(int(stats.get(key) or 0) for key in ("in_flight", "sessions", "polling"))
     return BY_NAME[kind].load(stats)
 
 
@@ -148,21 +150,28 @@ def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> 
 
 def retire_old_kinds(config: Config, echo: Echo = print, drain_timeout: float = 120.0) -> list[str]:
     """Drain and remove the members of kinds an earlier version ran and this one does not (``RETIRED_KIND_NAMES``:
-    the user actors whose work every intake now does itself, the satellite and outbound actors that ``sender``
-    replaced), after the work they have in hand. What they had not
-    claimed stays due for the senders that replace them. Returns the names removed."""
+    the mail servers and senders the couriers replaced, the user actors whose work every intake now does itself, the
+    satellite and outbound actors an earlier ``sender`` replaced), after the work they have in hand. A mail server
+    closes its listening socket first: the couriers listen on the same port. What they had not claimed stays due
+    for the couriers. Returns the names removed."""
     members = []
     for kind in RETIRED_KIND_NAMES:
         for name, handle in running_members(config, kind):
             try:
-                ray.get(handle.drain.remote(), timeout=30)
+                drain = handle.drain.remote(close_listener=True) if kind in RETIRED_LISTENING else handle.drain.remote()
+                ray.get(drain, timeout=30)
             except Exception as exc:  # not answering: nothing of its own to wait for (its claims' leases run out)
                 echo(f"  {name}: drain failed ({type(exc).__name__}); removing it")
             members.append((kind, name, handle))
     if not members:
         return []
     wait_idle(members, drain_timeout, echo)
-    for _, name, handle in members:
+    for kind, name, handle in members:
+        if kind in RETIRED_LISTENING:
+            try:
+                ray.get(handle.stop.remote(), timeout=30)  # its pod label too, if it had one
+            except Exception as exc:  # removing it anyway
+                echo(f"  {name}: stop failed ({type(exc).__name__})")
         ray.kill(handle, no_restart=True)
         echo(f"  {name:<12} retired (its kind is gone in this version)")
     for kind in RETIRED_KIND_NAMES:

@@ -103,8 +103,7 @@ def main() -> None:
             }
 
         where = placement()
-        report["mailserver_nodes"] = len({where[f"mailserver_{i}"] for i in range(pool)})
-        report["sender_nodes"] = len({where[f"sender_{i}"] for i in range(pool)})
+        report["courier_nodes"] = len({where[f"courier_{i}"] for i in range(pool)})
 
         def send_mail(user, tag):
             mail = EmailMessage()
@@ -135,10 +134,10 @@ def main() -> None:
             what="device mail at relay",
         )
         accepted = {
-            i: ray.get(ray.get_actor(f"mailserver_{i}", namespace="multinode").stats.remote())["accepted"]
+            i: ray.get(ray.get_actor(f"courier_{i}", namespace="multinode").stats.remote())["accepted"]
             for i in range(pool)
         }
-        report["accepted_per_mailserver"] = accepted
+        report["accepted_per_courier"] = accepted
         from messaging.runtime.pool import stable_index
 
         crossings = sum(
@@ -146,7 +145,7 @@ def main() -> None:
             for i in range(pool)
             if accepted[i]
             for u in users
-            if where[f"sender_{stable_index(f'user:{u.id}', pool)}"] != where[f"mailserver_{i}"]
+            if where[f"courier_{stable_index(f'user:{u.id}', pool)}"] != where[f"courier_{i}"]
         )
         report["cross_node_pairs"] = crossings
 

@@ -26,7 +26,7 @@ from .conftest import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
-KIND_CLASSES = {"SenderActor", "MailServerActor"}
+KIND_CLASSES = {"CourierActor"}
 
 STACK_STATE = """
 import json, sys, ray

@@ -55,7 +55,7 @@ def test_a_taken_smtp_port_is_one_line_and_an_exit_that_leaves_nothing(tmp_path)
     env = backend_env(tmp_path / "data", ACTOR_START_TIMEOUT="15")
     smtp = int(env["SMTP_LISTEN_PORT"])
     last, out = last_line_with_a_port_taken(tmp_path, env, smtp, "")  # on every address
-    assert "mailserver not up after" in last, out[-3000:]
+    assert "courier not up after" in last, out[-3000:]
     assert f":{smtp} is taken by another process (SMTP_LISTEN_PORT)" in last, last
     assert "Traceback" not in out, out[-3000:]
 

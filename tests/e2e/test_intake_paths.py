@@ -46,7 +46,7 @@ def test_malformed_hive_item_is_dead_lettered_and_acked_beside_a_good_packet(e2e
 def test_two_pollers_store_each_packet_once(e2e, new_user):
     from web.delivery.models import Message
 
-    assert e2e.config.pool_size >= 2, "both sender actors poll the same Hive"
+    assert e2e.config.pool_size >= 2, "both couriers poll the same Hive"
     user = new_user()
     device_id = user.devices.get().device_id
     ids = []

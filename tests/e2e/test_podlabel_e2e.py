@@ -1,10 +1,10 @@
-"""The mail server actor labels its pod ``mail-ingress=present``, which the SMTP Service selects.
+"""The mail server labels its pod ``mail-ingress=present``, which the SMTP Service selects.
 
-A real ``MailServerActor`` (its own Ray namespace and port, not the shared stack's) runs as if in
-a pod: the kubelet's environment (KUBERNETES_SERVICE_HOST/PORT), the downward API's POD_NAME and
-POD_NAMESPACE, and a mounted ServiceAccount token and CA, all pointing at the local fake API
-server (HTTPS on 127.0.0.1). The actor finds it with the same in-cluster configuration it uses
-on Kubernetes, over a real socket.
+A real ``MailServer`` in a Ray actor of its own (its own Ray namespace and port, not the shared stack's; without
+the courier's senders, which would sweep the shared stack's outbox) runs as if in a pod: the kubelet's environment
+(KUBERNETES_SERVICE_HOST/PORT), the downward API's POD_NAME and POD_NAMESPACE, and a mounted ServiceAccount token
+and CA, all pointing at the local fake API server (HTTPS on 127.0.0.1). The actor finds it with the same in-cluster
+configuration it uses on Kubernetes, over a real socket.
 """
 
 from __future__ import annotations
@@ -54,18 +54,23 @@ def labelled(kube: FakeKubeApi) -> bool:
 
 @pytest.fixture
 def mail_server(e2e, kube: FakeKubeApi, tmp_path: Path):
-    """A MailServerActor in pod ``NAMESPACE/POD`` as far as it can tell; killed afterwards."""
-    from messaging.intake.smtp.server import MailServerActor
+    """A mail server in pod ``NAMESPACE/POD`` as far as it can tell; killed afterwards. Restarted by Ray when it
+    dies, as a courier is."""
+    from messaging.intake.smtp.server import MailServer
 
     namespace = f"podlabel-{uuid.uuid4().hex[:8]}"
     config = dataclasses.replace(e2e.config, smtp_listen_port=free_port(), ray_namespace=namespace)
     account = kube.write_service_account(tmp_path / "serviceaccount", NAMESPACE)
-    actor = MailServerActor.options(
-        name="mailserver_podlabel",
-        namespace=namespace,
-        num_cpus=0,
-        runtime_env={"env_vars": kube.pod_env(POD, NAMESPACE)},
-    ).remote(config, sender_pools({"sender": NamedPool("sender", 1, namespace)}), service_account_dir=str(account))
+    actor = (
+        ray.remote(max_restarts=-1)(MailServer)
+        .options(
+            name="mailserver_podlabel",
+            namespace=namespace,
+            num_cpus=0,
+            runtime_env={"env_vars": kube.pod_env(POD, NAMESPACE)},
+        )
+        .remote(config, sender_pools({"courier": NamedPool("courier", 1, namespace)}), service_account_dir=str(account))
+    )
     try:
         yield actor, config
     finally:

@@ -119,6 +119,6 @@ def mail_server_stats(e2e) -> list[dict]:
     from messaging.runtime.pool import member_name
 
     return [
-        ray.get(ray.get_actor(member_name("mailserver", i), namespace=e2e.config.ray_namespace).stats.remote())
+        ray.get(ray.get_actor(member_name("courier", i), namespace=e2e.config.ray_namespace).stats.remote())
         for i in range(e2e.config.pool_size)
     ]

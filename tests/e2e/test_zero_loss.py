@@ -15,6 +15,7 @@ import time
 import pytest
 import ray
 
+from messaging.operations.kinds import KIND_NAMES
 from messaging.operations.lifecycle import busy, replace_member, upgrade
 from messaging.runtime.pool import member_name
 from messaging.sandbox.traffic import Person, Traffic
@@ -53,26 +54,32 @@ def test_upgrades_under_load_lose_nothing(e2e, people):
 def _alive_members(config) -> list:
     from ray.util.state import list_actors
 
-    names = {member_name(k, i) for k in ("sender", "mailserver") for i in range(config.pool_size)}
+    names = {member_name(k, i) for k in KIND_NAMES for i in range(config.pool_size)}
     gcs = ray.get_runtime_context().gcs_address  # this session's cluster, even when another one runs
     return [a for a in list_actors(address=gcs, filters=[("state", "=", "ALIVE")], limit=1000) if a.name in names]
 
 
-def test_an_upgrade_retires_an_earlier_versions_sender_after_its_work_in_hand(e2e, new_user):
-    """A stack upgraded from the version with satellite and outbound actors of their own still runs
-    ``satellite_<n>`` and ``outbound_<n>``: once the new kinds are up they are drained and removed, and what they
-    held is still sent once."""
+def test_an_upgrade_retires_an_earlier_versions_sender_and_mail_server_after_their_work_in_hand(e2e, new_user):
+    """A stack upgraded from a version with senders and mail servers of their own still runs them (say
+    ``outbound_<n>`` and ``mailserver_<n>``) beside the couriers: once the new kinds are up they are drained and
+    removed, what the sender held is still sent once, and SMTP on the shared port still answers."""
     from messaging.core.types import CombinedMessage, Direction, Protocol
-    from messaging.delivery.senders import SenderActor
+    from messaging.delivery.senders import Senders
+    from messaging.intake.smtp.server import MailServer
+    from messaging.operations.kinds import sender_pools
+    from messaging.operations.launch import make_pools
     from messaging.operations.lifecycle import retire_old_kinds
     from messaging.outbox import store as outbox
 
     config = e2e.config
-    # the earlier version's email and SMS sender, as far as the stack can tell: a named sender of device email
-    old = SenderActor.options(
-        name=member_name("outbound", 0), namespace=config.ray_namespace, lifetime="detached", num_cpus=0
-    ).remote(config)
+    options = {"namespace": config.ray_namespace, "lifetime": "detached", "num_cpus": 0}
+    # the earlier versions' sender of device email and mail server, as far as the stack can tell: named actors
+    # over the same plain classes, the mail server listening on the couriers' port (SO_REUSEPORT)
+    old = ray.remote(Senders).options(name=member_name("outbound", 0), **options).remote(config)
     ray.get(old.start.remote(config.outbox_sweep_interval), timeout=60)
+    old_mail = ray.remote(MailServer).options(name=member_name("mailserver", 0), **options)
+    old_mail = old_mail.remote(config, sender_pools(make_pools(config)))
+    ray.get(old_mail.start.remote(), timeout=60)
     user = new_user()
     recipients = [f"retire{n}.{user.username}@example.org" for n in range(3)]
     ids = [
@@ -85,9 +92,13 @@ def test_an_upgrade_retires_an_earlier_versions_sender_after_its_work_in_hand(e2
         for n, to in enumerate(recipients)
     ]
     old.deliver_many.remote(ids, "mailout")
-    assert retire_old_kinds(config, echo=print) == [member_name("outbound", 0)]
-    with pytest.raises(ValueError):
-        ray.get_actor(member_name("outbound", 0), namespace=config.ray_namespace)
+    assert retire_old_kinds(config, echo=print) == [member_name("outbound", 0), member_name("mailserver", 0)]
+    for name in ("outbound", "mailserver"):
+        with pytest.raises(ValueError):
+            ray.get_actor(member_name(name, 0), namespace=config.ray_namespace)
+    for _ in range(8):  # the couriers alone take every connection (a retired mail server's would be refused)
+        with smtplib.SMTP("127.0.0.1", config.smtp_listen_port, timeout=30) as session:
+            assert session.noop()[0] == 250
 
     def sent_once() -> bool:
         rcpts = [r for m in e2e.box.relay.messages for r in m["rcpt_tos"] if r in recipients]
@@ -144,11 +155,13 @@ def test_remote_faults_delay_but_lose_nothing(e2e, people):
 
 
 def test_drain_finishes_the_session_in_flight_and_turns_new_ones_away(e2e, new_user):
+    """Draining the couriers: the SMTP session in flight completes and its mail is stored; new sessions get 421.
+    The couriers' senders are drained too, so the mail reaches the device once the members are replaced."""
     config = e2e.config
     user = new_user()
     device_id = user.devices.get().device_id
     servers = [
-        ray.get_actor(member_name("mailserver", i), namespace=config.ray_namespace) for i in range(config.pool_size)
+        ray.get_actor(member_name("courier", i), namespace=config.ray_namespace) for i in range(config.pool_size)
     ]
     session = smtplib.SMTP("127.0.0.1", config.smtp_listen_port, timeout=30)
     session.ehlo()
@@ -160,19 +173,17 @@ def test_drain_finishes_the_session_in_flight_and_turns_new_ones_away(e2e, new_u
         with pytest.raises(smtplib.SMTPConnectError) as refused:
             smtplib.SMTP("127.0.0.1", config.smtp_listen_port, timeout=30)
         assert refused.value.smtp_code == 421
-        assert sum(busy("mailserver", ray.get(s.stats.remote())) for s in servers) >= 1
+        assert sum(busy("courier", ray.get(s.stats.remote())) for s in servers) >= 1
         code, _ = session.data(b"Subject: in flight\r\n\r\nsent during the drain\r\n")
         assert code == 250, "the session in flight completes"
         session.quit()
-        wait_until(
-            lambda: sum(busy("mailserver", ray.get(s.stats.remote())) for s in servers) == 0, what="mail servers idle"
-        )
-        wait_until(
-            lambda: any("sent during the drain" in t for t in device_texts(e2e, device_id)),
-            what="the mail accepted during the drain reaches the device",
-        )
+        wait_until(lambda: sum(busy("courier", ray.get(s.stats.remote())) for s in servers) == 0, what="couriers idle")
     finally:
         for idx in range(config.pool_size):
-            replace_member(config, "mailserver", idx, echo=print)
+            replace_member(config, "courier", idx, echo=print)
     with smtplib.SMTP("127.0.0.1", config.smtp_listen_port, timeout=30) as again:
         assert again.noop()[0] == 250, "intake open again after the replacement"
+    wait_until(
+        lambda: any("sent during the drain" in t for t in device_texts(e2e, device_id)),
+        what="the mail accepted during the drain reaches the device",
+    )

@@ -1,7 +1,8 @@
 """The mail server actor: SMTP intake for ``@EMAIL_DOMAIN`` on a real socket (aiosmtpd).
 
 ``MailHandler`` holds the SMTP decisions and stores through the user desk (in this process, ``LocalUsers``); it
-runs without Ray in unit tests. ``MailServerActor`` is the async Ray shell owning the listening socket. The reply
+runs without Ray in unit tests. ``MailServer`` owns the listening socket, on the event loop of the process that runs it
+(a courier, ``operations/courier.py``, beside that process's senders). The reply
 to DATA is ``250`` only after the message is stored for every recipient; if that fails or takes too long the reply
 is ``451`` so the sending server retries (the idempotency key makes the retry harmless).
 """
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import ray
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
@@ -117,10 +117,17 @@ def read_mail(raw: bytes, limit: int) -> tuple[InboundMail, str]:
 class MailHandler:
     """aiosmtpd handler: RCPT and DATA decisions; ``users`` decides and stores (``LocalUsers``)."""
 
-    def __init__(self, config: Config, users: Any, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        config: Config,
+        users: Any,
+        clock: Callable[[], float] = time.monotonic,
+        local: Callable[[Any, list[int]], bool] | None = None,
+    ):
+        """``local``: takes the kicks meant for the senders of this very process (``UserStore``)."""
         self.config = config
         self.users = users
-        self.store = UserStore(config, users)
+        self.store = UserStore(config, users, local=local)
         self.clock = clock
         self._recipients_ok: dict[tuple[str, str], float] = {}  # (rcpt, sender) -> when the user desk said yes
         self.resolver = Resolver.from_config(config.dns_nameservers)  # a bad DNS_NAMESERVERS refuses to start
@@ -343,16 +350,23 @@ def smtp_protocol(handler: MailHandler, config: Config, tls: ReloadingContext | 
     )
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0)
-class MailServerActor:
-    """Owns the SMTP listening socket (SO_REUSEPORT, so several actors on one node share the port)."""
+class MailServer:
+    """Owns the SMTP listening socket (SO_REUSEPORT, so several processes on one node share the port). Made on the
+    event loop of the process that runs it (a Ray actor's ``__init__``), which it starts listening on at once."""
 
-    def __init__(self, config: Config, senders: dict[Channel, NamedPool], service_account_dir: str | None = None):
-        """``senders``: the sender pools by channel, whom the user desk names to kick. ``service_account_dir``:
-        where the pod's ServiceAccount token and CA are (default: where the kubelet mounts them); the end-to-end
-        test points it at a local fake API server's."""
+    def __init__(
+        self,
+        config: Config,
+        senders: dict[Channel, NamedPool],
+        service_account_dir: str | None = None,
+        local: Callable[[Any, list[int]], bool] | None = None,
+    ):
+        """``senders``: the sender pools by channel, whom the user desk names to kick; ``local`` takes the kicks
+        for this process's own senders without a Ray call. ``service_account_dir``: where the pod's ServiceAccount
+        token and CA are (default: where the kubelet mounts them); the end-to-end test points it at a local fake
+        API server's."""
         self.config = config
-        self.handler = MailHandler(config, LocalUsers(config, senders))
+        self.handler = MailHandler(config, LocalUsers(config, senders), local=local)
         self.tls = ReloadingContext.from_config(config)  # certificate files that do not load refuse to start
         self.server: asyncio.base_events.Server | None = None
         self.labeler = PodLabeler.from_env(service_account_dir=service_account_dir)

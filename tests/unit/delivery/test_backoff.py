@@ -11,7 +11,7 @@ import types
 import pytest
 
 from messaging.intake.satellite_poll import DevicePoller
-from messaging.intake.smtp.server import MailServerActor
+from messaging.intake.smtp.server import MailServer
 from messaging.runtime.config import Config
 
 
@@ -63,7 +63,7 @@ def test_hive_poll_stops_after_its_pause_when_stopping_meanwhile(pauses):
 
 
 def test_smtp_listener_retries_binding_doubling_to_30s(pauses, caplog):
-    actor_class = MailServerActor.__ray_actor_class__
+    actor_class = MailServer
     server = types.SimpleNamespace(config=Config(), server=None, _ingress_wanted=False, _labelling=None)
     failures = [OSError("address in use")] * 8
 

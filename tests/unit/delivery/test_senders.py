@@ -370,10 +370,10 @@ def test_a_kick_for_this_sender_member_is_queued_here_and_one_for_another_member
 
     async def scenario(config):
         shell = Senders(config, index=1)  # a sweep an hour apart: only a kick sends it
-        assert not shell._kick_here(Kick("sender", 0, Channel.MAILOUT), [mail]), "member 0's"
+        assert not shell._kick_here(Kick("courier", 0, Channel.MAILOUT), [mail]), "member 0's"
         assert not shell._kick_here(Kick("outbound", 1), [mail]), "no channel named: not this version's kick"
         assert (await shell.stats())["in_flight"] == 0
-        assert shell._kick_here(Kick("sender", 1, Channel.MAILOUT), [mail])
+        assert shell._kick_here(Kick("courier", 1, Channel.MAILOUT), [mail])
         assert (await shell.stats())["in_flight"] == 1
 
         def sent():
@@ -381,7 +381,7 @@ def test_a_kick_for_this_sender_member_is_queued_here_and_one_for_another_member
 
         await eventually(lambda: asyncio.to_thread(sent), what="the kicked mail to go out")
         await shell.drain()
-        assert shell._kick_here(Kick("sender", 1, Channel.MAILOUT), [mail]), "draining: taken, and left due"
+        assert shell._kick_here(Kick("courier", 1, Channel.MAILOUT), [mail]), "draining: taken, and left due"
         assert (await shell.stats())["in_flight"] == 0
 
     with RelaySink() as sink:
@@ -403,7 +403,7 @@ def test_a_device_message_the_sender_actor_stores_for_its_own_member_is_sent_on_
     member = stable_index(f"user:{user.id}", 2)
 
     class NoPool:  # the sender pool: any kick that reaches it is a Ray call the local wire should have spared
-        kind, size, namespace = "sender", 2, "test"
+        kind, size, namespace = "courier", 2, "test"
         calls: list = []
 
         def notify(self, idx, method, *args):
@@ -411,8 +411,8 @@ def test_a_device_message_the_sender_actor_stores_for_its_own_member_is_sent_on_
             return True
 
     async def scenario(config):
-        shell = Senders(config, LocalUsers(config, sender_pools({"sender": NoPool()})), index=member)
-        shell.store._senders["sender"] = NoPool()
+        shell = Senders(config, LocalUsers(config, sender_pools({"courier": NoPool()})), index=member)
+        shell.store._senders["courier"] = NoPool()
         message = CombinedMessage(
             direction=Direction.FROM_DEVICE,
             protocol=Protocol.EMAIL,

@@ -81,8 +81,8 @@ def test_a_kick_this_process_takes_itself_costs_no_call_to_the_sender_pool(make_
     from messaging.operations.kinds import sender_pools
 
     users_made = [make_user() for _ in range(6)]
-    senders = KickRecorder("sender")
-    users = LocalUsers(CONFIG, sender_pools({"sender": senders}))
+    senders = KickRecorder("courier")
+    users = LocalUsers(CONFIG, sender_pools({"courier": senders}))
     here = 0
     taken_here: list[tuple] = []
 
@@ -93,7 +93,7 @@ def test_a_kick_this_process_takes_itself_costs_no_call_to_the_sender_pool(make_
         return True
 
     async def scenario():
-        store = UserStore(CONFIG, users, window=0.0, senders={"sender": senders}, local=local)
+        store = UserStore(CONFIG, users, window=0.0, senders={"courier": senders}, local=local)
         results = [await store.submit(0, mail_to(u.username, f"l{n}")) for n, u in enumerate(users_made)]
         store.flush()
         return results

@@ -90,16 +90,18 @@ def test_the_failure_line_names_the_taken_port_else_the_candidates():
 
 
 def test_the_actors_failure_line_names_a_taken_smtp_port():
-    late = ActorsNotUp(["mailserver"], 120.4)
+    late = ActorsNotUp(["courier"], 120.4)
     assert actors_failure(late, "0.0.0.0:25", True, "the actors' output in /tmp/ray/logs/") == (
-        "mailserver not up after 120 s: SMTP port 0.0.0.0:25 is taken by another process (SMTP_LISTEN_PORT); "
+        "courier not up after 120 s: SMTP port 0.0.0.0:25 is taken by another process (SMTP_LISTEN_PORT); "
         "see the actors' output in /tmp/ray/logs/"
     )
     assert actors_failure(late, "0.0.0.0:25", None, "their logs") == (
-        "mailserver not up after 120 s: is SMTP port 0.0.0.0:25 taken on the Ray nodes? see their logs"
+        "courier not up after 120 s: is SMTP port 0.0.0.0:25 taken on the Ray nodes? see their logs"
     )
-    assert actors_failure(late, "0.0.0.0:25", False, "their logs") == "mailserver not up after 120 s; see their logs"
-    assert actors_failure(ActorsNotUp(["sender"], 9.0), "0.0.0.0:25", True, "x") == "sender not up after 9 s; see x"
+    assert actors_failure(late, "0.0.0.0:25", False, "their logs") == "courier not up after 120 s; see their logs"
+    assert actors_failure(ActorsNotUp(["web"], 9.0), "0.0.0.0:25", True, "x") == "web not up after 9 s; see x", (
+        "a kind that does not listen is not blamed on the SMTP port"
+    )
 
 
 def test_serve_failure_detail_picks_haproxys_bind_error():

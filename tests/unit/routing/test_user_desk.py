@@ -186,8 +186,8 @@ def test_a_batch_is_stored_in_order_and_kicked_once_per_sender(make_user):
 def test_a_devices_email_and_text_go_to_one_sender_member_each_kick_naming_its_channel(make_user):
     from messaging.operations.kinds import sender_pools
 
-    senders = KickRecorder("sender")
-    users = UserDesk(CONFIG, pools=sender_pools({"sender": senders}))
+    senders = KickRecorder("courier")
+    users = UserDesk(CONFIG, pools=sender_pools({"courier": senders}))
     device_id = make_user().devices.get().device_id
     results = users.intake_many(
         [
@@ -212,8 +212,8 @@ def test_a_caller_that_kicks_itself_is_told_whom_to_kick_and_nothing_is_kicked_h
     from messaging.operations.kinds import sender_pools
     from messaging.routing.user_desk import Kick
 
-    senders = KickRecorder("sender")
-    users = UserDesk(CONFIG, pools=sender_pools({"sender": senders}))
+    senders = KickRecorder("courier")
+    users = UserDesk(CONFIG, pools=sender_pools({"courier": senders}))
     amy = make_user()
     device_id = amy.devices.get().device_id
     results = users.intake_many(
@@ -228,10 +228,10 @@ def test_a_caller_that_kicks_itself_is_told_whom_to_kick_and_nothing_is_kicked_h
     assert senders.kicks == []
     member = stable_index(f"user:{amy.id}", 2)
     assert [r.kick for r in results] == [
-        Kick("sender", member, "satellite"),
+        Kick("courier", member, "satellite"),
         None,  # refused
         None,  # a duplicate: kicked when it was new
-        Kick("sender", member, "sms"),
+        Kick("courier", member, "sms"),
     ]
     assert results[3].kick.arguments([5]) == ([5], "sms") and results[0].kick.arguments([4]) == ([4], "satellite")
 
@@ -253,7 +253,7 @@ def test_a_refusal_is_never_decided_on_cached_facts(make_user):
 
 
 def sms_pool_and_users(**config):
-    pool = KickRecorder("sender")
+    pool = KickRecorder("courier")
     return pool, UserDesk(dataclasses.replace(CONFIG, **config), pools={"sms": pool})
 
 
