@@ -28,7 +28,7 @@ RUN pip install --no-cache-dir --no-deps . \
     && mkdir -p /home/ray/data \
     && python -m messaging.operations.haproxy_admin --write-launcher /home/ray/app/bin/spacebeaver-haproxy
 
-# 2525: SMTP intake (mail server actors); 8000: Ray Serve HTTP (and gunicorn in the admin pod).
+# 2525: SMTP intake (the couriers' mail servers); 8000: Ray Serve HTTP (and gunicorn in the admin pod).
 EXPOSE 2525 8000
 
 # Standalone (docker run): the whole backend. In Kubernetes, KubeRay sets the Ray pods' command
