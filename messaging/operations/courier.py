@@ -72,6 +72,10 @@ class Courier(Senders):
         """Close the listening socket (before a kill)."""
         await self.mail.stop()
 
+    async def relabel(self) -> bool:
+        """See ``MailServer.relabel``."""
+        return await self.mail.relabel()
+
     async def stats(self) -> dict:
         return combined_stats(await Senders.stats(self), await self.mail.stats())
 

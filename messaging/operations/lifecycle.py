@@ -148,6 +148,20 @@ def upgrade(config: Config, echo: Echo = print, redeploy_serve: bool = True) -> 
     return gaps
 
 
+def relabel_listeners(config: Config, echo: Echo = print) -> None:
+    """Each listening member asks for its pod's ingress label again: a retired mail server on the same pod took
+    it off as it drained (the label is the pod's, not the process's), and without it the SMTP Service would send
+    that pod nothing."""
+    for kind in KINDS:
+        if not kind.listens:
+            continue
+        for name, handle in running_members(config, kind.name):
+            try:
+                ray.get(handle.relabel.remote(), timeout=30)
+            except Exception as exc:  # its next start labels the pod; say so, the operator may check
+                echo(f"  {name}: could not ask for its pod label again ({type(exc).__name__})")
+
+
 def retire_old_kinds(config: Config, echo: Echo = print, drain_timeout: float = 120.0) -> list[str]:
     """Drain and remove the members of kinds an earlier version ran and this one does not (``RETIRED_KIND_NAMES``:
     the mail servers and senders the couriers replaced, the user actors whose work every intake now does itself, the
@@ -174,6 +188,8 @@ def retire_old_kinds(config: Config, echo: Echo = print, drain_timeout: float = 
                 echo(f"  {name}: stop failed ({type(exc).__name__})")
         ray.kill(handle, no_restart=True)
         echo(f"  {name:<12} retired (its kind is gone in this version)")
+    if any(kind in RETIRED_LISTENING for kind, _, _ in members):
+        relabel_listeners(config, echo)
     for kind in RETIRED_KIND_NAMES:
         remove_placement(config, kind)
     return [name for _, name, _ in members]

@@ -53,28 +53,37 @@ def labelled(kube: FakeKubeApi) -> bool:
 
 
 @pytest.fixture
-def mail_server(e2e, kube: FakeKubeApi, tmp_path: Path):
-    """A mail server in pod ``NAMESPACE/POD`` as far as it can tell; killed afterwards. Restarted by Ray when it
-    dies, as a courier is."""
+def mail_servers(e2e, kube: FakeKubeApi, tmp_path: Path):
+    """Make mail servers in pod ``NAMESPACE/POD`` as far as they can tell (each its own port); killed afterwards.
+    Restarted by Ray when one dies, as a courier is."""
     from messaging.intake.smtp.server import MailServer
 
     namespace = f"podlabel-{uuid.uuid4().hex[:8]}"
-    config = dataclasses.replace(e2e.config, smtp_listen_port=free_port(), ray_namespace=namespace)
     account = kube.write_service_account(tmp_path / "serviceaccount", NAMESPACE)
-    actor = (
-        ray.remote(max_restarts=-1)(MailServer)
-        .options(
-            name="mailserver_podlabel",
-            namespace=namespace,
-            num_cpus=0,
-            runtime_env={"env_vars": kube.pod_env(POD, NAMESPACE)},
+    made = []
+
+    def make(name: str):
+        config = dataclasses.replace(e2e.config, smtp_listen_port=free_port(), ray_namespace=namespace)
+        actor = (
+            ray.remote(max_restarts=-1)(MailServer)
+            .options(name=name, namespace=namespace, num_cpus=0, runtime_env={"env_vars": kube.pod_env(POD, NAMESPACE)})
+            .remote(
+                config, sender_pools({"courier": NamedPool("courier", 1, namespace)}), service_account_dir=str(account)
+            )
         )
-        .remote(config, sender_pools({"courier": NamedPool("courier", 1, namespace)}), service_account_dir=str(account))
-    )
+        made.append(actor)
+        return actor, config
+
     try:
-        yield actor, config
+        yield make
     finally:
-        ray.kill(actor, no_restart=True)
+        for actor in made:
+            ray.kill(actor, no_restart=True)
+
+
+@pytest.fixture
+def mail_server(mail_servers):
+    return mail_servers("mailserver_podlabel")
 
 
 def test_label_follows_the_listening_socket_through_drain_and_crash_restart(kube: FakeKubeApi, mail_server) -> None:
@@ -96,3 +105,20 @@ def test_label_follows_the_listening_socket_through_drain_and_crash_restart(kube
     wait_until(lambda: smtp_greets(port), timeout=60, what="the SMTP greeting after the restart")
     wait_until(lambda: labelled(kube), timeout=30, what="the label back after the restart")
     assert kube.labels(POD, NAMESPACE)["ray.io/cluster"] == "spacebeaver"  # the other labels untouched
+
+
+def test_a_mail_server_asked_to_relabel_puts_back_the_label_another_on_its_pod_took_off(kube, mail_servers) -> None:
+    """An upgrade from the version with mail servers of their own: the retired mail server on a pod drains (its
+    label removal is the pod's) beside the courier that stays; the courier is then asked to label the pod again."""
+    staying, config = mail_servers("courier_podlabel")
+    retired, _ = mail_servers("mailserver_retired")
+    for actor in (staying, retired):
+        ray.get(actor.start.remote(), timeout=60)
+    wait_until(lambda: labelled(kube), timeout=30, what="the pod labelled")
+    ray.get(retired.drain.remote(close_listener=True), timeout=30)
+    wait_until(lambda: not labelled(kube), timeout=30, what="the label off after the retired one's drain")
+    assert ray.get(staying.relabel.remote(), timeout=30) is True
+    wait_until(lambda: labelled(kube), timeout=30, what="the label back on the pod")
+    assert smtp_greets(config.smtp_listen_port), "the one that stays still takes mail"
+    ray.get(staying.drain.remote(), timeout=30)
+    assert ray.get(staying.relabel.remote(), timeout=30) is False, "a draining mail server never asks again"

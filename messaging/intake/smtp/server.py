@@ -401,6 +401,16 @@ class MailServer:
             state.upcoming_sleep,
         )
 
+    async def relabel(self) -> bool:
+        """Ask for the pod's ingress label again while listening and not draining: another process on this pod
+        took it off (an earlier version's mail server retired beside this one). Returns whether it asked."""
+        if not self._ingress_wanted or self.server is None:
+            return False
+        if self._labelling is not None:
+            self._labelling.cancel()
+        self._labelling = asyncio.get_running_loop().create_task(self.labeler.keep_added())
+        return True
+
     async def _unlabel(self) -> None:
         """Take the ingress label off for good: no add still retrying may put it back afterwards."""
         self._ingress_wanted = False
