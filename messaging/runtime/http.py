@@ -4,7 +4,7 @@ Each client keeps connection pools as big as the threads that call its remote at
 poller's acks), so every thread reuses its kept-alive connection instead of opening one per request; a pool smaller
 than that drops a connection each time one is handed back to a full pool.
 
-The Hive and Twilio clients speak through urllib3's pools directly (``pool_manager``): they make one call per
+The Hive and Twilio clients speak through urllib3's pools directly (``HostPool``): they make one call per
 message, and a ``requests`` session costs about twice the CPU per call. RockBLOCK keeps a pooled ``requests``
 session (``pooled``).
 """
@@ -41,3 +41,33 @@ def pool_manager(base_url: str, size: int = POOL_SIZE) -> urllib3.PoolManager:
     trust = {"ca_cert_dir": bundle} if os.path.isdir(bundle) else {"ca_certs": bundle}
     options = {"maxsize": size, "cert_reqs": "CERT_REQUIRED", **trust}
     return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+
+
+class HostPool:
+    """Requests to one remote (``base_url``'s scheme, host and port) on that host's own connection pool.
+
+    ``request`` takes a whole URL. One on the remote's host goes straight to its pool's ``urlopen``: no URL
+    parsing and pool lookup in a ``PoolManager`` per call (about a quarter of a client's CPU per request,
+    ``benchmarks/README.md``). Any other URL (a redirect elsewhere, say), and every URL when a proxy is in the way,
+    go through the ``PoolManager`` (``pool_manager``) as before. Callers pass ``retries=False, redirect=False``
+    (to follow redirects, a caller passes ``redirect=True`` and goes through the manager) and map urllib3's
+    errors."""
+
+    def __init__(self, base_url: str, size: int = POOL_SIZE) -> None:
+        self.manager = pool_manager(base_url, size)
+        parts = urlsplit(base_url)
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        direct = bool(parts.hostname) and not isinstance(self.manager, urllib3.ProxyManager)  # (no host: unset)
+        self._pool = self.manager.connection_from_url(self._origin) if direct else None
+
+    def request(self, method: str, url: str, **kw) -> urllib3.BaseHTTPResponse:
+        path = url[len(self._origin) :] if url.startswith(self._origin) else ""
+        if self._pool is not None and path.startswith("/") and not kw.get("redirect"):
+            return self._pool.urlopen(method, path, **kw)
+        return self.manager.request(method, url, **kw)
+
+    def clear(self) -> None:
+        """Close the kept connections (a later request opens new ones)."""
+        self.manager.clear()
+        if self._pool is not None:
+            self._pool = self.manager.connection_from_url(self._origin)

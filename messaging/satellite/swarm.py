@@ -35,7 +35,7 @@ import urllib3
 
 from messaging.core.errors import DeliveryError, PermanentDeliveryError, TemporaryDeliveryError, parse_retry_after
 from messaging.runtime.config import Config
-from messaging.runtime.http import pool_manager
+from messaging.runtime.http import HostPool
 from messaging.satellite.transport import DevicePacket, MalformedItem, SatelliteNetwork
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class HiveClient:
         self._username = username
         self._password = password
         self._timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        self._http = pool_manager(self._base_url)
+        self._http = HostPool(self._base_url)
         self._cookies: dict[str, str] = {}  # replaced whole, never changed in place: threads read it unlocked
         self._login_lock = threading.Lock()
         self._generation = 0  # bumped on every successful login

@@ -40,7 +40,7 @@ from messaging.core.phones import normalise_phone
 from messaging.core.redact import mask_phone
 from messaging.core.types import CombinedMessage, Direction, Protocol
 from messaging.runtime.config import TWILIO_DEFAULT_API_BASE_URL
-from messaging.runtime.http import pool_manager
+from messaging.runtime.http import HostPool
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class _BaseUrlHttpClient(HttpClient):
         super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
         self.base_url = base_url
         self._local = threading.local()
-        self._http = pool_manager(base_url or TWILIO_DEFAULT_API_BASE_URL)
+        self._http = HostPool(base_url or TWILIO_DEFAULT_API_BASE_URL)
 
     def request(  # type: ignore[override]
         self,
