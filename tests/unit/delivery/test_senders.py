@@ -44,14 +44,6 @@ def device_row(user, protocol, recipient, **kw):
 
 
 @pytest.fixture
-def hive():
-    from messaging.sandbox.fake_hive import FakeHive
-
-    with FakeHive() as fake:
-        yield fake
-
-
-@pytest.fixture
 def twilio():
     from messaging.sandbox.fake_twilio import FakeTwilio
 

@@ -48,23 +48,6 @@ class CourierPool:
         return True
 
 
-@pytest.fixture
-def dns():
-    """The DNS the mail server's sender checks ask: a server on loopback."""
-    from messaging.sandbox.fake_dns import FakeDNS
-
-    with FakeDNS() as server:
-        yield server
-
-
-@pytest.fixture
-def hive():
-    from messaging.sandbox.fake_hive import FakeHive
-
-    with FakeHive() as fake:
-        yield fake
-
-
 def mail_to(address: str) -> EmailMessage:
     m = EmailMessage()
     m["From"], m["To"], m["Subject"], m["Message-ID"] = "amy@example.org", address, "Trail", "<c1@example.org>"

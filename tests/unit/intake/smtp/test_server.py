@@ -19,7 +19,6 @@ from messaging.intake.smtp.server import MailHandler, idempotency_key, mailbox_o
 from messaging.intake.user_store import LocalUsers, UserStore
 from messaging.runtime.config import Config
 from messaging.runtime.pool import stable_index
-from messaging.sandbox.fake_dns import FakeDNS
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,13 +33,6 @@ class SwitchableUsers(LocalUsers):
         if self.down:
             raise OperationalError("could not connect to server")
         return await super().acall(idx, method, *args, timeout=timeout)
-
-
-@pytest.fixture
-def dns():
-    """The DNS the mail server's sender checks ask: a server on loopback (no test depends on outside DNS)."""
-    with FakeDNS() as server:
-        yield server
 
 
 @pytest.fixture
