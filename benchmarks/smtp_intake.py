@@ -1,0 +1,203 @@
+"""The CPU of taking one mail by SMTP: the mail server alone (``intake/smtp/server.py`` with the user desk in its
+process, as in a courier), without Ray, on a fresh SQLite database (or ``DATABASE_URL``).
+
+    .venv/bin/python -m benchmarks.smtp_intake [--messages 1000] [--concurrency 4] [--rounds 5] [--profile]
+
+The mail server runs in a child process of its own (the fake DNS and the load generator run elsewhere, so only
+the server's CPU is counted); no sender pool is given, so nothing is kicked or sent: what is measured is the SMTP
+dialogue, the parse, the sender checks (SPF, DKIM, DMARC against a fake DNS with no records), the user desk's
+decision and the store. The state-change log lines go to a file, as a courier's do. Printed: for each round the
+server's CPU per message accepted (user + system, from ``psutil``) and the rate, then the median.
+
+``--profile``: py-spy samples the server (``--gil``: the thread holding the GIL) during one extra round and
+prints its self time by package and its hottest functions (the collapsed stacks are kept). For an A/B
+against another commit, run from a worktree of it: ``PYTHONPATH=<worktree> .venv/bin/python -m
+benchmarks.smtp_intake``; this VM drifts, so alternate the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DOMAIN = "bench.test"
+USERS = 8
+
+
+def serve(nameservers: str, log_dir: str) -> None:
+    """The child: a mail server on a free loopback port (printed as one JSON line), until stdin closes."""
+    import django
+
+    django.setup()
+    from messaging.intake.smtp.server import MailHandler, smtp_protocol
+    from messaging.intake.user_store import LocalUsers
+    from messaging.operations.console import AIOSMTPD_LOGGER, message_lines_to_file
+    from messaging.runtime.config import Config
+
+    # As in a courier (operations/console.py worker_logging): our lines to a file, aiosmtpd's from WARNING up.
+    logging.getLogger(AIOSMTPD_LOGGER).setLevel(logging.WARNING)
+    message_lines_to_file(Path(log_dir), level="INFO")
+    # As benchmarks.run by default: the hourly limits off (one sender and 8 mailboxes would meet them).
+    config = Config(
+        email_domain=DOMAIN, dns_nameservers=nameservers, inbound_per_sender_per_hour=0, device_outbound_per_hour=0
+    )
+    handler = MailHandler(config, LocalUsers(config, {}))
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: smtp_protocol(handler, config), host="127.0.0.1", port=0)
+        print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # the parent closes stdin to stop us
+        server.close()
+
+    asyncio.run(run())
+
+
+def seed() -> list[str]:
+    from django.core.management import call_command
+
+    from web.accounts.models import Device, User
+
+    call_command("migrate", verbosity=0)
+    mailboxes = []
+    for i in range(USERS):
+        user = User(username=f"intake{i}", twilio_number=f"+1415556{i:04d}")
+        user.set_unusable_password()
+        user.save()
+        Device.objects.create(device_id=900_000 + i, owner=user, nickname=f"bench {i}")
+        mailboxes.append(f"{user.username}@{DOMAIN}")
+    return mailboxes
+
+
+def one_round(pid: int, port: int, mailboxes: list[str], messages: int, concurrency: int, tag: str) -> dict:
+    import psutil
+
+    from benchmarks import smtp_load
+
+    server = psutil.Process(pid)
+    before = server.cpu_times()
+    result = smtp_load.collect(smtp_load.spawn("127.0.0.1", port, messages, concurrency, mailboxes, tag))
+    after = server.cpu_times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return {"ok": result.ok, "sent": result.sent, "cpu_s": cpu, "rate": result.rate, "errors": result.errors}
+
+
+def profile_round(pid: int, port: int, mailboxes: list[str], args, out_dir: str) -> None:
+    from benchmarks import smtp_load
+
+    raw = os.path.join(out_dir, "smtp_intake.txt")
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--gil", "--full-filenames", "-r", "250", "-p", str(pid), "-f", "raw", "-o", raw],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches (not a synchronisation of ours: the samples start whenever it is ready)
+    smtp_load.collect(smtp_load.spawn("127.0.0.1", port, args.messages, args.concurrency, mailboxes, "prof"))
+    spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+    spy.wait(30)
+    summarise_profile(raw)
+    print(f"  (collapsed stacks: {raw})")
+
+
+def summarise_profile(raw: str, top: int = 25) -> None:
+    by_package: dict[str, int] = {}
+    by_function: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    with open(raw) as lines:
+        for line in lines:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            leaf = frames[-1]
+            by_function[leaf] = by_function.get(leaf, 0) + n
+            by_package[_package(leaf)] = by_package.get(_package(leaf), 0) + n
+            for function in {frame.rpartition(":")[0] for frame in frames}:  # per function, not per line
+                inclusive[function] = inclusive.get(function, 0) + n
+    print(f"  {total} samples; self time by package:")
+    for name, n in sorted(by_package.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"    {100 * n / total:5.1f} %  {name}")
+    print("  hottest functions (self):")
+    for name, n in sorted(by_function.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {100 * n / total:5.1f} %  {name}")
+    print("  ours, inclusive:")
+    ours = [(k, v) for k, v in inclusive.items() if _package(k) == "ours"]
+    for name, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        print(f"    {100 * n / total:5.1f} %  {name}")
+
+
+def _package(frame: str) -> str:
+    """``func (path/to/file.py:12)`` -> the package: the first directory after site-packages, ours, or stdlib."""
+    path = frame[frame.rfind("(") + 1 :].split(":")[0]
+    if "site-packages/" in path:
+        return path.split("site-packages/")[1].split("/")[0].removesuffix(".py")
+    if path.startswith(str(Path(__file__).resolve().parents[1])):
+        return "ours"
+    if "/python3." in path:  # the standard library: its top module (asyncio, email, ...)
+        return path.split("/python3.")[1].split("/")[1].removesuffix(".py")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--serve", nargs=2, metavar=("NAMESERVERS", "LOG_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web.settings")
+    if args.serve:
+        serve(*args.serve)
+        return
+    work = tempfile.mkdtemp(prefix="sbb-intake-")
+    os.environ.setdefault("DATA_DIR", work)
+    import django
+
+    django.setup()
+    from messaging.sandbox.fake_dns import FakeDNS
+
+    mailboxes = seed()
+    with FakeDNS() as dns:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.smtp_intake", "--serve", dns.nameservers, work],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            port = json.loads(child.stdout.readline())["port"]
+            one_round(child.pid, port, mailboxes, 200, args.concurrency, f"warm{time.time_ns()}")
+            figures = []
+            for n in range(args.rounds):
+                got = one_round(child.pid, port, mailboxes, args.messages, args.concurrency, f"r{n}x{time.time_ns()}")
+                per_msg = got["cpu_s"] / max(got["ok"], 1) * 1e3
+                figures.append(per_msg)
+                errors = f", errors {got['errors']}" if got["errors"] else ""
+                print(f"round {n + 1}: {per_msg:.2f} ms CPU per message, {got['rate']:.0f} msg/s{errors}", flush=True)
+            print(
+                f"median of {args.rounds} rounds of {args.messages} messages over {args.concurrency} sessions: "
+                f"{statistics.median(figures):.2f} ms CPU per message (the mail server's process)"
+            )
+            if args.profile:
+                profile_round(child.pid, port, mailboxes, args, work)
+        finally:
+            child.stdin.close()
+            child.wait(30)
+
+
+if __name__ == "__main__":
+    main()
