@@ -13,6 +13,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -299,6 +300,23 @@ class MailHandler:
             self.in_flight -= 1
 
 
+# A path as nearly every server sends it: ``<local@domain>``, an ASCII dot-atom local part and a host name, then
+# nothing or the parameters after spaces. aiosmtpd parses every path with the email package's header parser (and
+# makes a typing.Protocol class per call): about 0.35 ms a MAIL or RCPT here, a sixth of the CPU of a mail taken.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+PLAIN_PATH = re.compile(
+    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[^ \t(])|(?=[^ \t(])|[ \t]*$)"
+)
+
+
+def plain_path(arg: str) -> tuple[str, str] | None:
+    """(address, parameters) of a MAIL or RCPT argument in the plain form above, exactly as aiosmtpd's own parse
+    gives them; None for any other form (quoted local parts, address literals, comments, non-ASCII, a null path),
+    which aiosmtpd parses."""
+    found = PLAIN_PATH.match(arg)
+    return (found.group(1), arg[found.end() :]) if found else None
+
+
 class DrainableSMTP(SMTP):
     """aiosmtpd's SMTP protocol that counts sessions (in all and per client address), turns new ones away
     while draining or past the session limits (``421``, so the sender tries again later), and takes lines
@@ -331,6 +349,17 @@ class DrainableSMTP(SMTP):
             return
         self.event_handler.session_closed(self._client)
         super().connection_lost(exc)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's parse of a MAIL or RCPT path (``SMTP._getaddr``, pinned aiosmtpd 1.4.6), the plain form
+        without the header parser; the same results (a test compares the two on many paths)."""
+        plain = plain_path(arg) if arg else None
+        if plain is None:
+            return super()._getaddr(arg)
+        address, rest = plain
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
 
 def smtp_protocol(handler: MailHandler, config: Config, tls: ReloadingContext | None = None) -> DrainableSMTP:

@@ -503,3 +503,55 @@ def test_a_monthly_quota_holds_across_two_mail_servers_each_with_its_own_cache(s
         s.send_message(mail(to, message_id="<q3@example.org>"))  # here's cache still says 1 this month
     assert err.value.smtp_code == 552
     assert Message.objects.filter(user=user).exclude(status="rejected").count() == 2
+
+
+def outcome(parse, path):
+    """What ``parse(path)`` returns, or the type of what it raises (aiosmtpd's parse raises on a few paths)."""
+    try:
+        return parse(path)
+    except Exception as exc:
+        return type(exc)
+
+
+def test_a_plain_path_is_parsed_as_aiosmtpd_parses_it():
+    """The mail server's own parse of MAIL and RCPT paths gives exactly aiosmtpd's results, on plain paths (its
+    fast form) and on every other form (handed to aiosmtpd), with and without a local-part limit."""
+    import random
+
+    from aiosmtpd.smtp import SMTP
+
+    from messaging.intake.smtp.server import DrainableSMTP, plain_path
+
+    rng = random.Random(15)
+    locals_ = [
+        "amy",
+        "a.b",
+        "a+tag",
+        "o'neil",
+        "x_y-z",
+        "a..b",
+        ".a",
+        "a.",
+        '"a b"',
+        "ü",
+        "a(b)",
+        "a!#$%&*/=?^`{|}~",
+        "A",
+    ]
+    domains = ["example.org", "b.c", "EXAMPLE.ORG", "a-b.c", "b.", "[1.2.3.4]", "ex ample.org", "bücher.de", "x", ""]
+    tails = ["", " SIZE=123", "  BODY=8BITMIME SMTPUTF8", "\tSIZE=1 ", "x", " (comment) SIZE=1", "(c)", "   ", " ="]
+    fronts = ["<{}>", " <{}>", "{}", "<{}", "<@route:{}>"]
+    paths = ["", "<>", "<> SIZE=1"]
+    for _ in range(2000):
+        path = rng.choice(fronts).format(f"{rng.choice(locals_)}@{rng.choice(domains)}") + rng.choice(tails)
+        paths.append("x" * rng.choice([0, 70]) + path if rng.random() < 0.1 else path)
+    for limit in (0, 64):
+        ours, theirs = object.__new__(DrainableSMTP), object.__new__(SMTP)
+        ours.local_part_limit = theirs.local_part_limit = limit
+        for path in paths:
+            assert outcome(ours._getaddr, path) == outcome(theirs._getaddr, path), path
+    assert plain_path("<amy@example.org>") == ("amy@example.org", "")
+    assert plain_path("<a.b+tag@mail.example.org> SIZE=1024 BODY=8BITMIME") == (
+        "a.b+tag@mail.example.org",
+        "SIZE=1024 BODY=8BITMIME",
+    )
