@@ -63,7 +63,11 @@ from dataclasses import dataclass, field
 
 import dkim
 import dns.exception
+import dns.name
 import dns.nameserver
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
 import spf
 from publicsuffixlist import PublicSuffixList
@@ -196,6 +200,9 @@ class Resolver:
             lifetime = min(lifetime, max_lifetime)
         if lifetime <= 0.01:
             raise DnsTempError("time for DNS lookups spent")
+        cached = self._cached(name, rdtype)
+        if cached is not None:
+            return cached
         try:
             answer = self._resolver.resolve(name, rdtype, search=False, raise_on_no_answer=False, lifetime=lifetime)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
@@ -207,6 +214,24 @@ class Resolver:
         except (OSError, ValueError) as exc:  # a socket or name error below dnspython
             raise DnsTempError(f"{type(exc).__name__}: {exc}") from None
         return list(answer.rrset) if answer.rrset is not None else []
+
+    def _cached(self, name: str, rdtype: str) -> list | None:
+        """The answer dnspython's resolve would take from the cache (records, none of that type, or NXDOMAIN, under
+        the keys it uses), without its resolution: a cached NXDOMAIN costs it an exception whose message spells
+        the name out, and most mail comes from domains asked about a moment ago. None: not cached."""
+        if self.cache is None:
+            return None
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException:
+            return None  # resolve says what is wrong with the name
+        answer = self.cache.get((qname, dns.rdatatype.from_text(rdtype), dns.rdataclass.IN))
+        if answer is not None:
+            return list(answer.rrset) if answer.rrset is not None else []
+        answer = self.cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+        if answer is not None and answer.response.rcode() == dns.rcode.NXDOMAIN:
+            return []
+        return None
 
     def txt(self, name: str, budget: _Budget) -> list[bytes]:
         """Each TXT record of ``name``, its strings joined."""

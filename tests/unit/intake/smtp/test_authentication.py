@@ -347,6 +347,23 @@ def test_no_such_name_and_no_such_record_are_cached_too(server, resolver):
     assert len(server.queries) == count
 
 
+def test_a_cached_answer_is_read_without_a_resolution(server, resolver):
+    """Records, no record of the type, and no such name: asked once, then read from the cache as they are, without
+    dnspython's resolution (which spells a cached NXDOMAIN out in an exception each time)."""
+    server.add_txt("here.test", "v=spf1 -all")
+    server.add_record("mx.here.test", "A", "192.0.2.7")
+    resolutions = []
+    resolve = resolver._resolver.resolve
+    resolver._resolver.resolve = lambda *args, **kwargs: resolutions.append(args) or resolve(*args, **kwargs)
+    names = [("here.test", "TXT"), ("mx.here.test", "TXT"), ("nothere.test", "TXT"), ("nothere.test", "A")]
+    first = [resolver.lookup(name, rdtype, resolver.budget()) for name, rdtype in names]
+    assert [len(answer) for answer in first] == [1, 0, 0, 0]
+    assert len(resolutions) == 3  # a name known not to exist is not resolved again for another type
+    asked_before = len(server.queries)
+    assert [resolver.lookup(name, rdtype, resolver.budget()) for name, rdtype in names] == first
+    assert len(resolutions) == 3 and len(server.queries) == asked_before
+
+
 def test_a_cached_answer_never_changes_a_verdict(server, resolver, key):
     """Good, forged and tampered mail, each twice and interleaved: the cached resolver judges as an uncached one."""
     uncached = Resolver.from_config(server.nameservers, cache_size=0)
