@@ -352,10 +352,14 @@ class DrainableSMTP(SMTP):
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's parse of a MAIL or RCPT path (``SMTP._getaddr``, pinned aiosmtpd 1.4.6), the plain form
-        without the header parser; the same results (a test compares the two on many paths)."""
+        without the header parser; the same results (a test compares the two on many paths), except that a path
+        its parser fails on is malformed."""
         plain = plain_path(arg) if arg else None
         if plain is None:
-            return super()._getaddr(arg)
+            try:
+                return super()._getaddr(arg)
+            except IndexError:  # the header parser on a cut-off path (``<a@``): malformed (553), not a 451 to retry
+                return None, None
         address, rest = plain
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
