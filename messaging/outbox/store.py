@@ -7,6 +7,7 @@ messages that are due, or whose lease ran out because their sender died mid-send
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
@@ -132,8 +133,9 @@ def record_many(items: list[ToRecord]) -> list[Recorded]:
     try:
         # The usual batch is all new keys: one INSERT, no read first. A key stored before makes it fail whole
         # (rolled back), and the batch is stored again, reading which of its keys are known.
-        with transaction.atomic():
-            rows = insert_rows([_new_row(item) for item in first.values()])
+        rows = [_new_row(item) for item in first.values()]
+        with _atomic_unless_one_statement(rows):
+            rows = insert_rows(rows)
     except IntegrityError:
         return _record_many_known_first(items)
     except ITEM_ERRORS as exc:  # one item the database refuses must not fail its neighbours
@@ -216,6 +218,22 @@ def _fits_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _atomic_unless_one_statement(rows: list[Message]):
+    """The transaction around ``insert_rows(rows)``: none when that is one statement on a connection in autocommit
+    (one statement is atomic by itself, and Django's BEGIN, COMMIT and their bookkeeping cost more CPU than the
+    INSERT); else ``atomic()``, inside another transaction a savepoint, so that a key stored before
+    (``IntegrityError``) leaves the caller's transaction usable."""
+    db = transaction.get_connection()
+    if db.in_atomic_block or not db.get_autocommit() or not db.features.can_return_rows_from_bulk_insert:
+        return transaction.atomic()
+    return transaction.atomic() if len(rows) > _rows_per_statement(db, rows) else contextlib.nullcontext()
+
+
+def _rows_per_statement(db, rows: list[Message]) -> int:
+    """How many rows one INSERT may carry: the database's limit on parameters per statement."""
+    return max(db.ops.bulk_batch_size(_INSERTED_FIELDS, rows), 1)
+
+
 def insert_rows(rows: list[Message]) -> list[Message]:
     """``Message.objects.bulk_create(rows)`` without Django's query compiler and connection proxy, which cost more
     CPU than the write: every column's value is still what the model makes of it (its defaults, ``auto_now``,
@@ -226,7 +244,7 @@ def insert_rows(rows: list[Message]) -> list[Message]:
     if not db.features.can_return_rows_from_bulk_insert:  # no INSERT ... RETURNING here: Django's way
         return Message.objects.bulk_create(rows)
     fields = _INSERTED_FIELDS
-    step = max(db.ops.bulk_batch_size(fields, rows), 1)  # the database's limit on parameters per statement
+    step = _rows_per_statement(db, rows)
     ids: dict[str, int] = {}
     with db.cursor() as cursor:
         for start in range(0, len(rows), step):

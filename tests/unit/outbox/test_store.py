@@ -392,6 +392,33 @@ def test_a_batch_of_new_keys_is_one_insert_without_a_read_first(make_user):
     assert statements.count("SELECT") == 0 and statements.count("INSERT") == 1, statements
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_in_one_statement_is_stored_without_a_transaction_of_its_own(make_user):
+    """Outside a transaction a batch that fits one INSERT is that INSERT alone (atomic by itself, no BEGIN); a
+    batch of several statements is one transaction; inside the caller's transaction, a key stored before leaves
+    that transaction usable (a savepoint), and the batch's new keys are stored."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    user = make_user()
+    batch = [to_record(user, f"one{n}") for n in range(3)]
+    with CaptureQueriesContext(connection) as ctx:
+        assert all(r.created for r in outbox.record_many(batch))
+    assert [q["sql"].split()[0].upper() for q in ctx.captured_queries] == ["INSERT"]
+
+    many = [to_record(user, f"many{n}") for n in range(150)]  # SQLite: 999 parameters a statement
+    with CaptureQueriesContext(connection) as ctx:
+        assert all(r.created for r in outbox.record_many(many))
+    statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries]
+    assert statements.count("INSERT") > 1 and statements[0] in ("BEGIN", "SAVEPOINT"), statements
+
+    with transaction.atomic():
+        recs = outbox.record_many([to_record(user, "one0"), to_record(user, "fresh")])
+        assert [r.created for r in recs] == [False, True]
+        assert Message.objects.filter(idempotency_key="fresh").exists()  # the transaction still works
+    assert Message.objects.filter(idempotency_key__startswith="many").count() == 150
+
+
 def test_mark_sent_many_records_only_the_rows_the_claim_still_holds(make_user):
     user = make_user()
     ids = [r.message_id for r in outbox.record_many([to_record(user, f"h{n}") for n in range(2)])]
