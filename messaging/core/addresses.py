@@ -28,8 +28,10 @@ def normalise_email(addr: str) -> str:
     return spec if spec.count("@") == 1 else ""
 
 
+@lru_cache(maxsize=4096)
 def mailbox_username(addr: str, domain: str) -> str | None:
-    """Local part of ``addr`` when its domain is ``domain`` (case-insensitive), +tag removed."""
+    """Local part of ``addr`` when its domain is ``domain`` (case-insensitive), +tag removed. Remembered (a pure
+    function, asked for every mail taken: the address parse costs more than the rest of finding its user)."""
     spec = normalise_email(addr)
     local, at, dom = spec.rpartition("@")
     if not at or dom.rstrip(".") != domain.strip().lower().rstrip("."):
