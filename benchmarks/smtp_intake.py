@@ -93,62 +93,30 @@ def one_round(pid: int, port: int, mailboxes: list[str], messages: int, concurre
 
 
 def profile_round(pid: int, port: int, mailboxes: list[str], args, out_dir: str) -> None:
+    """One more load with py-spy on the server (``--gil``: where its Python CPU goes), summarised as
+    ``benchmarks.run --profile-gil`` summarises the actors'."""
     from benchmarks import smtp_load
+    from benchmarks.report import package_shares, top_frames
 
-    raw = os.path.join(out_dir, "smtp_intake.txt")
+    raw = Path(out_dir) / "smtp_intake.txt"
+    py_spy = Path(sys.executable).parent / "py-spy"
     spy = subprocess.Popen(
-        ["py-spy", "record", "--gil", "--full-filenames", "-r", "250", "-p", str(pid), "-f", "raw", "-o", raw],
+        [str(py_spy), "record", "--gil", "--rate", "250", "--pid", str(pid), "--format", "raw", "--output", str(raw)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(1.0)  # py-spy attaches (not a synchronisation of ours: the samples start whenever it is ready)
     smtp_load.collect(smtp_load.spawn("127.0.0.1", port, args.messages, args.concurrency, mailboxes, "prof"))
     spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
-    spy.wait(30)
-    summarise_profile(raw)
+    spy.wait(60)
+    collapsed = raw.read_text(encoding="utf-8", errors="replace")
+    print("  self time by package: " + ", ".join(f"{name} {share:.0%}" for name, share in package_shares(collapsed)))
+    print("  hottest frames (self):")
+    for frame, share in top_frames(collapsed, 20, skip_leaves=()):
+        print(f"    {share:6.1%}  {frame}")
+    print("  our code, inclusive:")
+    for frame, share in top_frames(collapsed, 20, leaf=False, focus="messaging/", skip_leaves=()):
+        print(f"    {share:6.1%}  {frame}")
     print(f"  (collapsed stacks: {raw})")
-
-
-def summarise_profile(raw: str, top: int = 25) -> None:
-    by_package: dict[str, int] = {}
-    by_function: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    with open(raw) as lines:
-        for line in lines:
-            stack, _, count = line.rstrip().rpartition(" ")
-            if not stack:
-                continue
-            n = int(count)
-            total += n
-            frames = stack.split(";")
-            leaf = frames[-1]
-            by_function[leaf] = by_function.get(leaf, 0) + n
-            by_package[_package(leaf)] = by_package.get(_package(leaf), 0) + n
-            for function in {frame.rpartition(":")[0] for frame in frames}:  # per function, not per line
-                inclusive[function] = inclusive.get(function, 0) + n
-    print(f"  {total} samples; self time by package:")
-    for name, n in sorted(by_package.items(), key=lambda kv: -kv[1])[:12]:
-        print(f"    {100 * n / total:5.1f} %  {name}")
-    print("  hottest functions (self):")
-    for name, n in sorted(by_function.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"    {100 * n / total:5.1f} %  {name}")
-    print("  ours, inclusive:")
-    ours = [(k, v) for k, v in inclusive.items() if _package(k) == "ours"]
-    for name, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
-        print(f"    {100 * n / total:5.1f} %  {name}")
-
-
-def _package(frame: str) -> str:
-    """``func (path/to/file.py:12)`` -> the package: the first directory after site-packages, ours, or stdlib."""
-    path = frame[frame.rfind("(") + 1 :].split(":")[0]
-    if "site-packages/" in path:
-        return path.split("site-packages/")[1].split("/")[0].removesuffix(".py")
-    if path.startswith(str(Path(__file__).resolve().parents[1])):
-        return "ours"
-    if "/python3." in path:  # the standard library: its top module (asyncio, email, ...)
-        return path.split("/python3.")[1].split("/")[1].removesuffix(".py")
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
