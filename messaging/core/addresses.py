@@ -28,7 +28,13 @@ def normalise_email(addr: str) -> str:
     return spec if spec.count("@") == 1 else ""
 
 
-@lru_cache(maxsize=4096)
+# Checked addresses remembered (pure functions; an address refused, which raises, is not remembered): a device
+# writes to the same few contacts, from its one mailbox, and each check costs more than a sent message's SMTP
+# exchange.
+ADDRESS_CACHE_SIZE = 4096
+
+
+@lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def mailbox_username(addr: str, domain: str) -> str | None:
     """Local part of ``addr`` when its domain is ``domain`` (case-insensitive), +tag removed. Remembered (a pure
     function, asked for every mail taken: the address parse costs more than the rest of finding its user)."""
@@ -42,11 +48,6 @@ def mailbox_username(addr: str, domain: str) -> str | None:
 
 class InvalidAddress(ValueError):
     """Not an email address we can send to or from; the message says why."""
-
-
-# Checked addresses remembered (pure functions; a refusal is not remembered): a device writes to the same few
-# contacts, from its one mailbox, and each check costs more than a sent message's SMTP exchange.
-ADDRESS_CACHE_SIZE = 4096
 
 
 @lru_cache(maxsize=ADDRESS_CACHE_SIZE)

@@ -84,12 +84,8 @@ class Command(BaseCommand):
             self._report_activity(config)
         except KeyboardInterrupt:
             pass
-        except (
-            IngressNotAnswering,
-            ActorsNotUp,
-            ConfigError,
-            MigrationsFailed,
-        ) as exc:  # e.g. a Ray node lacks the driver's secrets
+        # e.g. a Ray node lacks the driver's secrets (ConfigError), the database cannot be migrated
+        except (IngressNotAnswering, ActorsNotUp, ConfigError, MigrationsFailed) as exc:
             failure = exc
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -227,9 +223,9 @@ class MigrationsFailed(Exception):
 
 
 class Migrating:
-    """``migrate`` in a thread of its own, started before Ray: a Ray we start takes seconds of its processes' CPU
-    and needs no database, so the two overlap (on 2 cores about 1.5 s sooner to SMTP and Serve). ``wait`` before
-    anything touches the database: it raises ``MigrationsFailed`` naming the cause."""
+    """``migrate`` in a thread of its own, started before Ray: a Ray we start needs no database, so the two overlap
+    (on 2 cores busy with Ray's own start, by 0-1.5 s: benchmarks/README.md). ``wait`` before anything touches the
+    database: it raises ``MigrationsFailed`` naming the cause."""
 
     def __init__(self) -> None:
         self.error: BaseException | None = None
