@@ -10,9 +10,12 @@ decision and the store. The state-change log lines go to a file, as a courier's 
 server's CPU per message accepted (user + system, from ``psutil``) and the rate, then the median.
 
 ``--profile``: py-spy samples the server (``--gil``: the thread holding the GIL) during one extra round and
-prints its self time by package and its hottest functions (the collapsed stacks are kept). For an A/B
-against another commit, run from a worktree of it: ``PYTHONPATH=<worktree> .venv/bin/python -m
-benchmarks.smtp_intake``; this VM drifts, so alternate the two.
+prints its self time by package and its hottest functions (the collapsed stacks are kept).
+
+``--vs <checkout>``: an A/B against another commit (a worktree of it, with this file copied in): a second mail
+server runs from that checkout, and the rounds alternate between the two (round by round, which goes first
+alternating, on the same database), so that a VM whose speed drifts over minutes slows both alike. Printed: each
+side's median, and the median of the paired ratios (this checkout's CPU per mail over the other's, round by round).
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--vs", metavar="CHECKOUT", help="alternate the rounds with a mail server run from there")
     parser.add_argument("--serve", nargs=2, metavar=("NAMESERVERS", "LOG_DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web.settings")
@@ -139,32 +143,59 @@ def main(argv: list[str] | None = None) -> None:
     from messaging.sandbox.fake_dns import FakeDNS
 
     mailboxes = seed()
+    roots = {"this": Path.cwd()} | ({"vs": Path(args.vs).resolve()} if args.vs else {})
     with FakeDNS() as dns:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.smtp_intake", "--serve", dns.nameservers, work],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        children = {side: start_server(root, dns.nameservers, work) for side, root in roots.items()}
         try:
-            port = json.loads(child.stdout.readline())["port"]
-            one_round(child.pid, port, mailboxes, 200, args.concurrency, f"warm{time.time_ns()}")
-            figures = []
+            ports = {side: json.loads(child.stdout.readline())["port"] for side, child in children.items()}
+            for side, child in children.items():
+                one_round(child.pid, ports[side], mailboxes, 200, args.concurrency, f"warm{side}{time.time_ns()}")
+            figures: dict[str, list[float]] = {side: [] for side in children}
             for n in range(args.rounds):
-                got = one_round(child.pid, port, mailboxes, args.messages, args.concurrency, f"r{n}x{time.time_ns()}")
-                per_msg = got["cpu_s"] / max(got["ok"], 1) * 1e3
-                figures.append(per_msg)
-                errors = f", errors {got['errors']}" if got["errors"] else ""
-                print(f"round {n + 1}: {per_msg:.2f} ms CPU per message, {got['rate']:.0f} msg/s{errors}", flush=True)
-            print(
-                f"median of {args.rounds} rounds of {args.messages} messages over {args.concurrency} sessions: "
-                f"{statistics.median(figures):.2f} ms CPU per message (the mail server's process)"
-            )
+                order = list(children.items())
+                for side, child in order if n % 2 == 0 else order[::-1]:  # ABBA: neither side always goes first
+                    tag = f"r{n}{side}x{time.time_ns()}"
+                    got = one_round(child.pid, ports[side], mailboxes, args.messages, args.concurrency, tag)
+                    per_msg = got["cpu_s"] / max(got["ok"], 1) * 1e3
+                    figures[side].append(per_msg)
+                    errors = f", errors {got['errors']}" if got["errors"] else ""
+                    name = f" ({side}: {roots[side]})" if args.vs else ""
+                    print(
+                        f"round {n + 1}{name}: {per_msg:.2f} ms CPU per message, {got['rate']:.0f} msg/s{errors}",
+                        flush=True,
+                    )
+            for side, values in figures.items():
+                name = f" [{roots[side]}]" if args.vs else ""
+                print(
+                    f"median of {args.rounds} rounds of {args.messages} messages over {args.concurrency} sessions"
+                    f"{name}: {statistics.median(values):.2f} ms CPU per message (the mail server's process)"
+                )
+            if args.vs:
+                ratios = [a / b for a, b in zip(figures["this"], figures["vs"], strict=True)]
+                print(
+                    f"this / vs, paired by round: median {statistics.median(ratios):.3f} "
+                    f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+                )
             if args.profile:
-                profile_round(child.pid, port, mailboxes, args, work)
+                profile_round(children["this"].pid, ports["this"], mailboxes, args, work)
         finally:
-            child.stdin.close()
-            child.wait(30)
+            for child in children.values():
+                child.stdin.close()
+            for child in children.values():
+                child.wait(30)
+
+
+def start_server(root: Path, nameservers: str, work: str) -> subprocess.Popen:
+    """A mail server child run from checkout ``root`` (its code on the path first)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.smtp_intake", "--serve", nameservers, work],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env=env,
+    )
 
 
 if __name__ == "__main__":

@@ -20,3 +20,16 @@ async def eventually(condition, timeout: float = 10.0, interval: float = 0.01, w
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def wait_until(condition, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    """``eventually`` for a test's own thread: poll ``condition()`` until it is truthy (returned); AssertionError
+    naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

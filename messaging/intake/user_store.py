@@ -4,8 +4,9 @@ Every intake (the mail server, the webhooks, the satellite poll) decides and sto
 user desk (``routing/user_desk.py``) in threads of its own process (``LocalUsers``): a message costs no Ray hop
 before it is durable (a Ray call costs 0.7-1.5 ms of CPU whatever it carries, ``benchmarks/ray_hop.py``). The
 limits still hold across processes: an acceptance a count may refuse is counted again in the transaction that
-stores it. Calls are batched (``CallBatcher`` over ``intake_many``): messages that arrive while a batch is being
-stored go together in the next one transaction.
+stores it. Calls are batched (``CallBatcher`` over ``intake_many`` from the event loop, ``ThreadBatcher`` from the
+mail server's worker threads): messages that arrive while a batch is being stored go together in the next one
+transaction.
 
 The desk answers which sender should deliver each new message; the kicks are made here, gathered
 (``NotifyGatherer``): a message after a quiet moment is kicked at once, and under load each sender member gets one
@@ -23,7 +24,7 @@ from typing import Any
 
 from messaging.core.types import Channel
 from messaging.routing.user_desk import UserDesk
-from messaging.runtime.batching import CallBatcher, NotifyGatherer
+from messaging.runtime.batching import CallBatcher, NotifyGatherer, ThreadBatcher
 from messaging.runtime.config import Config
 from messaging.runtime.pool import NamedPool, stable_index
 
@@ -72,7 +73,9 @@ class LocalUsers:
 
 
 class UserStore:
-    """``submit``/``submit_many`` as ``CallBatcher``'s: the results once stored; the deliveries kicked after."""
+    """``submit``/``submit_many`` as ``CallBatcher``'s: the results once stored; the deliveries kicked after.
+    From a worker thread, ``store`` (``ThreadBatcher``: batched the same way, without a trip through the event
+    loop), then ``kick`` on the loop with its results."""
 
     def __init__(
         self,
@@ -90,6 +93,12 @@ class UserStore:
         self._local = local
         # intake_many(messages, False): the desk stores and answers whom to kick, without kicking.
         self.calls = CallBatcher(users, "intake_many", timeout=config.smtp_store_timeout, args=(False,))
+        self.timeout = config.smtp_store_timeout
+        self.in_threads = ThreadBatcher(
+            lambda idx, items: users.call(idx, "intake_many", items, False, timeout=self.timeout),
+            lanes=getattr(users, "size", 1),
+            name="store",
+        )
         self.kicks = NotifyGatherer(self._kick, window)
         self._senders: dict[str, Any] = dict(senders or getattr(users, "senders_by_kind", {}))
 
@@ -102,6 +111,15 @@ class UserStore:
         results = await self.calls.submit_many(idx, messages)
         self._gather(results)
         return results
+
+    def store(self, messages: list[tuple[int, Any]]) -> list[Any]:
+        """In a worker thread, not on the event loop: each ``(idx, message)`` stored, the results in order once
+        all are; ``TimeoutError`` after SMTP_STORE_TIMEOUT. Nothing is kicked: hand the results to ``kick``."""
+        return self.in_threads.call_each(messages, self.timeout)
+
+    def kick(self, results: list[Any]) -> None:
+        """On the event loop: the deliveries of what ``store`` stored."""
+        self._gather(results)
 
     def flush(self) -> None:
         """Make the kicks still waiting now (draining)."""

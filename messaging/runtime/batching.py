@@ -8,6 +8,10 @@ carries many items. The member's method takes a list and returns a list of resul
 Each caller awaits its own item's result: a failure of the call fails every item in it (the method must
 be idempotent per item, as intake is by idempotency key, since callers answer "try again").
 
+``ThreadBatcher`` is the same for callers in threads (a mail server's worker parses, checks and stores one mail
+without going back to the event loop in between): a thread of a small pool makes the calls of member ``idx`` one
+after another, each carrying everything submitted meanwhile.
+
 ``NotifyGatherer`` does the same for fire-and-forget calls (delivery kicks), which have no answer to wait for:
 the first for a key goes at once, later ones within ``window`` of it go together when the window ends.
 """
@@ -16,7 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from messaging.runtime.pool import NamedPool
@@ -97,6 +104,74 @@ class CallBatcher:
         for (_, fut), result in zip(live, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+
+
+class ThreadBatcher:
+    """``CallBatcher`` for callers in threads: ``call(idx, items)`` made by a thread of this batcher's own pool
+    (one at a time per member ``idx``), with every item submitted to ``idx`` while the call before was running."""
+
+    def __init__(self, call: Callable[[int, list], list], *, lanes: int, max_batch: int = 64, name: str = "batch"):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._call = call
+        self.max_batch = max_batch
+        self._threads = ThreadPoolExecutor(max_workers=max(1, lanes), thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._waiting: dict[int, list[tuple[Any, Future]]] = {}
+        self._running: set[int] = set()
+        self.calls = 0
+        self.items = 0
+
+    def call_each(self, items: list[tuple[int, Any]], timeout: float) -> list[Any]:
+        """The result for each ``(idx, item)``, in order, once the calls carrying them returned; raises what one
+        raised, or ``TimeoutError`` after ``timeout`` seconds (items not yet sent then are not sent; the method
+        must be idempotent per item, as intake is, because the caller answers "try again")."""
+        futures = [future for idx, item in items for future in self.submit_many(idx, [item])]
+        deadline = time.monotonic() + timeout
+        try:
+            return [future.result(max(0.0, deadline - time.monotonic())) for future in futures]
+        except TimeoutError:
+            for future in futures:
+                future.cancel()  # those not yet in a call are left out of it
+            raise
+
+    def submit_many(self, idx: int, items: list[Any]) -> list[Future]:
+        futures: list[Future] = [Future() for _ in items]
+        with self._lock:
+            self._waiting.setdefault(idx, []).extend(zip(items, futures, strict=True))
+            if idx in self._running:
+                return futures
+            self._running.add(idx)
+        self._threads.submit(self._send_all, idx)
+        return futures
+
+    def _send_all(self, idx: int) -> None:
+        while True:
+            with self._lock:
+                waiting = self._waiting.get(idx)
+                if not waiting:
+                    self._waiting.pop(idx, None)
+                    self._running.discard(idx)
+                    return
+                batch = waiting[: self.max_batch]
+                del waiting[: self.max_batch]
+            live = [(item, future) for item, future in batch if future.set_running_or_notify_cancel()]
+            if live:
+                self._send(idx, live)
+
+    def _send(self, idx: int, live: list[tuple[Any, Future]]) -> None:
+        self.calls += 1
+        self.items += len(live)
+        try:
+            results = self._call(idx, [item for item, _ in live])
+            if len(results) != len(live):  # a bug on the other side: never hand out the wrong result
+                raise RuntimeError(f"{len(results)} results for {len(live)} items")
+        except Exception as exc:
+            for _, future in live:
+                future.set_exception(exc)
+            return
+        for (_, future), result in zip(live, results, strict=True):
+            future.set_result(result)
 
 
 class NotifyGatherer:

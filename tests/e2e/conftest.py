@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.waiting import wait_until  # noqa: F401  (the e2e modules import it from here)
+
 pytestmark = pytest.mark.e2e
 
 
@@ -73,17 +75,6 @@ def database_url(settings_dict: dict) -> str:
         port = settings_dict.get("PORT") or 5432
         return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
     raise RuntimeError(f"no DATABASE_URL for engine {engine}")
-
-
-def wait_until(condition, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def device_texts(e2e, device_id: int) -> list[str]:

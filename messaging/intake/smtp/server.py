@@ -56,6 +56,10 @@ RCPT_CACHE_SIZE = 10_000
 AUTH_THREADS = 32  # sender checks (SPF/DKIM/DMARC) waiting on DNS at once per mail server
 
 
+class NotStored(Exception):
+    """A mail read and checked but not stored (the database, or SMTP_STORE_TIMEOUT): answered 451."""
+
+
 def reply_for(verdict: Verdict) -> str:
     code, text = SMTP_REPLIES[verdict]
     return f"{code} {text}"
@@ -164,11 +168,36 @@ class MailHandler:
         else:
             self.sessions_by_client.pop(client, None)
 
-    def _read_and_check(self, raw: bytes, session: Session, envelope: Envelope) -> tuple[InboundMail, str, AuthResult]:
-        """In a worker thread: the parsed mail and its stored text (:class:`MailParseError` if unreadable:
-        then no sender checks are made), then the sender checks."""
+    def _take(self, raw: bytes, session: Session, envelope: Envelope) -> tuple[AuthResult, list | None]:
+        """In a worker thread, the whole of a mail's work off the event loop: parse it (:class:`MailParseError`
+        if unreadable: then no sender checks are made), check its sender, and store a copy per mailbox
+        (:class:`NotStored` if that failed). Returns the checks and the store's results, which are None when
+        DMARC refused the mail (nothing stored)."""
         mail, text = read_mail(raw, store_limit(self.config.max_packets))
-        return mail, text, self._authenticate(raw, session, envelope)
+        auth = self._authenticate(raw, session, envelope)
+        if decision(auth) == "reject":  # a forged From under p=reject: nothing stored, nothing paid
+            return auth, None
+        sender = mail.sender or (envelope.mail_from or "").lower()
+        match_sender = sender_to_match(auth, mail.sender, envelope.mail_from or "")
+        messages = [
+            CombinedMessage(
+                direction=Direction.TO_DEVICE,
+                protocol=Protocol.EMAIL,
+                sender=sender,
+                recipient=mailbox,
+                text=text,
+                subject=mail.subject,
+                idempotency_key=idempotency_key(raw, mail.message_id, mailbox),
+                external_id=mail.message_id,
+                authentication=auth.summary(),
+                match_sender=match_sender,
+            )
+            for mailbox in dict.fromkeys(self._mailbox(rcpt) or rcpt.lower() for rcpt in envelope.rcpt_tos)
+        ]
+        try:
+            return auth, self.store.store([(self.users.index_for(m.routing_key()), m) for m in messages])
+        except Exception as exc:  # not stored (database trouble, too slow): the sender must retry
+            raise NotStored(f"from {mask_email(sender)}: {type(exc).__name__}: {exc}") from exc
 
     def _authenticate(self, raw: bytes, session: Session, envelope: Envelope) -> AuthResult:
         """SPF, DKIM and DMARC for one message (in a worker thread: DNS lookups block, each one bounded)."""
@@ -251,42 +280,19 @@ class MailHandler:
                 return f"554 5.6.0 Message has too many MIME parts ({parts}; the limit is {most})"
             loop = asyncio.get_running_loop()
             try:  # off the event loop, so other sessions go on meanwhile (the checks never raise)
-                mail, text, auth = await loop.run_in_executor(
-                    self._checks, self._read_and_check, raw, session, envelope
-                )
+                auth, results = await loop.run_in_executor(self._checks, self._take, raw, session, envelope)
             except MailParseError as exc:
                 return f"554 5.6.0 Message could not be read: {exc}"
+            except NotStored as exc:
+                log.warning("DATA %s: not stored: answering 451", exc)
+                return TEMPFAIL
             except Exception as exc:  # a parser bug: the same bytes fail the same way, so a retry cannot help
                 log.error("DATA: message unreadable (%s)", type(exc).__name__, exc_info=exc)
                 return "554 5.6.0 Message could not be read"
-            if decision(auth) == "reject":  # a forged From under p=reject: nothing stored, nothing paid
+            if results is None:
                 log.info("DATA refused by DMARC: %s", auth.summary())
                 return REJECT_REPLY
-            sender = mail.sender or (envelope.mail_from or "").lower()
-            match_sender = sender_to_match(auth, mail.sender, envelope.mail_from or "")
-            messages = [
-                CombinedMessage(
-                    direction=Direction.TO_DEVICE,
-                    protocol=Protocol.EMAIL,
-                    sender=sender,
-                    recipient=mailbox,
-                    text=text,
-                    subject=mail.subject,
-                    idempotency_key=idempotency_key(raw, mail.message_id, mailbox),
-                    external_id=mail.message_id,
-                    authentication=auth.summary(),
-                    match_sender=match_sender,
-                )
-                for mailbox in dict.fromkeys(self._mailbox(rcpt) or rcpt.lower() for rcpt in envelope.rcpt_tos)
-            ]
-            try:
-                results = await asyncio.gather(
-                    *(self.store.submit(self.users.index_for(m.routing_key()), m) for m in messages)
-                )
-            except Exception as exc:  # not stored (pool down, database trouble): the sender must retry
-                why = f"{type(exc).__name__}: {exc}"
-                log.warning("DATA from %s: not stored (%s): answering 451", mask_email(sender), why)
-                return TEMPFAIL
+            self.store.kick(results)
             unstored = [r for r in results if not r.stored]
             if unstored:  # e.g. a rate limit: the sender tries again later (the stored copies dedupe by key)
                 return temporary_reply(unstored[0].verdict)

@@ -1,15 +1,18 @@
 """CallBatcher: calls to one member coalesce while one is in flight; results and failures reach the right caller.
+ThreadBatcher: the same for callers in threads.
 NotifyGatherer: fire-and-forget calls to one key coalesce within a window; a lone one is not delayed."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from messaging.runtime.batching import CallBatcher, NotifyGatherer
+from messaging.runtime.batching import CallBatcher, NotifyGatherer, ThreadBatcher
 from messaging.runtime.pool import PoolUnavailable
-from tests.waiting import eventually
+from tests.waiting import eventually, wait_until
 
 
 class GatedPool:
@@ -166,3 +169,82 @@ def test_a_full_batch_flush_and_a_failing_send_do_not_wait_or_stop_the_rest():
         assert not gatherer._timers, "a flushed key has no send left pending"
 
     asyncio.run(scenario())
+
+
+class GatedCalls:
+    """Stands in for the user desk of a ThreadBatcher: records each call; a call finishes when its gate opens."""
+
+    def __init__(self):
+        self.calls: list[tuple[int, list]] = []
+        self.gates: list[threading.Event] = []
+        self.fail: dict[int, Exception] = {}  # call number -> what it raises
+        self.lock = threading.Lock()
+
+    def __call__(self, idx, items):
+        gate = threading.Event()
+        with self.lock:
+            self.calls.append((idx, list(items)))
+            self.gates.append(gate)
+            number = len(self.calls)
+        assert gate.wait(10), "the test never opened this call's gate"
+        if number in self.fail:
+            raise self.fail[number]
+        return [item * 2 for item in items]
+
+    def open_all(self):
+        with self.lock:
+            for gate in self.gates:
+                gate.set()
+
+
+def test_threads_share_a_call_when_theirs_arrive_while_one_runs():
+    desk = GatedCalls()
+    batcher = ThreadBatcher(desk, lanes=2)
+    with ThreadPoolExecutor(max_workers=8) as callers:
+        first = callers.submit(batcher.call_each, [(0, 1)], 10)
+        wait_until(lambda: len(desk.calls) == 1, what="the first item goes at once, alone")
+        later = [callers.submit(batcher.call_each, [(0, n)], 10) for n in (2, 3, 4)]
+        other_lane = callers.submit(batcher.call_each, [(1, 5)], 10)
+        wait_until(lambda: (1, [5]) in desk.calls, what="another member's call does not wait for this one's")
+        wait_until(lambda: len(batcher._waiting.get(0, [])) == 3, what="three items waiting for member 0")
+        desk.open_all()
+        wait_until(lambda: len(desk.calls) == 3, what="the waiting items go together in one call")
+        desk.open_all()
+        assert first.result(10) == [2]
+        assert [f.result(10) for f in later] == [[4], [6], [8]]
+        assert other_lane.result(10) == [10]
+    assert desk.calls[2] == (0, [2, 3, 4])
+
+
+def test_a_thread_call_that_fails_fails_only_its_own_items_and_results_keep_their_order():
+    desk = GatedCalls()
+    desk.fail[1] = ConnectionError("database gone")
+    batcher = ThreadBatcher(desk, lanes=2)
+    with ThreadPoolExecutor(max_workers=4) as callers:
+        failing = callers.submit(batcher.call_each, [(0, 1)], 10)
+        wait_until(lambda: len(desk.calls) == 1, what="the first call is made")
+        mixed = callers.submit(batcher.call_each, [(1, 7), (0, 2), (1, 8)], 10)
+        wait_until(lambda: len(desk.calls) == 2, what="the other member's call is made")
+        desk.open_all()
+        with pytest.raises(ConnectionError):
+            failing.result(10)
+        wait_until(lambda: len(desk.calls) == 4, what="the next calls of both members are made")
+        desk.open_all()
+        assert mixed.result(10) == [14, 4, 16]
+
+
+def test_a_thread_caller_that_times_out_gets_timeout_error_and_its_unsent_items_are_left_out():
+    desk = GatedCalls()
+    batcher = ThreadBatcher(desk, lanes=1)
+    with ThreadPoolExecutor(max_workers=4) as callers:
+        blocking = callers.submit(batcher.call_each, [(0, 1)], 10)
+        wait_until(lambda: len(desk.calls) == 1, what="the first call is made")
+        with pytest.raises(TimeoutError):
+            batcher.call_each([(0, 2)], 0.2)  # its call cannot start while the first runs
+        after = callers.submit(batcher.call_each, [(0, 3)], 10)
+        desk.open_all()
+        assert blocking.result(10) == [2]
+        wait_until(lambda: len(desk.calls) == 2, what="the next call is made")
+        desk.open_all()
+        assert after.result(10) == [6]
+    assert desk.calls[1] == (0, [3])  # the item whose caller gave up was never sent

@@ -32,6 +32,7 @@ from messaging.intake.smtp.authentication import (
 )
 from messaging.runtime.config import Config
 from messaging.sandbox.fake_dns import FakeDNS
+from tests.waiting import wait_until
 
 GENEROUS = 30.0  # seconds: a sanity bound that "returns at all", not a speed claim
 
@@ -305,16 +306,6 @@ def test_concurrent_checks_use_their_own_resolver(server, resolver, key):
 
 
 # --- the answer cache ---
-
-
-def wait_until(condition, timeout: float = GENEROUS, interval: float = 0.1):
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"not so after {timeout}s")
 
 
 def asked(server, name: str) -> int:

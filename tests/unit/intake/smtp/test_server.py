@@ -19,6 +19,7 @@ from messaging.intake.smtp.server import MailHandler, idempotency_key, mailbox_o
 from messaging.intake.user_store import LocalUsers, UserStore
 from messaging.runtime.config import Config
 from messaging.runtime.pool import stable_index
+from tests.waiting import wait_until
 from web.delivery.models import Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,11 +29,19 @@ class SwitchableUsers(LocalUsers):
     """The real user desk; ``down`` makes every store fail as a database gone away would."""
 
     down = False
+    gate: threading.Event | None = None  # set: every store waits for it to open (a database that hangs)
 
     async def acall(self, idx, method, *args, timeout=None):
         if self.down:
             raise OperationalError("could not connect to server")
         return await super().acall(idx, method, *args, timeout=timeout)
+
+    def call(self, idx, method, *args, timeout=None):
+        if self.down:
+            raise OperationalError("could not connect to server")
+        if self.gate is not None:
+            assert self.gate.wait(30), "the test never let the store go on"
+        return super().call(idx, method, *args, timeout=timeout)
 
 
 @pytest.fixture
@@ -168,6 +177,25 @@ def test_a_store_that_fails_means_451_not_250(server, make_user):
         code, _ = s.data(mail(f"{user.username}@beaver.test").as_bytes())
     assert code == 451
     assert not Message.objects.filter(user=user).exists()
+
+
+def test_a_store_slower_than_its_timeout_means_451_and_the_late_store_is_not_stored_twice(serve, make_user):
+    """SMTP_STORE_TIMEOUT: a store that hangs is answered 451 in time (the sender retries); when it goes through
+    after all, the retry finds the copy stored and the mail is stored once."""
+    port, handler, pool = serve(smtp_store_timeout=0.5)
+    user = make_user()
+    pool.gate = threading.Event()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo()
+        s.mail("amy@example.org")
+        assert s.rcpt(f"{user.username}@beaver.test")[0] == 250
+        code, reply = s.data(mail(f"{user.username}@beaver.test", message_id="<late@example.org>").as_bytes())
+    assert code == 451, reply
+    pool.gate.set()
+    wait_until(lambda: Message.objects.filter(user=user).exists(), what="the late store to go through")
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        assert s.send_message(mail(f"{user.username}@beaver.test", message_id="<late@example.org>")) == {}
+    assert Message.objects.filter(user=user).count() == 1
 
 
 def test_draining_turns_new_sessions_away_with_421(server, make_user):
