@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 
 _ready = False
+
+# Seconds between two checks of one connection (unless an error occurred on it since: then at once). With
+# CONN_HEALTH_CHECKS a check makes the connection's next query ask the database first whether it is alive (a
+# ``SELECT 1`` on PostgreSQL); checked on every batch stored or claimed, that was a round trip per batch.
+CHECK_EVERY = 1.0
 
 
 def ensure_django() -> None:
@@ -18,10 +24,17 @@ def ensure_django() -> None:
     _ready = True
 
 
-def refresh_connections() -> None:
-    """Drop database connections that are too old or broken (long-lived actor threads have no request
-    cycle to do it). Never inside a transaction, where closing would lose it."""
-    from django.db import close_old_connections, connections  # (likewise)
+def refresh_connections(clock=time.monotonic) -> None:
+    """Drop this thread's database connections that are too old or broken (long-lived actor threads have no
+    request cycle to do it): each checked at most every ``CHECK_EVERY`` seconds, and at once after an error on
+    it. Never inside a transaction, where closing would lose it."""
+    from django.db import connections  # (likewise)
 
-    if not any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
-        close_old_connections()
+    open_now = connections.all(initialized_only=True)
+    if any(conn.in_atomic_block for conn in open_now):
+        return
+    now = clock()
+    for conn in open_now:
+        if conn.errors_occurred or now - getattr(conn, "checked_at", float("-inf")) >= CHECK_EVERY:
+            conn.close_if_unusable_or_obsolete()
+            conn.checked_at = now
