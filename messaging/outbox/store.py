@@ -368,15 +368,88 @@ def claim_many(ids: list[int], policy: RetryPolicy = DEFAULT_POLICY, now: dateti
     token = uuid.uuid4().hex
     if not _take_leases(ids, token, now, now + policy.lease):
         return []
-    rows = list(
-        Message.objects.select_related("user", "device")
-        .only(*CLAIMED_FIELDS)
-        .filter(id__in=ids, lease_token=token)
-        .order_by("id")
-    )
+    rows = claimed_rows(ids, token)
     for row in rows:
         log.info("message %s sending attempt=%s", row.id, row.attempts)
     return rows
+
+
+def claimed_rows(ids: list[int], token: str) -> list[Message]:
+    """Those of ``ids`` leased under ``token``, by id, as ``Message.objects.select_related("user", "device")
+    .only(*CLAIMED_FIELDS)`` loads them, with one SELECT made here: compiling the ORM's query cost more CPU than
+    all the rest of a claim (a third of a one-message batch's send). Every column goes through its field's
+    conversion for this database, as the ORM's would; a test compares the two, field by field."""
+    db = transaction.get_connection()
+    shape = _ClaimedShape.of(db)
+    with db.cursor() as cursor:
+        cursor.execute(shape.sql % ", ".join(["%s"] * len(ids)), [*ids, token])
+        return [shape.row(values, db) for values in cursor.fetchall()]
+
+
+class _ClaimedShape:
+    """The SELECT of ``claimed_rows`` for one kind of database, and how its columns become the three models."""
+
+    _made: dict[str, _ClaimedShape] = {}
+
+    @classmethod
+    def of(cls, db) -> _ClaimedShape:
+        shape = cls._made.get(db.vendor)
+        if shape is None:
+            shape = cls._made[db.vendor] = cls(db)
+        return shape
+
+    def __init__(self, db) -> None:
+        qn = db.ops.quote_name
+        user_field, device_field = Message._meta.get_field("user"), Message._meta.get_field("device")
+        wanted = {None: set(), "user": set(), "device": set()}
+        for name in CLAIMED_FIELDS:
+            relation, _, field = name.rpartition("__")
+            wanted[relation or None].add(field)
+        # (model, table alias, its fields in the model's order: ``from_db`` takes the values in that order)
+        self.parts = [
+            self._part(Message, "m", wanted[None]),
+            self._part(user_field.related_model, "u", wanted["user"]),
+            self._part(device_field.related_model, "d", wanted["device"]),
+        ]
+        columns, self.converters = [], []
+        for _, alias, fields, _, _ in self.parts:
+            for field in fields:
+                columns.append(f"{alias}.{qn(field.column)}")
+                col = field.get_col(alias)
+                self.converters.append((col, db.ops.get_db_converters(col) + col.get_db_converters(db)))
+        message_table = qn(Message._meta.db_table)
+        self.sql = (
+            f"SELECT {', '.join(columns)} FROM {message_table} m "
+            f"LEFT OUTER JOIN {qn(user_field.related_model._meta.db_table)} u "
+            f"ON u.{qn(user_field.target_field.column)} = m.{qn(user_field.column)} "
+            f"LEFT OUTER JOIN {qn(device_field.related_model._meta.db_table)} d "
+            f"ON d.{qn(device_field.target_field.column)} = m.{qn(device_field.column)} "
+            f"WHERE m.{qn('id')} IN (%s) AND m.{qn('lease_token')} = %%s ORDER BY m.{qn('id')}"
+        )  # the id placeholders go in for "%s", one per id, on each claim
+        self.user_field, self.device_field = user_field, device_field
+
+    @staticmethod
+    def _part(model, alias: str, names: set[str]) -> tuple:
+        """(model, alias, its fields read, their attnames, where its primary key is among them)"""
+        wanted = {model._meta.get_field(name).attname for name in names} | {model._meta.pk.attname}
+        fields = [field for field in model._meta.concrete_fields if field.attname in wanted]
+        return model, alias, fields, [field.attname for field in fields], fields.index(model._meta.pk)
+
+    def row(self, values, db) -> Message:
+        converted = []
+        for value, (col, converters) in zip(values, self.converters, strict=True):
+            for convert in converters:
+                value = convert(value, col, db)
+            converted.append(value)
+        made, start = [], 0
+        for model, _, fields, attnames, pk_at in self.parts:
+            chunk = converted[start : start + len(fields)]
+            start += len(fields)
+            made.append(None if chunk[pk_at] is None else model.from_db(db.alias, attnames, chunk))
+        message, user, device = made
+        self.user_field.set_cached_value(message, user)
+        self.device_field.set_cached_value(message, device)
+        return message
 
 
 def _take_leases(ids: list[int], token: str, now: datetime, until: datetime) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import random
 from datetime import timedelta
 
@@ -212,6 +213,41 @@ def test_claim_many_returns_exactly_what_it_won(make_user):
     assert all(r.status == "sending" and r.user_id == user.id for r in rows)
     assert len({r.lease_token for r in rows} | {Message.objects.get(id=taken.id).lease_token}) == 2
     assert outbox.claim_many(ids) == [], "all leased now"
+
+
+def test_claimed_rows_are_what_the_orm_loads_field_by_field_without_a_query_more(make_user, django_assert_num_queries):
+    """claim_many reads its rows with its own SELECT; each field a sender reads (CLAIMED_FIELDS, through the user
+    and the device) has the value and type the ORM's select_related(...).only(...) gives, and reading them costs
+    no query (a field left out would load on first use, a query per message)."""
+    user = make_user()
+    user.share_location = True
+    user.save()
+    located = dataclasses.replace(combined("c-located"), latitude=47.5, longitude=-121.25, location_cep_km=3.0)
+    items = [outbox.ToRecord(located, user_id=user.id, device_id=user.devices.get().id, accepted=True)]
+    items.append(outbox.ToRecord(combined("c-nobody"), user_id=None, device_id=None, accepted=True))
+    ids = [r.message_id for r in outbox.record_many(items)]
+    rows = outbox.claim_many(ids)
+    orm = list(
+        Message.objects.select_related("user", "device").only(*outbox.CLAIMED_FIELDS).filter(id__in=ids).order_by("id")
+    )
+    assert [r.id for r in rows] == ids and len(orm) == 2
+
+    def read(row, name):  # a relation named last is read as its id, as senders read it (device.owner_id)
+        *path, last = name.split("__")
+        for part in path:
+            row = getattr(row, part)
+        return getattr(row, row._meta.get_field(last).attname)
+
+    with django_assert_num_queries(0):
+        for ours, theirs in zip(rows, orm, strict=True):
+            for name in outbox.CLAIMED_FIELDS:
+                if ours.user is None and name.startswith(("user__", "device__")):
+                    assert theirs.user is None and theirs.device is None
+                    continue
+                mine, expected = read(ours, name), read(theirs, name)
+                assert (mine, type(mine)) == (expected, type(expected)), name
+            assert ours.device_id is None or ours.device.owner_id == user.id
+    assert rows[0].created_at.tzinfo is not None and rows[0].user.share_location is True
 
 
 def test_mark_sent_many_records_each_remote_id(make_user):

@@ -3,6 +3,8 @@ ask the database first, a round trip on PostgreSQL), at once after an error, nev
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection, transaction
 
@@ -12,11 +14,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class Clock:
+    """Far later than any check made before, by the real clock or another test's (the connection outlives a test)."""
+
+    later = time.monotonic()
+
     def __init__(self):
-        self.now = 1000.0
+        Clock.later += 1e6
+        self.now = Clock.later
 
     def __call__(self):
         return self.now
+
+
+@pytest.fixture(autouse=True)
+def forget_the_test_clock():
+    """The connection outlives the test: its last check is forgotten, so the real clock's checks go on after."""
+    yield
+    if hasattr(connection, "checked_at"):
+        del connection.checked_at
 
 
 def used(conn):
