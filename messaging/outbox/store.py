@@ -219,14 +219,22 @@ def _fits_key(key: str) -> str:
 
 
 def _atomic_unless_one_statement(rows: list[Message]):
-    """The transaction around ``insert_rows(rows)``: none when that is one statement on a connection in autocommit
-    (one statement is atomic by itself, and Django's BEGIN, COMMIT and their bookkeeping cost more CPU than the
-    INSERT); else ``atomic()``, inside another transaction a savepoint, so that a key stored before
-    (``IntegrityError``) leaves the caller's transaction usable."""
+    """The transaction around ``insert_rows(rows)``: none when that is one INSERT (see ``_atomic_unless``), else
+    ``atomic()``, inside another transaction a savepoint, so that a key stored before (``IntegrityError``) leaves
+    the caller's transaction usable."""
     db = transaction.get_connection()
-    if db.in_atomic_block or not db.get_autocommit() or not db.features.can_return_rows_from_bulk_insert:
+    if not db.features.can_return_rows_from_bulk_insert:  # bulk_create's way: maybe several statements
         return transaction.atomic()
-    return transaction.atomic() if len(rows) > _rows_per_statement(db, rows) else contextlib.nullcontext()
+    return _atomic_unless(len(rows) <= _rows_per_statement(db, rows))
+
+
+def _atomic_unless(one_statement: bool):
+    """``atomic()``, or none for one statement on a connection in autocommit: one statement is atomic by itself,
+    and Django's BEGIN, COMMIT and their bookkeeping cost more CPU than a one-row write."""
+    db = transaction.get_connection()
+    if one_statement and not db.in_atomic_block and db.get_autocommit():
+        return contextlib.nullcontext()
+    return transaction.atomic()
 
 
 def _rows_per_statement(db, rows: list[Message]) -> int:
@@ -521,7 +529,7 @@ def mark_sent_many(token: str, sent: list[tuple[int, str]]) -> int:
         "WHERE id = %s AND status = %s AND lease_token = %s"
     )
     sending = Status.SENDING.value
-    with transaction.atomic(), connection.cursor() as cursor:
+    with _atomic_unless(len(sent) == 1), connection.cursor() as cursor:  # executemany: a statement per row
         cursor.executemany(
             sql, [(Status.SENT.value, rid[:255], stamp, stamp, mid, sending, token) for mid, rid in sent]
         )
