@@ -356,6 +356,22 @@ class DrainableSMTP(SMTP):
         self.event_handler.session_closed(self._client)
         super().connection_lost(exc)
 
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer (``SMTP._reset_timeout``, pinned aiosmtpd 1.4.6), moved without a new timer per
+        command: each command moves the deadline; the one timer, when it goes off before it, waits the rest."""
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        timer = self._timeout_handle
+        if timer is None or timer.cancelled() or timer.when() > self._idle_deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer)
+
+    def _idle_timer(self) -> None:
+        if self.loop.time() < self._idle_deadline:  # a command came since the timer was set
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_timer)
+        else:
+            self._timeout_cb()
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's parse of a MAIL or RCPT path (``SMTP._getaddr``, pinned aiosmtpd 1.4.6), the plain form
         without the header parser; the same results (a test compares the two on many paths), except that a path

@@ -426,6 +426,27 @@ def test_slow_sessions_from_one_client_never_shut_out_another(serve, make_user):
             sock.close()
 
 
+def test_the_idle_timeout_counts_from_the_last_command(serve):
+    """A session that keeps sending commands outlives SMTP_IDLE_TIMEOUT; once it stops, it is closed about that
+    long after its last command, not before."""
+    port, _, _ = serve(smtp_idle_timeout=1.0)
+    sock = connect_from("127.0.0.1", port)
+    try:
+        assert sock.recv(1024).startswith(b"220")
+        opened = last = time.monotonic()
+        while last - opened < 2.5:  # commands every 0.3 s, over two and a half timeouts
+            time.sleep(0.3)  # the client's pace: what the timeout is about
+            last = time.monotonic()
+            sock.sendall(b"NOOP\r\n")
+            assert sock.recv(1024).startswith(b"250"), "closed while commands kept coming"
+        data = b"x"
+        while data:  # recv returns b"" once the server closed the session
+            data = sock.recv(1024)
+        assert 0.9 <= time.monotonic() - last, "closed before the idle timeout after the last command"
+    finally:
+        sock.close()
+
+
 def test_one_rate_limited_recipient_makes_the_whole_mail_come_again(serve, make_user):
     """DATA has one answer for all recipients: when one copy could not be stored (its sender is over the
     hourly limit for that mailbox) the answer is 451, never 250; the copies stored meanwhile are not stored
