@@ -12,8 +12,7 @@ each round the sender's CPU per message sent (user + system, from ``psutil``) an
 
 ``--profile``: py-spy samples the sender (``--gil``) during one extra round and prints its self time by package
 and its hottest functions. ``--vs <checkout>``: an A/B against another commit (a worktree of it, with this file
-copied in), the rounds alternating between the two senders (which goes first alternating), as in
-``benchmarks.smtp_intake``.
+and ``alternate.py`` copied in), the rounds alternating between the two senders (``benchmarks/alternate.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ import argparse
 import json
 import logging
 import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,42 +108,18 @@ def one_round(child: subprocess.Popen, ids: list[int], batch: int) -> dict:
 
 
 def profile_round(child: subprocess.Popen, ids: list[int], batch: int, out_dir: str) -> None:
-    """One more round with py-spy on the sender (``--gil``), summarised as ``benchmarks.smtp_intake`` does."""
-    from benchmarks.report import package_shares, top_frames
+    """One more round with py-spy on the sender (``benchmarks.alternate.profile``)."""
+    from benchmarks.alternate import profile
 
-    raw = Path(out_dir) / "satellite_send.txt"
-    py_spy = Path(sys.executable).parent / "py-spy"
-    spy = subprocess.Popen(
-        [str(py_spy), "record", "--gil", "--rate", "250", "--pid", str(child.pid), "--format", "raw"]
-        + ["--output", str(raw)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    one_round(child, ids, batch)
-    spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
-    spy.wait(60)
-    collapsed = raw.read_text(encoding="utf-8", errors="replace")
-    print("  self time by package: " + ", ".join(f"{name} {share:.0%}" for name, share in package_shares(collapsed)))
-    print("  hottest frames (self):")
-    for frame, share in top_frames(collapsed, 20, skip_leaves=()):
-        print(f"    {share:6.1%}  {frame}")
-    print("  our code, inclusive:")
-    for frame, share in top_frames(collapsed, 20, leaf=False, focus="messaging/", skip_leaves=()):
-        print(f"    {share:6.1%}  {frame}")
-    print(f"  (collapsed stacks: {raw})")
+    profile(child.pid, Path(out_dir) / "satellite_send.txt", lambda: one_round(child, ids, batch))
 
 
 def start_sender(root: Path, hive, work: str) -> subprocess.Popen:
-    """A sender child run from checkout ``root`` (its code on the path first)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.satellite_send", "--serve", hive.base_url, hive.username, work],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=root,
-        env=env | {"BENCH_HIVE_PASSWORD": hive.password},
-    )
+    """A sender child run from checkout ``root``; the Hive's password through its environment, not its arguments."""
+    from benchmarks.alternate import start_child
+
+    args = ["benchmarks.satellite_send", "--serve", hive.base_url, hive.username, work]
+    child = start_child(root, args, env={"BENCH_HIVE_PASSWORD": hive.password})
     if not json.loads(child.stdout.readline()).get("ready"):
         raise RuntimeError(f"the sender from {root} did not start")
     return child
@@ -173,40 +146,27 @@ def main(argv: list[str] | None = None) -> None:
     import django
 
     django.setup()
+    from benchmarks.alternate import alternate, checkouts
     from messaging.sandbox.fake_hive import FakeHive
 
     logging.getLogger("messaging").setLevel(logging.WARNING)  # this process's own lines (the stores) are not news
     users = seed()
-    roots = {"this": Path.cwd()} | ({"vs": Path(args.vs).resolve()} if args.vs else {})
+    roots = checkouts(args.vs)
     hive = FakeHive(username=f"bench-{secrets.token_hex(4)}", password=secrets.token_urlsafe(16)).start()
     children: dict[str, subprocess.Popen] = {}
     try:
         children = {side: start_sender(root, hive, work) for side, root in roots.items()}
         for side, child in children.items():
             one_round(child, store(users, 100, f"warm-{side}"), args.batch)
-        figures: dict[str, list[float]] = {side: [] for side in children}
-        for n in range(args.rounds):
-            order = list(children.items())
-            for side, child in order if n % 2 == 0 else order[::-1]:  # ABBA: neither side always goes first
-                got = one_round(child, store(users, args.messages, f"r{n}-{side}"), args.batch)
-                if got["sent"] != args.messages:
-                    raise RuntimeError(f"round {n + 1} ({side}): {got['sent']} of {args.messages} sent")
-                per_msg = got["cpu_s"] / got["sent"] * 1e3
-                figures[side].append(per_msg)
-                name = f" ({side}: {roots[side]})" if args.vs else ""
-                print(f"round {n + 1}{name}: {per_msg:.2f} ms CPU per message, {got['rate']:.0f} msg/s", flush=True)
-        for side, values in figures.items():
-            name = f" [{roots[side]}]" if args.vs else ""
-            print(
-                f"median of {args.rounds} rounds of {args.messages} messages in batches of {args.batch}{name}: "
-                f"{statistics.median(values):.2f} ms CPU per message (the sender's process)"
-            )
-        if args.vs:
-            ratios = [a / b for a, b in zip(figures["this"], figures["vs"], strict=True)]
-            print(
-                f"this / vs, paired by round: median {statistics.median(ratios):.3f} "
-                f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
-            )
+
+        def measured(side: str, n: int) -> tuple[float, str]:
+            got = one_round(children[side], store(users, args.messages, f"r{n}-{side}"), args.batch)
+            if got["sent"] != args.messages:
+                raise RuntimeError(f"round {n + 1} ({side}): {got['sent']} of {args.messages} sent")
+            return got["cpu_s"] / got["sent"] * 1e3, f", {got['rate']:.0f} msg/s"
+
+        what = f"{args.messages} messages in batches of {args.batch} (the sender's process)"
+        alternate(roots, args.rounds, measured, what)
         if args.profile:
             profile_round(children["this"], store(users, args.messages, "profile"), args.batch, work)
     finally:

@@ -12,10 +12,9 @@ server's CPU per message accepted (user + system, from ``psutil``) and the rate,
 ``--profile``: py-spy samples the server (``--gil``: the thread holding the GIL) during one extra round and
 prints its self time by package and its hottest functions (the collapsed stacks are kept).
 
-``--vs <checkout>``: an A/B against another commit (a worktree of it, with this file copied in): a second mail
-server runs from that checkout, and the rounds alternate between the two (round by round, which goes first
-alternating, on the same database), so that a VM whose speed drifts over minutes slows both alike. Printed: each
-side's median, and the median of the paired ratios (this checkout's CPU per mail over the other's, round by round).
+``--vs <checkout>``: an A/B against another commit (a worktree of it, with this file and ``alternate.py`` copied
+in): a second mail server runs from that checkout, on the same database, and the rounds alternate between the two
+(``benchmarks/alternate.py``: each side's median, and the median of the paired ratios).
 """
 
 from __future__ import annotations
@@ -25,9 +24,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -96,30 +92,16 @@ def one_round(pid: int, port: int, mailboxes: list[str], messages: int, concurre
 
 
 def profile_round(pid: int, port: int, mailboxes: list[str], args, out_dir: str) -> None:
-    """One more load with py-spy on the server (``--gil``: where its Python CPU goes), summarised as
-    ``benchmarks.run --profile-gil`` summarises the actors'."""
+    """One more load with py-spy on the server (``benchmarks.alternate.profile``)."""
     from benchmarks import smtp_load
-    from benchmarks.report import package_shares, top_frames
+    from benchmarks.alternate import profile
 
-    raw = Path(out_dir) / "smtp_intake.txt"
-    py_spy = Path(sys.executable).parent / "py-spy"
-    spy = subprocess.Popen(
-        [str(py_spy), "record", "--gil", "--rate", "250", "--pid", str(pid), "--format", "raw", "--output", str(raw)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    tag = "prof"
+    profile(
+        pid,
+        Path(out_dir) / "smtp_intake.txt",
+        lambda: smtp_load.collect(smtp_load.spawn("127.0.0.1", port, args.messages, args.concurrency, mailboxes, tag)),
     )
-    smtp_load.collect(smtp_load.spawn("127.0.0.1", port, args.messages, args.concurrency, mailboxes, "prof"))
-    spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
-    spy.wait(60)
-    collapsed = raw.read_text(encoding="utf-8", errors="replace")
-    print("  self time by package: " + ", ".join(f"{name} {share:.0%}" for name, share in package_shares(collapsed)))
-    print("  hottest frames (self):")
-    for frame, share in top_frames(collapsed, 20, skip_leaves=()):
-        print(f"    {share:6.1%}  {frame}")
-    print("  our code, inclusive:")
-    for frame, share in top_frames(collapsed, 20, leaf=False, focus="messaging/", skip_leaves=()):
-        print(f"    {share:6.1%}  {frame}")
-    print(f"  (collapsed stacks: {raw})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,42 +122,29 @@ def main(argv: list[str] | None = None) -> None:
     import django
 
     django.setup()
+    from benchmarks.alternate import alternate, checkouts, start_child
     from messaging.sandbox.fake_dns import FakeDNS
 
     mailboxes = seed()
-    roots = {"this": Path.cwd()} | ({"vs": Path(args.vs).resolve()} if args.vs else {})
+    roots = checkouts(args.vs)
     with FakeDNS() as dns:
-        children = {side: start_server(root, dns.nameservers, work) for side, root in roots.items()}
+        children = {
+            side: start_child(root, ["benchmarks.smtp_intake", "--serve", dns.nameservers, work])
+            for side, root in roots.items()
+        }
         try:
             ports = {side: json.loads(child.stdout.readline())["port"] for side, child in children.items()}
             for side, child in children.items():
                 one_round(child.pid, ports[side], mailboxes, 200, args.concurrency, f"warm{side}{time.time_ns()}")
-            figures: dict[str, list[float]] = {side: [] for side in children}
-            for n in range(args.rounds):
-                order = list(children.items())
-                for side, child in order if n % 2 == 0 else order[::-1]:  # ABBA: neither side always goes first
-                    tag = f"r{n}{side}x{time.time_ns()}"
-                    got = one_round(child.pid, ports[side], mailboxes, args.messages, args.concurrency, tag)
-                    per_msg = got["cpu_s"] / max(got["ok"], 1) * 1e3
-                    figures[side].append(per_msg)
-                    errors = f", errors {got['errors']}" if got["errors"] else ""
-                    name = f" ({side}: {roots[side]})" if args.vs else ""
-                    print(
-                        f"round {n + 1}{name}: {per_msg:.2f} ms CPU per message, {got['rate']:.0f} msg/s{errors}",
-                        flush=True,
-                    )
-            for side, values in figures.items():
-                name = f" [{roots[side]}]" if args.vs else ""
-                print(
-                    f"median of {args.rounds} rounds of {args.messages} messages over {args.concurrency} sessions"
-                    f"{name}: {statistics.median(values):.2f} ms CPU per message (the mail server's process)"
-                )
-            if args.vs:
-                ratios = [a / b for a, b in zip(figures["this"], figures["vs"], strict=True)]
-                print(
-                    f"this / vs, paired by round: median {statistics.median(ratios):.3f} "
-                    f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
-                )
+
+            def measured(side: str, n: int) -> tuple[float, str]:
+                tag = f"r{n}{side}x{time.time_ns()}"
+                got = one_round(children[side].pid, ports[side], mailboxes, args.messages, args.concurrency, tag)
+                errors = f", errors {got['errors']}" if got["errors"] else ""
+                return got["cpu_s"] / max(got["ok"], 1) * 1e3, f", {got['rate']:.0f} msg/s{errors}"
+
+            what = f"{args.messages} messages over {args.concurrency} sessions (the mail server's process)"
+            alternate(roots, args.rounds, measured, what)
             if args.profile:
                 profile_round(children["this"].pid, ports["this"], mailboxes, args, work)
         finally:
@@ -183,19 +152,6 @@ def main(argv: list[str] | None = None) -> None:
                 child.stdin.close()
             for child in children.values():
                 child.wait(30)
-
-
-def start_server(root: Path, nameservers: str, work: str) -> subprocess.Popen:
-    """A mail server child run from checkout ``root`` (its code on the path first)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.smtp_intake", "--serve", nameservers, work],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=root,
-        env=env,
-    )
 
 
 if __name__ == "__main__":
