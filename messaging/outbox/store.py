@@ -245,43 +245,72 @@ def _rows_per_statement(db, rows: list[Message]) -> int:
 def insert_rows(rows: list[Message]) -> list[Message]:
     """``Message.objects.bulk_create(rows)`` without Django's query compiler and connection proxy, which cost more
     CPU than the write: every column's value is still what the model makes of it (its defaults, ``auto_now``,
-    each field's own conversion for this database), in an INSERT made here whose RETURNING clause gives each row
-    its id. Inside the caller's transaction; raises what ``bulk_create`` would (``IntegrityError`` for a key
-    stored before). Idempotency keys must be distinct."""
+    each field's own conversion for this database), in an INSERT made here; each row's id comes from its RETURNING
+    clause (PostgreSQL) or after it (SQLite, below). Inside the caller's transaction; raises what ``bulk_create``
+    would (``IntegrityError`` for a key stored before). Idempotency keys must be distinct."""
     db = transaction.get_connection()  # the connection itself: each attribute of django.db.connection is a lookup
     if not db.features.can_return_rows_from_bulk_insert:  # no INSERT ... RETURNING here: Django's way
         return Message.objects.bulk_create(rows)
     fields = _INSERTED_FIELDS
     step = _rows_per_statement(db, rows)
     ids: dict[str, int] = {}
+    # SQLite: an INSERT that returns rows holds the write lock from its first step until its rows are read, while
+    # this thread waits its turn to run Python again (a busy process: milliseconds); every other writer, of this
+    # process or another, sleeps in SQLite's busy handler meanwhile. Without RETURNING the write and its commit are
+    # one step; the ids come after (one row: its rowid; several: read back by key, a read takes no lock).
+    returning = db.vendor != "sqlite"
     with db.cursor() as cursor:
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
             params = [field.get_db_prep_save(field.pre_save(row, True), db) for row in chunk for field in fields]
-            cursor.execute(_insert_sql(db, len(chunk)), params)
-            ids.update(cursor.fetchall())
+            cursor.execute(_insert_sql(db, len(chunk), returning), params)
+            if returning:
+                ids.update(cursor.fetchall())
+            elif len(chunk) == 1:
+                ids[chunk[0].idempotency_key] = cursor.lastrowid
+        if len(ids) < len(rows):
+            ids.update(_ids_of(cursor, db, [row.idempotency_key for row in rows if row.idempotency_key not in ids]))
     for row in rows:
         row.id = ids[row.idempotency_key]
         row._state.adding, row._state.db = False, db.alias
     return rows
 
 
-def _insert_sql(db, count: int) -> str:
-    """INSERT of ``count`` rows of every column but the id, returning (idempotency key, id) of each (made once per
-    database kind and row count; counts stay under the database's parameter limit)."""
-    key = (db.vendor, count)
+def _insert_sql(db, count: int, returning: bool) -> str:
+    """INSERT of ``count`` rows of every column but the id, with ``returning`` the (idempotency key, id) of each
+    (made once per database kind, row count and form; counts stay under the database's parameter limit)."""
+    key = (db.vendor, count, returning)
     sql = _INSERT_SQL.get(key)
     if sql is None:
         qn = db.ops.quote_name
         one_row = "(" + ", ".join(["%s"] * len(_INSERTED_FIELDS)) + ")"
-        sql = _INSERT_SQL[key] = (
+        sql = (
             f"INSERT INTO {qn(Message._meta.db_table)} ({', '.join(qn(f.column) for f in _INSERTED_FIELDS)}) "
-            f"VALUES {', '.join([one_row] * count)} RETURNING {qn('idempotency_key')}, {qn('id')}"
+            f"VALUES {', '.join([one_row] * count)}"
         )
+        if returning:
+            sql += f" RETURNING {qn('idempotency_key')}, {qn('id')}"
+        _INSERT_SQL[key] = sql
     return sql
 
 
-_INSERT_SQL: dict[tuple[str, int], str] = {}
+def _ids_of(cursor, db, keys: list[str]) -> dict[str, int]:
+    """The ids of the rows stored under ``keys`` (one plain SELECT per ``KEYS_PER_READ``)."""
+    qn = db.ops.quote_name
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), KEYS_PER_READ):
+        chunk = keys[start : start + KEYS_PER_READ]
+        cursor.execute(
+            f"SELECT {qn('idempotency_key')}, {qn('id')} FROM {qn(Message._meta.db_table)} "
+            f"WHERE {qn('idempotency_key')} IN ({', '.join(['%s'] * len(chunk))})",
+            chunk,
+        )
+        found.update(cursor.fetchall())
+    return found
+
+
+KEYS_PER_READ = 500  # keys one read of ``_ids_of`` asks for (SQLite's parameter limit was 999 before 3.32)
+_INSERT_SQL: dict[tuple[str, int, bool], str] = {}
 _INSERTED_FIELDS = [field for field in Message._meta.concrete_fields if not field.primary_key]
 
 
@@ -515,31 +544,40 @@ def mark_sent(message_id: int, token: str, remote_id: str) -> str:
     return Status.SENT if sent else _lost_lease(message_id, Status.SENT)
 
 
+# Rows one UPDATE of ``mark_sent_many`` records (three parameters each: far below any database's limit).
+SENT_PER_STATEMENT = 100
+
+
 def mark_sent_many(token: str, sent: list[tuple[int, str]]) -> int:
-    """Record ``(message id, remote id)`` pairs of the claim ``token`` as sent, in one transaction (one
-    statement, many rows). Rows whose lease was lost are left alone. Returns how many were recorded."""
+    """Record ``(message id, remote id)`` pairs of the claim ``token`` as sent: one UPDATE for them all (up to
+    ``SENT_PER_STATEMENT``), so on SQLite the write lock is taken and the commit made within one step, never held
+    while this thread waits to run Python again. Rows whose lease was lost are left alone. Returns how many were
+    recorded."""
     if not sent:
         return 0
     now = timezone.now()
     stamp = connection.ops.adapt_datetimefield_value(now)
     table = connection.ops.quote_name(Message._meta.db_table)
-    sql = (
-        f"UPDATE {table} SET status = %s, remote_id = %s, sent_at = %s, updated_at = %s, "
-        "lease_until = NULL, next_attempt_at = NULL, last_error = '' "
-        "WHERE id = %s AND status = %s AND lease_token = %s"
-    )
     sending = Status.SENDING.value
-    with _atomic_unless(len(sent) == 1), connection.cursor() as cursor:  # executemany: a statement per row
-        cursor.executemany(
-            sql, [(Status.SENT.value, rid[:255], stamp, stamp, mid, sending, token) for mid, rid in sent]
+    recorded: set[int] = set()
+    for start in range(0, len(sent), SENT_PER_STATEMENT):
+        chunk = sent[start : start + SENT_PER_STATEMENT]
+        sql = (
+            f"UPDATE {table} SET status = %s, remote_id = CASE id {' '.join(['WHEN %s THEN %s'] * len(chunk))} END, "
+            "sent_at = %s, updated_at = %s, lease_until = NULL, next_attempt_at = NULL, last_error = '' "
+            f"WHERE id IN ({', '.join(['%s'] * len(chunk))}) AND status = %s AND lease_token = %s"
         )
-        if cursor.rowcount == len(sent):  # the usual case: every lease held (rowcount sums the statements)
-            recorded = {mid for mid, _ in sent}
+        pairs = [value for mid, rid in chunk for value in (mid, rid[:255])]
+        params = [Status.SENT.value, *pairs, stamp, stamp, *(mid for mid, _ in chunk), sending, token]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            changed = cursor.rowcount
+        ids = [mid for mid, _ in chunk]
+        if changed == len(chunk):  # the usual case: every lease held
+            recorded.update(ids)
         else:  # which ones: those now sent under this claim's token
-            recorded = set(
-                Message.objects.filter(
-                    id__in=[mid for mid, _ in sent], status=Status.SENT, lease_token=token
-                ).values_list("id", flat=True)
+            recorded.update(
+                Message.objects.filter(id__in=ids, status=Status.SENT, lease_token=token).values_list("id", flat=True)
             )
     for message_id, remote_id in sent:
         if message_id in recorded:

@@ -414,8 +414,9 @@ Message.objects.filter(status="dead").count()
 
 
 def test_a_batch_of_new_keys_is_one_insert_without_a_read_first(make_user):
-    """The usual batch (every key new) costs one INSERT; a batch with a key stored before still stores only
-    what is new (test_record_many_stores_a_batch_in_order_once covers its results)."""
+    """The usual batch (every key new) costs one INSERT, with no read before it (on SQLite the ids of several
+    rows are read after it: see insert_rows); a batch with a key stored before still stores only what is new
+    (test_record_many_stores_a_batch_in_order_once covers its results)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -425,14 +426,17 @@ def test_a_batch_of_new_keys_is_one_insert_without_a_read_first(make_user):
         recs = outbox.record_many(batch)
     assert all(r.created for r in recs)
     statements = [q["sql"].split()[0].upper() for q in ctx.captured_queries]
-    assert statements.count("SELECT") == 0 and statements.count("INSERT") == 1, statements
+    statements = [s for s in statements if s not in ("SAVEPOINT", "RELEASE")]  # the test's own transaction
+    assert statements[0] == "INSERT" and statements.count("INSERT") == 1, statements
+    assert statements.count("SELECT") == (1 if connection.vendor == "sqlite" else 0), statements
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_in_one_statement_is_stored_without_a_transaction_of_its_own(make_user):
-    """Outside a transaction a batch that fits one INSERT is that INSERT alone (atomic by itself, no BEGIN); a
-    batch of several statements is one transaction; inside the caller's transaction, a key stored before leaves
-    that transaction usable (a savepoint), and the batch's new keys are stored."""
+    """Outside a transaction a batch that fits one INSERT is that INSERT alone (atomic by itself, no BEGIN; on
+    SQLite its ids are read after it); a batch of several statements is one transaction; inside the caller's
+    transaction, a key stored before leaves that transaction usable (a savepoint), and the batch's new keys are
+    stored."""
     from django.db import connection, transaction
     from django.test.utils import CaptureQueriesContext
 
@@ -440,7 +444,8 @@ def test_a_batch_in_one_statement_is_stored_without_a_transaction_of_its_own(mak
     batch = [to_record(user, f"one{n}") for n in range(3)]
     with CaptureQueriesContext(connection) as ctx:
         assert all(r.created for r in outbox.record_many(batch))
-    assert [q["sql"].split()[0].upper() for q in ctx.captured_queries] == ["INSERT"]
+    ids_read = ["SELECT"] if connection.vendor == "sqlite" else []
+    assert [q["sql"].split()[0].upper() for q in ctx.captured_queries] == ["INSERT", *ids_read]
 
     many = [to_record(user, f"many{n}") for n in range(150)]  # SQLite: 999 parameters a statement
     assert connection.vendor != "sqlite" or outbox._rows_per_statement(connection, []) < len(many)
@@ -467,3 +472,44 @@ def test_mark_sent_many_records_only_the_rows_the_claim_still_holds(make_user):
     rows = {m.id: m for m in Message.objects.filter(id__in=ids)}
     assert (rows[ids[0]].status, rows[ids[0]].remote_id) == ("sent", "p-1")
     assert (rows[ids[1]].status, rows[ids[1]].lease_token, rows[ids[1]].remote_id) == ("sending", other.lease_token, "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_stores_writes_hold_no_sqlite_lock_once_their_statement_returns(make_user):
+    """On SQLite a write that keeps its statement open (``INSERT ... RETURNING`` until its rows are read, or one
+    statement per row inside BEGIN ... COMMIT) holds the database's write lock while its thread waits to run Python
+    again, and every other writer sleeps in SQLite's busy handler meanwhile. Storing a message and recording sends
+    are one step each: once a statement of theirs returns, another connection writes at once (no wait at all)."""
+    import sqlite3
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write lock")
+    user = make_user()
+    other = sqlite3.connect(connection.settings_dict["NAME"], timeout=0, isolation_level=None)
+    refused = []
+
+    def write_beside(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.split()[0].upper() in ("INSERT", "UPDATE"):
+            try:
+                other.execute("UPDATE accounts_user SET last_login = NULL WHERE id = -1")
+            except sqlite3.OperationalError as exc:  # "database is locked"
+                refused.append((sql.split()[0], str(exc)))
+        return result
+
+    try:
+        with connection.execute_wrapper(write_beside):
+            one = outbox.record_many([to_record(user, "alone")])
+            several = outbox.record_many([to_record(user, f"s{n}") for n in range(3)])
+            ids = [r.message_id for r in one + several]
+            token = outbox.claim_many(ids)[0].lease_token
+            assert outbox.mark_sent_many(token, [(mid, f"r{mid}") for mid in ids]) == len(ids)
+    finally:
+        other.close()
+    assert refused == []
+    assert sorted(Message.objects.filter(status="sent").values_list("id", flat=True)) == sorted(ids)
+    assert {m.idempotency_key: m.id for m in Message.objects.all()} == {
+        key: r.message_id for key, r in zip(["alone", "s0", "s1", "s2"], one + several, strict=True)
+    }
