@@ -110,6 +110,7 @@ def database_config(url: str | None) -> dict:
     config["CONN_MAX_AGE"] = 300
     config["CONN_HEALTH_CHECKS"] = True
     if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["ENGINE"] = "web.db.sqlite3"  # Django's, with the writers of a process taking turns
         options = config.setdefault("OPTIONS", {})
         options.setdefault("timeout", 30)
         options.setdefault("transaction_mode", "IMMEDIATE")
