@@ -165,3 +165,95 @@ def test_a_slow_remote_never_gets_a_message_twice(make_user):
     assert sorted(sent) == sorted(ids), f"each message sent exactly once, got {sent}"
     assert outcomes == dict.fromkeys(ids, "sent")
     assert set(Message.objects.filter(id__in=ids).values_list("status", flat=True)) == {"sent"}
+
+
+class GatedRemote(RecordingSender):
+    """A remote that holds every send until the test opens the gate, counting the sends under way at once and the
+    threads they came from."""
+
+    def __init__(self):
+        super().__init__(Config())
+        self.gate = threading.Event()
+        self.active = 0
+        self.threads: set[int] = set()
+
+    def send(self, row) -> str:
+        with self.lock:
+            self.active += 1
+            self.threads.add(threading.get_ident())
+        try:
+            assert self.gate.wait(30), "the test never opened the gate"
+            return super().send(row)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def _deliver_gated(sender: GatedRemote, ids: list[int], at_once: int) -> dict:
+    """``deliver_many(ids)`` with the gate shut until ``at_once`` sends are under way; its outcomes."""
+    from tests.waiting import wait_until
+
+    outcomes: dict = {}
+
+    def deliver():
+        from django.db import connection
+
+        try:
+            outcomes.update(sender.deliver_many(ids))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=deliver)
+    worker.start()
+    try:
+        wait_until(lambda: sender.active == at_once, timeout=30, interval=0.01, what=f"{at_once} sends at once")
+    finally:
+        sender.gate.set()
+        worker.join(60)
+    return outcomes
+
+
+def test_a_quick_remote_gets_two_users_sends_at_once_and_a_slow_one_eight(make_user):
+    """Against a remote that answers quickly, more sends at once only queue for the process's one Python lock beside
+    its intake: after its first sends are timed quick, a batch of ten users' messages goes out two users at a time
+    (from two threads); while the remote is slow (or not timed yet), eight at a time. Each user's in order."""
+    from messaging.delivery.base import QUICK_REMOTE, QUICK_WIDTH, SEND_CONCURRENCY
+
+    users = [make_user() for _ in range(10)]
+    sender = GatedRemote()
+    first = [store(user, f"first{n}") for n, user in enumerate(users)]
+    assert _deliver_gated(sender, first, SEND_CONCURRENCY) == dict.fromkeys(first, "sent")  # not timed yet: wide
+    sender.typical_send = QUICK_REMOTE / 10  # as a quick remote's sends time it
+    sender.gate.clear()
+    sender.threads.clear()
+    later = [store(user, f"later{n}") for n, user in enumerate(users) for _ in range(2)]
+    assert _deliver_gated(sender, later, QUICK_WIDTH) == dict.fromkeys(later, "sent")
+    assert len(sender.threads) == QUICK_WIDTH
+    for user in users:
+        assert [mid for uid, mid in sender.sent if uid == user.id] == sorted(
+            Message.objects.filter(user=user).values_list("id", flat=True)
+        )
+
+
+def test_each_send_is_timed_also_when_the_remote_refuses_it(make_user):
+    from messaging.delivery.base import QUICK_REMOTE
+    from messaging.outbox.store import RetryPolicy
+
+    user = make_user()
+    ok, refused = store(user, "t1"), store(user, "t2", text="busy")
+    sender = SlowRemote(QUICK_REMOTE * 2, RetryPolicy())
+    sender.outcome = {"busy": TemporaryDeliveryError("503")}
+    assert sender.typical_send is None
+    assert sender.deliver_many([ok, refused]) == {ok: "sent", refused: "failed"}
+    assert sender.typical_send >= QUICK_REMOTE  # both sends took their time, the refused one too
+
+
+def test_send_width():
+    from messaging.delivery.base import QUICK_REMOTE, QUICK_WIDTH, SEND_CONCURRENCY, send_width, streams
+
+    assert send_width(None, 20) == SEND_CONCURRENCY  # not timed yet
+    assert send_width(QUICK_REMOTE * 2, 20) == SEND_CONCURRENCY
+    assert send_width(QUICK_REMOTE / 2, 20) == QUICK_WIDTH
+    assert send_width(None, 3) == 3 and send_width(QUICK_REMOTE / 2, 1) == 1
+    groups = [[1], [2, 3], [4], [5]]
+    assert streams(groups, 2) == [[[1], [4]], [[2, 3], [5]]]
