@@ -311,14 +311,16 @@ def actor_pids(backend: Backend, class_name: str) -> list[int]:
 
 
 def stop_backend(backend: Backend, timeout: float = 180, keep_workdir: bool = False) -> dict:
-    """SIGINT (Ctrl-C) and wait for a clean exit; then kill anything of our Ray that is still alive.
+    """SIGINT (Ctrl-C) and wait for a clean exit; then kill anything of our Ray that is still alive. SIGTERM (runbackend
+    drains on it the same) when this harness ignores SIGINT: started in the background by a shell, it passed that
+    on to runbackend, which would wait out ``timeout`` before anything stopped it.
 
     The work dir (database, sandbox records, Ray logs) is removed unless ``keep_workdir``.
     """
     started = time.monotonic()
     proc = backend.proc
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else signal.SIGINT)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
