@@ -26,9 +26,13 @@ _turns_lock = threading.Lock()
 
 
 def turn_for(name: str) -> threading.Lock:
-    """The one lock of this process for writers of database file ``name``."""
-    with _turns_lock:
-        return _turns.setdefault(str(name), threading.Lock())
+    """The one lock of this process for writers of database file ``name`` (asked twice per write: a plain read once
+    it exists)."""
+    turn = _turns.get(name)
+    if turn is None:
+        with _turns_lock:
+            turn = _turns.setdefault(str(name), threading.Lock())
+    return turn
 
 
 def writes(sql: str) -> bool:
